@@ -1,0 +1,274 @@
+"""Wire models shared by the API client, the server and the CLI.
+
+Every request and response body of the orchestration API is one of these. The endpoints
+(all JSON, all under ``/api``; ``Authorization: Bearer <api key or run token>``)::
+
+    GET    /api/health                              -> Health                 (no key needed)
+    POST   /api/flows                 FlowSpec      -> Flow                   (new version only on change)
+    GET    /api/flows                               -> list[Flow]             (latest version of each)
+    GET    /api/flows/{name}?version=N              -> Flow
+    POST   /api/flow_runs             FlowRunCreate -> FlowRun                (201)
+    GET    /api/flow_runs?flow=&state=&agent=&limit=&offset= -> list[FlowRun] (newest first)
+    GET    /api/flow_runs/{id}                      -> FlowRun                (with history)
+    POST   /api/flow_runs/{id}/cancel               -> FlowRun
+    POST   /api/flow_runs/{id}/state  StateUpdate   -> FlowRun                (409 on an illegal transition)
+    POST   /api/flow_runs/{id}/logs   LogBatch      -> LogBatchResult         (a resent seq is stored once)
+    GET    /api/flow_runs/{id}/logs?after=-1&limit=1000&wait=0 -> LogPage    (wait > 0 long-polls)
+    POST   /api/agents                AgentRegister -> Agent
+    GET    /api/agents                              -> list[Agent]
+    POST   /api/agents/{id}/heartbeat Heartbeat     -> HeartbeatReply
+    POST   /api/agents/{id}/claim     ClaimRequest  -> ClaimReply             (long-polls up to ``wait``)
+
+States::
+
+    Scheduled -> Submitted -> Running -> Success | Failed | Cancelled | Crashed
+    Scheduled -> Cancelled                      (cancel before a claim)
+    Submitted -> Failed | Cancelled | Crashed   (could not start, cancelled before start, agent lost)
+    Submitted | Running -> Cancelling -> Cancelled | Success | Failed | Crashed
+    Failed | Crashed -> Scheduled               (server-side only: a retry, attempt + 1)
+
+Times are timezone-aware UTC. Durations on the wire are seconds (numbers); ``FlowSpec`` also accepts
+the config spellings (``"30s"``, ``"1h30m"``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from localagent.config.units import parse_duration
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StateName(str, Enum):
+    """A flow run's state."""
+
+    SCHEDULED = "Scheduled"
+    SUBMITTED = "Submitted"
+    RUNNING = "Running"
+    CANCELLING = "Cancelling"
+    SUCCESS = "Success"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    CRASHED = "Crashed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({StateName.SUCCESS, StateName.FAILED, StateName.CANCELLED, StateName.CRASHED})
+
+
+class Health(_Wire):
+    status: Literal["ok"] = "ok"
+    version: str
+    database: str = Field(description="storage backend in use, e.g. 'sqlite' or 'postgresql'")
+
+
+class RunConfig(_Wire):
+    """How a flow's process is set up. A local agent takes ``universal`` and ``local`` only."""
+
+    type: str = Field(default="universal", min_length=1, max_length=64)
+    env: dict[str, str] = Field(default_factory=dict)
+    working_dir: str | None = Field(default=None, description="only honoured for type 'local'")
+    labels: list[str] = Field(default_factory=list)
+
+
+class FlowSpec(_Wire):
+    """A flow as registered: ``POST /api/flows`` and one ``[[flow]]`` of ``flows.toml``."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    command: list[str] | str = Field(description="argv list; a plain string runs under /bin/sh -c")
+    run_config: RunConfig = Field(default_factory=RunConfig)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    labels: list[str] = Field(default_factory=list)
+    retries: int = Field(default=0, ge=0, le=1000)
+    retry_delay: float = Field(default=0.0, ge=0, description="seconds; accepts '1m' too")
+    timeout: float | None = Field(default=None, gt=0, description="seconds; accepts '30m' too; none = no limit")
+
+    @field_validator("command")
+    @classmethod
+    def _command_not_empty(cls, command: list[str] | str) -> list[str] | str:
+        if isinstance(command, str) and not command.strip():
+            raise ValueError("command must not be empty")
+        if isinstance(command, list) and (not command or not command[0]):
+            raise ValueError("command must name a program")
+        return command
+
+    @field_validator("retry_delay", "timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return None if value is None else parse_duration(value)
+
+
+class Flow(FlowSpec):
+    """A registered flow version."""
+
+    version: int = Field(ge=1)
+    created: datetime
+
+
+class StateRecord(_Wire):
+    """One entry of a run's state history."""
+
+    state: StateName
+    time: datetime
+    message: str = ""
+
+
+class FlowRunCreate(_Wire):
+    """``POST /api/flow_runs``: a new run of a flow (its latest version unless ``version`` is given)."""
+
+    flow: str = Field(min_length=1)
+    version: int | None = Field(default=None, ge=1)
+    parameters: dict[str, Any] = Field(default_factory=dict, description="merged over the flow's defaults")
+    labels: list[str] = Field(default_factory=list, description="added to the flow's labels")
+    scheduled_start: datetime | None = Field(default=None, description="default: now")
+    name: str | None = Field(default=None, max_length=200, description="default: a generated name")
+
+
+class FlowRun(_Wire):
+    """One execution of a flow."""
+
+    id: str
+    name: str
+    flow: str
+    flow_version: int
+    parameters: dict[str, Any]
+    labels: list[str]
+    run_config_type: str
+    scheduled_start: datetime
+    state: StateName
+    state_message: str = ""
+    history: list[StateRecord] = Field(default_factory=list)
+    attempt: int = Field(default=1, ge=1, description="1 for the first try, +1 per retry")
+    agent_id: str | None = None
+    agent_name: str | None = None
+    pid: int | None = None
+    exit_code: int | None = None
+    created: datetime
+    updated: datetime
+    started: datetime | None = None
+    ended: datetime | None = None
+
+
+class StateUpdate(_Wire):
+    """``POST /api/flow_runs/{id}/state``: the owning agent (or the run's token) moves a run on."""
+
+    state: StateName
+    message: str = Field(default="", max_length=10_000)
+    pid: int | None = None
+    exit_code: int | None = None
+
+
+class LogLine(_Wire):
+    """One line of a run's output. ``seq`` numbers a run's lines from 0 across all its attempts."""
+
+    seq: int = Field(ge=0)
+    time: datetime
+    stream: Literal["stdout", "stderr", "system"] = "stdout"
+    text: str
+
+
+class LogBatch(_Wire):
+    lines: list[LogLine] = Field(max_length=100_000)
+
+
+class LogBatchResult(_Wire):
+    stored: int = Field(description="lines newly stored (resent ones are not counted)")
+    last_seq: int = Field(description="highest seq the server holds for this run, -1 when none")
+
+
+class LogPage(_Wire):
+    """``GET /api/flow_runs/{id}/logs``: lines with ``seq > after``, oldest first."""
+
+    lines: list[LogLine]
+    next_after: int = Field(description="pass as ``after`` to read on")
+    finished: bool = Field(description="the run is in a final state and no line after these is stored")
+
+
+class AgentRegister(_Wire):
+    """``POST /api/agents``: an agent announces itself (again after a restart or a 404 on heartbeat)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    labels: list[str] = Field(default_factory=list)
+    run_unlabeled: bool = False
+    run_config_types: list[str] = Field(default_factory=lambda: ["universal", "local"])
+    hostname: str = ""
+    version: str = ""
+    config_generation: int = 0
+    config_hash: str = ""
+    config_error: str | None = None
+
+
+class Agent(_Wire):
+    id: str
+    name: str
+    labels: list[str]
+    run_unlabeled: bool
+    run_config_types: list[str]
+    hostname: str
+    version: str
+    config_generation: int
+    config_hash: str
+    config_error: str | None
+    registered: datetime
+    last_heartbeat: datetime
+    running_runs: list[str] = Field(default_factory=list)
+    lost: bool = Field(default=False, description="its heartbeat stopped for longer than agent_timeout")
+
+
+class Heartbeat(_Wire):
+    """``POST /api/agents/{id}/heartbeat``: the agent is alive; what it runs and which config it has."""
+
+    running_runs: list[str] = Field(default_factory=list)
+    labels: list[str] = Field(default_factory=list)
+    run_unlabeled: bool = False
+    config_generation: int = 0
+    config_hash: str = ""
+    config_error: str | None = None
+
+
+class HeartbeatReply(_Wire):
+    cancel: list[str] = Field(default_factory=list, description="ids of this agent's runs to cancel")
+
+
+class ClaimRequest(_Wire):
+    """``POST /api/agents/{id}/claim``: up to ``slots`` runs this agent accepts, now.
+
+    The labels and types are sent on every claim so that a reload applies to the very next claim.
+    The server answers as soon as work (or a cancel for one of this agent's runs) exists, or after ``wait``.
+    """
+
+    slots: int = Field(ge=0, le=1000)
+    wait: float = Field(default=0.0, ge=0, le=300)
+    labels: list[str] = Field(default_factory=list)
+    run_unlabeled: bool = False
+    run_config_types: list[str] = Field(default_factory=lambda: ["universal", "local"])
+
+
+class ClaimedRun(_Wire):
+    """A run handed to this agent: the run (now Submitted), its flow version and a run-scoped token."""
+
+    run: FlowRun
+    flow: Flow
+    token: str = Field(description="bearer token that can read this run and write its state and logs")
+    next_log_seq: int = Field(default=0, ge=0, description="first seq to use for this attempt's output")
+
+
+class ClaimReply(_Wire):
+    runs: list[ClaimedRun] = Field(default_factory=list)
+    cancel: list[str] = Field(default_factory=list, description="ids of this agent's runs to cancel")
+
+
+class ErrorBody(_Wire):
+    """Every 4xx/5xx body: ``{"detail": "flow 'x' not found"}``."""
+
+    detail: str

@@ -1,0 +1,1 @@
+"""The ``localagent`` command line: the only place that prints errors and picks exit codes."""

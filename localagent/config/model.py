@@ -1,0 +1,191 @@
+"""The agent's configuration: one frozen model, built once per load and handed down.
+
+Usage::
+
+    config = AgentConfig.model_validate({"agent": {"labels": ["etl"]}})
+    config.agent.labels  # ('etl',)
+
+A reload builds a new ``AgentConfig`` and swaps it in; nothing ever mutates one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from localagent.config.units import Duration, Size
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/localagent``, else ``~/.local/state/localagent``."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "localagent"
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:4300"`` -> ``("127.0.0.1", 4300)``; ``"[::1]:80"`` works too."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"expected HOST:PORT like '127.0.0.1:4300', got {value!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0..65535, got {port}")
+    return host.strip("[]"), port
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AgentSection(_Section):
+    """``[agent]``: who this agent is and which runs it takes."""
+
+    name: str = Field(default_factory=socket.gethostname, min_length=1, description="agent name shown by the API")
+    labels: tuple[str, ...] = Field(default=(), description="labels this agent accepts")
+    hostname_label: bool = Field(default=True, description="also accept this host's name as a label")
+    run_unlabeled: bool = Field(default=False, description="also take runs that have no labels")
+    max_concurrent_runs: int = Field(default=0, ge=0, description="runs started at once; 0 means no cap")
+    max_polls: int = Field(default=0, ge=0, description="stop after this many polls; 0 means forever")
+    poll_interval: Duration = Field(
+        default=10.0, gt=0, description="longest wait between polls (long-poll window and back-off cap)"
+    )
+    state_dir: Path = Field(default_factory=default_state_dir, description="spool, run logs and the embedded database")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_not_blank(cls, labels: tuple[str, ...]) -> tuple[str, ...]:
+        for label in labels:
+            if not label.strip():
+                raise ValueError("labels must not be empty strings")
+        return tuple(dict.fromkeys(labels))
+
+    @field_validator("state_dir")
+    @classmethod
+    def _expand_state_dir(cls, path: Path) -> Path:
+        return path.expanduser()
+
+    def effective_labels(self) -> tuple[str, ...]:
+        """The labels used for claims: ``labels`` plus the host name when ``hostname_label``."""
+        if self.hostname_label:
+            return tuple(dict.fromkeys((*self.labels, socket.gethostname())))
+        return self.labels
+
+
+class ApiSection(_Section):
+    """``[api]``: where the orchestration API is and how to authenticate."""
+
+    url: str = Field(
+        default="embedded", description="'embedded' hosts the API in this process; else http(s)://host:port"
+    )
+    key: SecretStr | None = Field(default=None, description="API key (literal or ${VAR})")
+    key_file: Path | None = Field(default=None, description="file holding the API key; re-read on reload")
+    timeout: Duration = Field(default=10.0, gt=0, description="per-request timeout")
+
+    @field_validator("url")
+    @classmethod
+    def _url_shape(cls, url: str) -> str:
+        url = url.strip()
+        if url == "embedded":
+            return url
+        if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
+            raise ValueError(f"expected 'embedded' or an http(s)://host:port URL, got {url!r}")
+        return url.rstrip("/")
+
+    @field_validator("key_file")
+    @classmethod
+    def _expand_key_file(cls, path: Path | None) -> Path | None:
+        return path.expanduser() if path is not None else None
+
+
+class ServerSection(_Section):
+    """``[server]``: the embedded API (used when ``api.url = "embedded"``)."""
+
+    address: str = Field(default="127.0.0.1:4300", description="where the embedded API listens (HOST:PORT)")
+    database: str | None = Field(
+        default=None, description="SQLAlchemy URL of the embedded API's storage; default SQLite in state_dir"
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _address_shape(cls, address: str) -> str:
+        parse_address(address)
+        return address
+
+
+class RunsSection(_Section):
+    """``[runs]``: how every flow run's process is set up and stopped."""
+
+    env: dict[str, str] = Field(default_factory=dict, description="environment added to every run")
+    inherit_env: bool = Field(default=True, description="pass the agent's own environment to runs")
+    working_dir: Path | None = Field(default=None, description="working directory for runs that name none")
+    import_paths: tuple[str, ...] = Field(default=(), description="prepended to PYTHONPATH of every run")
+    stop_signal: str = Field(default="SIGTERM", description="first signal on cancel, timeout or shutdown")
+    stop_grace: Duration = Field(default=30.0, description="then SIGKILL to the whole process group")
+    drain_timeout: Duration = Field(default=300.0, description="on shutdown, how long running runs may finish")
+
+    @field_validator("stop_signal")
+    @classmethod
+    def _known_signal(cls, name: str) -> str:
+        normalized = name.strip().upper()
+        if not normalized.startswith("SIG"):
+            normalized = "SIG" + normalized
+        if not hasattr(signal.Signals, normalized) or normalized in ("SIGKILL", "SIGSTOP"):
+            raise ValueError(f"expected a signal name like 'SIGTERM' or 'SIGINT', got {name!r}")
+        return normalized
+
+    @field_validator("working_dir")
+    @classmethod
+    def _expand_working_dir(cls, path: Path | None) -> Path | None:
+        return path.expanduser() if path is not None else None
+
+
+class LogsSection(_Section):
+    """``[logs]``: run output and the agent's own log."""
+
+    show_flow_logs: bool = Field(default=False, description="stream each run's output to the agent console")
+    send_to_api: bool = Field(default=True, description="ship each run's output to the API")
+    max_run_output: Size = Field(default=64 * 1024 * 1024, description="per-run cap; head and tail are kept")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO", description="agent log level"
+    )
+    format: Literal["text", "json"] = Field(default="text", description="agent log format")
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper_level(cls, level: object) -> object:
+        return level.strip().upper() if isinstance(level, str) else level
+
+
+class HealthSection(_Section):
+    """``[health]``: the agent's own /health and /metrics endpoint."""
+
+    address: str = Field(default="", description="serve /health and /metrics here (HOST:PORT); empty is off")
+
+    @field_validator("address")
+    @classmethod
+    def _address_shape(cls, address: str) -> str:
+        if address:
+            parse_address(address)
+        return address
+
+
+class AgentConfig(_Section):
+    """The whole agent configuration (every TOML table)."""
+
+    agent: AgentSection = Field(default_factory=AgentSection)
+    api: ApiSection = Field(default_factory=ApiSection)
+    server: ServerSection = Field(default_factory=ServerSection)
+    runs: RunsSection = Field(default_factory=RunsSection)
+    logs: LogsSection = Field(default_factory=LogsSection)
+    health: HealthSection = Field(default_factory=HealthSection)
+
+    def database_url(self) -> str:
+        """The embedded API's storage URL, defaulting to a SQLite file in ``agent.state_dir``."""
+        if self.server.database:
+            return self.server.database
+        return f"sqlite:///{self.agent.state_dir / 'localagent.db'}"
