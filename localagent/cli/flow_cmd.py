@@ -1,7 +1,338 @@
-"""Placeholder command group; filled in by its issue."""
+"""``localagent flow``: register flows (one by one or from ``flows.toml``), list them and start runs."""
 
 from __future__ import annotations
 
+import json
+import shlex
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from localagent.cli.common import (
+    DEFAULT_API_URL,
+    ApiKeyOption,
+    ApiUrlOption,
+    JsonOption,
+    api_client,
+    echo_err,
+    format_labels,
+    format_time,
+    parse_at,
+    parse_duration_option,
+    parse_pairs,
+    parse_params,
+    print_fields,
+    print_json,
+    print_table,
+    shorten,
+    usage_error,
+)
+
+if TYPE_CHECKING:
+    from localagent.api.client import ApiClient
+    from localagent.api.models import Flow, FlowSpec
+
+_SPEC_FLAGS = {
+    "name": "NAME",
+    "command": "--command",
+    "run_config": "--env/--working-dir/--run-config",
+    "parameters": "--param",
+    "labels": "--label",
+    "retries": "--retries",
+    "retry_delay": "--retry-delay",
+    "timeout": "--timeout",
+}
+_RUN_FLAGS = {"flow": "NAME", "parameters": "--param", "labels": "--label", "scheduled_start": "--at"}
+
+
+class RunConfigType(str, Enum):
+    """The run config types a local agent runs."""
+
+    LOCAL = "local"
+    UNIVERSAL = "universal"
+
+
+app = typer.Typer(no_args_is_help=True, help="Register, list and run flows.")
+
+
+def describe_command(command: list[str] | str) -> str:
+    """An argv list as a shell would read it; a string (run by /bin/sh -c) as written."""
+    return command if isinstance(command, str) else shlex.join(command)
+
+
+def register_spec(client: ApiClient, spec: FlowSpec) -> tuple[str, Flow, int | None]:
+    """Register ``spec``; returns ``created``/``updated``/``unchanged``, the flow and the version before."""
+    from localagent.errors import ApiNotFound
+
+    try:
+        before: int | None = client.get_flow(spec.name).version
+    except ApiNotFound:
+        before = None
+    flow = client.register_flow(spec)
+    outcome = "created" if before is None else "unchanged" if flow.version == before else "updated"
+    return outcome, flow, before
+
+
+def _outcome_line(outcome: str, flow: Flow, before: int | None) -> str:
+    if outcome == "updated":
+        return f"updated flow {flow.name!r}: version {before} -> {flow.version}"
+    return f"{outcome} flow {flow.name!r} (version {flow.version})"
+
+
+@app.command("register")
+def register(
+    name: Annotated[str, typer.Argument(help="Flow name: letters, digits, '.', '_' and '-'.")],
+    command: Annotated[
+        list[str],
+        typer.Option(
+            "--command",
+            "-c",
+            metavar="CMD",
+            help="Given once: a command line run by /bin/sh -c. Given several times: the argv list.",
+        ),
+    ],
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", metavar="LABEL", help="Label runs need (repeatable).")
+    ] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", metavar="K=V", help="Run environment.")] = None,
+    working_dir: Annotated[
+        str | None, typer.Option("--working-dir", metavar="DIR", help="Working dir on the agent's host (local).")
+    ] = None,
+    run_config: Annotated[
+        RunConfigType | None,
+        typer.Option("--run-config", help="Run config type; default local with --working-dir, else universal."),
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", metavar="K=V", help="Default parameter; V parsed as JSON.")
+    ] = None,
+    retries: Annotated[int, typer.Option("--retries", min=0, max=1000, help="Retries after Failed/Crashed.")] = 0,
+    retry_delay: Annotated[
+        str | None, typer.Option("--retry-delay", metavar="DURATION", help="Wait before a retry, e.g. 1m.")
+    ] = None,
+    timeout: Annotated[
+        str | None, typer.Option("--timeout", metavar="DURATION", help="Stop and fail a run after this, e.g. 30m.")
+    ] = None,
+    as_json: JsonOption = False,
+    api: ApiUrlOption = DEFAULT_API_URL,
+    key: ApiKeyOption = None,
+) -> None:
+    """Register a flow (a new version only when something changed).
+
+    The working dir and the command are checked by the agent's host before a run starts, not here.
+
+    Example: `localagent flow register report --command 'python report.py' --working-dir /srv/reports --label etl
+    --param day=today --retries 2 --retry-delay 1m --timeout 30m`
+    """
+    from pydantic import ValidationError
+
+    from localagent.api.models import FlowSpec, RunConfig
+
+    if working_dir is not None and run_config is RunConfigType.UNIVERSAL:
+        raise typer.BadParameter("only a 'local' run config has a working dir", param_hint="--working-dir")
+    try:
+        spec = FlowSpec(
+            name=name,
+            command=command[0] if len(command) == 1 else list(command),
+            run_config=RunConfig(
+                type=run_config.value if run_config else "local" if working_dir is not None else "universal",
+                env=parse_pairs(env or [], "--env"),
+                working_dir=working_dir,
+            ),
+            parameters=parse_params(param or []),
+            labels=list(label or []),
+            retries=retries,
+            retry_delay=parse_duration_option(retry_delay, "--retry-delay") or 0.0,
+            timeout=parse_duration_option(timeout, "--timeout"),
+        )
+    except ValidationError as exc:
+        raise usage_error(exc, _SPEC_FLAGS) from None
+    with api_client(api, key) as client:
+        outcome, flow, before = register_spec(client, spec)
+    if as_json:
+        print_json(flow)
+    else:
+        typer.echo(_outcome_line(outcome, flow, before))
+
+
+@app.command("apply")
+def apply(
+    files: Annotated[
+        list[Path],
+        typer.Option("--file", "-f", metavar="FLOWS.TOML", help="A flows file (repeatable).", dir_okay=False),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list of {name, version, outcome}.")] = False,
+    api: ApiUrlOption = DEFAULT_API_URL,
+    key: ApiKeyOption = None,
+) -> None:
+    """Register every flow table of a flows.toml; each is reported created, updated or unchanged.
+
+    The whole file is validated first (errors name file, line and key); nothing is registered if it is wrong.
+
+    Example: `localagent flow apply -f flows.toml`
+    """
+    from localagent.api.flowfile import load_flows_file
+    from localagent.errors import ConfigError
+
+    specs: list[FlowSpec] = []
+    problems = []
+    for path in files:
+        try:
+            specs.extend(load_flows_file(path))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
+    results = []
+    with api_client(api, key) as client:
+        for spec in specs:
+            outcome, flow, before = register_spec(client, spec)
+            results.append({"name": flow.name, "version": flow.version, "outcome": outcome})
+            if not as_json:
+                typer.echo(_outcome_line(outcome, flow, before))
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+    elif not specs:
+        echo_err("no flow tables found; nothing to register")
+
+
+@app.command("ls")
+def list_flows(
+    as_json: JsonOption = False,
+    api: ApiUrlOption = DEFAULT_API_URL,
+    key: ApiKeyOption = None,
+) -> None:
+    """List registered flows (latest version of each).
+
+    Example: `localagent flow ls --json`
+    """
+    with api_client(api, key) as client:
+        flows = client.list_flows()
+    if as_json:
+        print_json(flows)
+        return
+    print_table(
+        ["NAME", "VERSION", "COMMAND", "RUN CONFIG", "LABELS", "RETRIES", "TIMEOUT", "CREATED"],
+        (
+            [
+                flow.name,
+                str(flow.version),
+                shorten(describe_command(flow.command), 40),
+                flow.run_config.type,
+                format_labels(flow.labels),
+                str(flow.retries),
+                "-" if flow.timeout is None else f"{flow.timeout:g}s",
+                format_time(flow.created),
+            ]
+            for flow in flows
+        ),
+    )
+
+
+@app.command("show")
+def show_flow(
+    name: Annotated[str, typer.Argument(help="Flow name.")],
+    version: Annotated[int | None, typer.Option("--version", min=1, help="This version, not the latest.")] = None,
+    as_json: JsonOption = False,
+    api: ApiUrlOption = DEFAULT_API_URL,
+    key: ApiKeyOption = None,
+) -> None:
+    """Show one flow.
+
+    Example: `localagent flow show nightly-report --version 2`
+    """
+    with api_client(api, key) as client:
+        flow = client.get_flow(name, version)
+    if as_json:
+        print_json(flow)
+        return
+    config = flow.run_config
+    print_fields(
+        [
+            ("name", flow.name),
+            ("version", str(flow.version)),
+            (
+                "command",
+                describe_command(flow.command) + (" (run by /bin/sh -c)" if isinstance(flow.command, str) else ""),
+            ),
+            ("run config", config.type + (f", working dir {config.working_dir}" if config.working_dir else "")),
+            ("env", " ".join(f"{k}={v}" for k, v in config.env.items()) or "-"),
+            ("parameters", json.dumps(flow.parameters, ensure_ascii=False)),
+            ("labels", format_labels([*flow.labels, *config.labels])),
+            ("retries", f"{flow.retries} (delay {flow.retry_delay:g}s)"),
+            ("timeout", "-" if flow.timeout is None else f"{flow.timeout:g}s"),
+            ("created", format_time(flow.created)),
+        ]
+    )
+
+
+@app.command("run")
+def run_flow(
+    name: Annotated[str, typer.Argument(help="Flow name.")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", metavar="K=V", help="Parameter; V parsed as JSON.")
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", "-l", metavar="LABEL", help="Extra label (repeatable).")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", metavar="TIME", help="Start time: ISO 8601 or relative like +5m.")
+    ] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Follow output and state; exit 0 on Success, else 1.")
+    ] = False,
+    as_json: JsonOption = False,
+    api: ApiUrlOption = DEFAULT_API_URL,
+    key: ApiKeyOption = None,
+) -> None:
+    """Start a run of a flow and print its id (or the run as JSON).
+
+    With --watch the run's output is printed as it arrives (its state changes go to stderr), retries of
+    the run are followed, and the exit code is 0 when it ends Success, 1 otherwise.
+
+    Example: `localagent flow run nightly-report --param day=2024-05-01 --at +5m`
+    """
+    from pydantic import ValidationError
+
+    from localagent.api.models import FlowRunCreate, StateName
+    from localagent.cli.flow_run_cmd import follow_run, print_line_plain, print_state_changes
+
+    try:
+        request = FlowRunCreate(
+            flow=name,
+            parameters=parse_params(param or []),
+            labels=list(label or []),
+            scheduled_start=parse_at(at) if at is not None else None,
+        )
+    except ValidationError as exc:
+        raise usage_error(exc, _RUN_FLAGS) from None
+    with api_client(api, key) as client:
+        run = client.create_run(request)
+        if not watch:
+            if as_json:
+                print_json(run)
+            else:
+                typer.echo(run.id)
+            return
+        echo_err(f"run {run.name} ({run.id}) of flow {run.flow} version {run.flow_version}")
+        final = follow_run(
+            client,
+            run.id,
+            lambda line: print_line_plain(line, all_to_stderr=as_json),
+            print_state_changes,
+        )
+    if as_json:
+        print_json(final)
+    raise typer.Exit(0 if final.state is StateName.SUCCESS else 1)
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print the JSON schema of flows.toml (the one in schemas/flows.schema.json).
+
+    Example: `localagent flow schema > schemas/flows.schema.json`
+    """
+    from localagent.api.flowfile import flows_json_schema
+
+    typer.echo(json.dumps(flows_json_schema(), indent=2))

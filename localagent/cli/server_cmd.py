@@ -1,7 +1,123 @@
-"""Placeholder command group; filled in by its issue."""
+"""``localagent server``: the orchestration API as a stand-alone service."""
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from localagent.errors import ConfigError, ServiceError
+
+app = typer.Typer(
+    help="Run the orchestration API server.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback(invoke_without_command=True)
+def serve(
+    address: Annotated[str, typer.Option("--address", help="HOST:PORT to listen on.")] = "127.0.0.1:4300",
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database", help="SQLAlchemy URL; default: SQLite in the state dir. PostgreSQL: postgresql+psycopg://..."
+        ),
+    ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key",
+            help="Accept this Bearer key (repeatable). Also LOCALAGENT_SERVER_API_KEYS=k1,k2. "
+            "Without any key the server only listens on loopback.",
+        ),
+    ] = None,
+    agent_timeout: Annotated[
+        str, typer.Option("--agent-timeout", help="An agent silent this long is lost; its runs crash.")
+    ] = "60s",
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    export_openapi: Annotated[
+        Path | None, typer.Option("--export-openapi", help="Write the OpenAPI document to this file and exit.")
+    ] = None,
+) -> None:
+    """Serve the API until SIGTERM or SIGINT.
+
+    Examples:
+
+      localagent server
+
+      localagent server --address 0.0.0.0:4300 --api-key "$KEY" --database postgresql+psycopg://u:p@db/la
+    """
+    if export_openapi is not None:
+        from localagent.server.openapi import write_openapi
+
+        write_openapi(export_openapi)
+        typer.echo(f"wrote {export_openapi}")
+        return
+
+    from localagent.config.model import default_state_dir
+    from localagent.config.units import parse_duration
+    from localagent.server.runner import ServerThread
+    from localagent.server.settings import api_keys_from_env
+
+    try:
+        timeout = parse_duration(agent_timeout)
+    except ValueError as exc:
+        raise ConfigError(f"--agent-timeout: {exc}") from exc
+    if timeout <= 0:
+        raise ConfigError("--agent-timeout: must be > 0")
+    keys = tuple(dict.fromkeys([*(api_key or []), *api_keys_from_env()]))
+    if database is None:
+        state_dir = default_state_dir()
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ServiceError(f"cannot create the state dir {state_dir}: {exc.strerror or exc}") from exc
+        database = f"sqlite:///{state_dir / 'localagent.db'}"
+
+    server = ServerThread(
+        address=address,
+        database_url=database,
+        api_keys=keys,
+        agent_timeout=timeout,
+        log_level=log_level.lower(),
+        access_log=log_level.lower() == "debug",
+    )
+    with _stop_on_signals() as stop:
+        server.start()
+        typer.echo(
+            f"localagent API on {server.url} ({server.settings.database_url.split(':', 1)[0]}"
+            f"{', API keys required' if keys else ', no API key: loopback only'})",
+            err=True,
+        )
+        while not stop.wait(0.5):
+            if not server.running:
+                server.stop()
+                raise ServiceError("the API server stopped unexpectedly; see the log above")
+        typer.echo("stopping", err=True)
+        server.stop()
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """SIGTERM and SIGINT only set the event; the previous handlers come back afterwards."""
+    stop = threading.Event()
+
+    def _record(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.signal(signum, _record)
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,86 @@
+"""Run output on the agent's console (``logs.show_flow_logs``): ``[flow-name/run-name] line``.
+
+Usage::
+
+    console = ConsolePrinter(enabled=True)
+    follower = ConsoleFollower(spool, console, prefix="[hello/brave-fox] "); follower.start()
+    console.enabled = False   # a reload applies at once, to running runs too
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Sequence
+from typing import TextIO
+
+from localagent.agent.spool import LineReader, RunSpool
+
+_BATCH_LINES = 2000
+_IDLE_WAIT = 1.0
+
+
+class ConsolePrinter:
+    """Prints run output lines as ``[flow-name/run-name] line`` to the agent's stdout when enabled.
+
+    Thread-safe; ``enabled`` can be flipped at any time (a reload of logs.show_flow_logs applies at once).
+    """
+
+    def __init__(self, enabled: bool = False, stream: TextIO | None = None) -> None:
+        self.enabled = enabled
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def print_lines(self, prefix: str, lines: Sequence[str]) -> None:
+        """Print ``lines`` (one write, so lines of concurrent runs never interleave mid-line)."""
+        if not lines or not self.enabled:
+            return
+        text = "".join(f"{prefix}{line}\n" for line in lines)
+        stream = self._stream or sys.stdout
+        with self._lock:
+            try:
+                stream.write(text)
+                stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed or broken console must never stop a run
+
+
+class ConsoleFollower:
+    """Follows one run's spool and prints its lines while the console is enabled."""
+
+    def __init__(self, spool: RunSpool, console: ConsolePrinter, *, prefix: str) -> None:
+        self._spool = spool
+        self._console = console
+        self._prefix = prefix
+        self._reader = LineReader(spool)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, *, name: str = "console") -> None:
+        self._thread = threading.Thread(target=self._follow, name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _follow(self) -> None:
+        reader = self._reader
+        while not self._stop.is_set() and not reader.finished:
+            if not self._console.enabled:
+                reader.skip_to_end()
+            else:
+                lines = reader.read_lines(_BATCH_LINES)
+                if lines:
+                    self._console.print_lines(self._prefix, [line.text for line in lines])
+                    continue
+            if self._spool.closed and reader.offset >= self._spool.size:
+                if not self._console.enabled or reader.finished:
+                    return
+                continue
+            self._spool.wait_beyond(reader.offset, _IDLE_WAIT)

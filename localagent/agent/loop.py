@@ -1,0 +1,493 @@
+"""The agent loop: register, heartbeat, claim runs for the free slots, start them, drain on shutdown.
+
+Usage::
+
+    agent = Agent(loaded, load=load, reaper=reaper, console=console, metrics=metrics, inbox=inbox)
+    with handle_signals(inbox):
+        exit_code = agent.run()     # start-up, loop, shut-down
+
+Threads: the caller's thread supervises (signals, reloads, drain); ``localagent-claim`` registers and
+long-polls claims; ``localagent-heartbeat`` reports what runs here and picks up cancels. Each claimed run
+becomes a :class:`RunExecution` (or whatever ``execution_factory`` builds, for tests) with a client scoped to
+that run's token on the API that handed it out.
+
+The config in force is one frozen :class:`LoadedConfig`, swapped atomically by :meth:`Agent.apply_config`.
+Anything that reloads config (SIGHUP here; a file watcher later) builds a new ``LoadedConfig`` with the
+original ``load`` and calls ``agent.apply_config(new)``; a refused config goes to ``agent.reject_config(exc)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Protocol
+
+from localagent.agent.health import HealthServer
+from localagent.agent.logs import configure_logging
+from localagent.agent.metrics import AgentMetrics
+from localagent.agent.registration import RUN_CONFIG_TYPES, AgentSession, ClientFactory
+from localagent.agent.signals import RELOAD_SIGNALS, SignalInbox
+from localagent.api.models import ClaimedRun, ClaimRequest, StateName, StateUpdate
+from localagent.errors import ApiError, ApiNotFound, ConfigError, ServiceError
+
+if TYPE_CHECKING:
+    from localagent.agent.console import ConsolePrinter
+    from localagent.agent.reaper import ChildReaper
+    from localagent.api.client import ApiClient
+    from localagent.config import LoadedConfig
+    from localagent.config.model import AgentConfig
+
+logger = logging.getLogger("localagent.agent")
+
+UNCAPPED_CLAIM = 32  # runs asked for per claim when max_concurrent_runs = 0 (no cap)
+EXIT_OK = 0
+EXIT_RUNS_STOPPED = 1  # max_polls reached, but runs outlived drain_timeout and had to be stopped
+
+
+class RunHandle(Protocol):
+    """What the loop needs of a running run (RunExecution, or a fake in tests)."""
+
+    run_id: str
+    done: threading.Event
+    final_state: StateName | None
+
+    def start(self) -> None: ...
+    def cancel(self, message: str = ...) -> None: ...
+    def shutdown(self, message: str = ..., *, immediate: bool = False) -> None: ...
+
+
+class ExecutionFactory(Protocol):
+    def __call__(
+        self,
+        claimed: ClaimedRun,
+        config: AgentConfig,
+        api: ApiClient,
+        *,
+        reaper: ChildReaper,
+        console: ConsolePrinter,
+        metrics: AgentMetrics | None = None,
+        on_finished: Callable[[Any], None] | None = None,
+    ) -> RunHandle: ...
+
+
+def _default_execution_factory() -> ExecutionFactory:
+    from localagent.agent.execution import RunExecution
+
+    return RunExecution
+
+
+class Agent:
+    """One agent: owns the claim loop, the heartbeat, the health endpoint and the runs it started."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        load: Callable[[], LoadedConfig],
+        reaper: ChildReaper,
+        console: ConsolePrinter,
+        metrics: AgentMetrics,
+        inbox: SignalInbox,
+        embedded_url: str | None = None,
+        client_factory: ClientFactory | None = None,
+        execution_factory: ExecutionFactory | None = None,
+    ) -> None:
+        self._load = load
+        self._reaper = reaper
+        self._console = console
+        self._metrics = metrics
+        self._inbox = inbox
+        self._execution_factory = execution_factory or _default_execution_factory()
+        self._lock = threading.Lock()
+        self._loaded = loaded
+        self._generation = 1
+        self._config_error: str | None = None
+        self._runs: dict[str, RunHandle] = {}
+        self._run_clients: dict[str, ApiClient] = {}
+        self._cancel_sent: set[str] = set()
+        self._accepting = True  # False once shut down: runs handed out after that are refused
+        self._stopping = threading.Event()  # stop claiming
+        self._closed = threading.Event()  # heartbeat and everything else stop
+        self._slot_freed = threading.Event()
+        self._claim_thread: threading.Thread | None = None
+        self._heartbeat_thread: threading.Thread | None = None
+        self._started_at = time.monotonic()
+        self._last_contact: float | None = None  # monotonic time of the last successful poll or heartbeat
+        self._last_contact_wall: datetime | None = None
+        self._session = AgentSession(
+            config_state=self._config_state,
+            embedded_url=embedded_url,
+            client_factory=client_factory,
+            on_contact=self._mark_contact,
+        )
+        self._health = HealthServer(report=self.health_report, metrics=metrics)
+        metrics.track_running(lambda: len(self._runs))
+        console.enabled = loaded.config.logs.show_flow_logs
+
+    # -- the config in force -------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> LoadedConfig:
+        return self._loaded
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def _config_state(self) -> tuple[LoadedConfig, int, str | None]:
+        with self._lock:
+            return self._loaded, self._generation, self._config_error
+
+    def apply_config(self, loaded: LoadedConfig) -> None:
+        """Make ``loaded`` the config in force, at once, without stopping anything.
+
+        Labels, limits, the poll interval and run defaults apply from the next claim (runs already started
+        keep the config they started with); ``logs.show_flow_logs``, ``logs.level`` and ``logs.format`` apply
+        at once; ``health.address`` re-binds; a new ``api.url``/key moves registration and claims to the new
+        API while started runs keep their own client. The config generation goes up by one.
+        """
+        with self._lock:
+            old = self._loaded
+            self._loaded = loaded
+            self._generation += 1
+            self._config_error = None
+        config = loaded.config
+        self._console.enabled = config.logs.show_flow_logs
+        if config.logs != old.config.logs:
+            configure_logging(config.logs)
+        if config.health.address != old.config.health.address:
+            try:
+                self._health.rebind(config.health.address)
+            except ServiceError as exc:
+                logger.error("%s", exc)
+        self._slot_freed.set()  # a raised max_concurrent_runs frees slots now
+        self._metrics.observe_reload(ok=True)
+
+    def reject_config(self, error: ConfigError) -> None:
+        """Keep the config in force; log ``error`` as ``config validate`` prints it and report it until fixed."""
+        message = str(error)
+        with self._lock:
+            self._config_error = message
+            generation = self._generation
+        logger.error("config reload refused, keeping generation %d:\nConfigError: %s", generation, message)
+        self._metrics.observe_reload(ok=False)
+
+    def reload(self) -> None:
+        """Re-run the original load and apply it, or keep the last good config when it is invalid."""
+        try:
+            loaded = self._load()
+        except ConfigError as exc:
+            self.reject_config(exc)
+            return
+        self.apply_config(loaded)
+        logger.info("config reloaded: generation %d (hash %s)", self._generation, loaded.hash[:12])
+
+    # -- run ----------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start up, serve until a stop signal (or ``max_polls``), drain, shut down; return the exit code."""
+        self._start()
+        try:
+            stop_signal = self._serve()
+            return self._drain(stop_signal)
+        finally:
+            self._close()
+
+    def _start(self) -> None:
+        config = self._loaded.config
+        if config.health.address:
+            self._health.start(config.health.address)
+        labels = ", ".join(config.agent.effective_labels()) or "none"
+        logger.info(
+            "agent %r starting: labels [%s]%s, API %s%s, max_concurrent_runs %s",
+            config.agent.name,
+            labels,
+            " + unlabeled runs" if config.agent.run_unlabeled else "",
+            self._session.api_url(),
+            " (embedded)" if config.api.url == "embedded" else "",
+            config.agent.max_concurrent_runs or "unlimited",
+        )
+        self._claim_thread = threading.Thread(target=self._claim_loop, name="localagent-claim", daemon=True)
+        self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="localagent-heartbeat", daemon=True)
+        self._claim_thread.start()
+        self._heartbeat_thread.start()
+
+    def _serve(self) -> signal.Signals | None:
+        """Wait for a stop signal (returned) or the end of the claim loop (None); reload on SIGHUP."""
+        while True:
+            for signum in self._inbox.wait(timeout=None):
+                if signum in RELOAD_SIGNALS:
+                    self.reload()
+                else:
+                    return signum
+            if self._claim_thread is not None and not self._claim_thread.is_alive():
+                return None
+
+    def _drain(self, stop_signal: signal.Signals | None) -> int:
+        self._stopping.set()
+        self._slot_freed.set()
+        drain_timeout = self._loaded.config.runs.drain_timeout
+        running = self._running()
+        if stop_signal is not None:
+            logger.info(
+                "received %s: no new runs; draining %d running run(s) for up to %gs (send it again to stop them now)",
+                stop_signal.name,
+                len(running),
+                drain_timeout,
+            )
+        elif running:
+            logger.info("max_polls reached: draining %d running run(s) for up to %gs", len(running), drain_timeout)
+        deadline = time.monotonic() + drain_timeout
+        while running:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                logger.warning("drain_timeout passed: stopping %d run(s)", len(running))
+                for handle in running:
+                    handle.shutdown("agent shut down")
+                self._wait_stopped()
+                return EXIT_RUNS_STOPPED if stop_signal is None else 128 + stop_signal
+            second = self._wait_signal(remaining)
+            if second is not None:
+                return self._stop_now(second)
+            running = self._running()
+        return EXIT_OK
+
+    def _wait_signal(self, timeout: float) -> signal.Signals | None:
+        """Wait up to ``timeout`` for a wake-up; reload on SIGHUP; return a stop signal if one came."""
+        for signum in self._inbox.wait(timeout=min(timeout, 1.0)):
+            if signum in RELOAD_SIGNALS:
+                self.reload()
+            else:
+                return signum
+        return None
+
+    def _stop_now(self, signum: signal.Signals) -> int:
+        running = self._running()
+        logger.warning("received %s again: stopping %d run(s) now", signum.name, len(running))
+        for handle in running:
+            handle.shutdown("agent shut down", immediate=True)
+        self._wait_stopped(escalated=True)
+        return 128 + signum
+
+    def _wait_stopped(self, *, escalated: bool = False) -> None:
+        """Wait for stopped runs to end and report; a further stop signal sends SIGKILL at once."""
+        limit = time.monotonic() + self._loaded.config.runs.stop_grace + 30.0
+        while (running := self._running()) and time.monotonic() < limit:
+            signum = self._wait_signal(limit - time.monotonic())
+            if signum is not None and not escalated:
+                escalated = True
+                for handle in running:
+                    handle.shutdown("agent shut down", immediate=True)
+        if running:
+            logger.error("%d run(s) did not report their end in time: %s", len(running), [h.run_id for h in running])
+
+    def _close(self) -> None:
+        self._stopping.set()
+        self._slot_freed.set()
+        with self._lock:
+            self._accepting = False
+        self._closed.set()
+        for thread in (self._heartbeat_thread, self._claim_thread):
+            if thread is not None and thread is not threading.current_thread():
+                # The claim thread may sit in a long poll; the process exit closes that connection.
+                thread.join(timeout=0.5)
+        self._health.stop()
+        self._session.close()
+        with self._lock:
+            clients = list(self._run_clients.values())
+            self._run_clients.clear()
+        for client in clients:
+            client.close()
+        logger.info("agent stopped")
+
+    # -- claims -------------------------------------------------------------------------------------
+
+    def _free_slots(self, config: AgentConfig) -> int:
+        cap = config.agent.max_concurrent_runs
+        if cap == 0:
+            return UNCAPPED_CLAIM
+        return max(0, cap - len(self._running()))
+
+    def _claim_loop(self) -> None:
+        polls = 0
+        backoff = 0.0
+        try:
+            while not self._stopping.is_set():
+                agent_id = self._session.ensure_registered(self._stopping)
+                if agent_id is None:
+                    return
+                loaded = self._loaded
+                config = loaded.config
+                slots = self._free_slots(config)
+                if slots == 0:
+                    self._slot_freed.clear()
+                    if self._free_slots(config) == 0:
+                        self._slot_freed.wait(config.agent.poll_interval)
+                    continue
+                request = ClaimRequest(
+                    slots=slots,
+                    wait=config.agent.poll_interval,
+                    labels=list(config.agent.effective_labels()),
+                    run_unlabeled=config.agent.run_unlabeled,
+                    run_config_types=list(RUN_CONFIG_TYPES),
+                )
+                api = self._session.client()
+                began = time.monotonic()
+                polls += 1
+                try:
+                    reply = api.claim(agent_id, request)
+                except ApiNotFound:
+                    self._metrics.observe_poll(time.monotonic() - began, ok=False)
+                    self._session.forget(agent_id, "the API no longer knows this agent")
+                    continue
+                except ApiError as exc:
+                    self._metrics.observe_poll(time.monotonic() - began, ok=False)
+                    backoff = min(max(backoff * 2, 0.25), config.agent.poll_interval)
+                    self._session.report_failure("claim", exc, backoff)
+                    self._stopping.wait(backoff)
+                else:
+                    backoff = 0.0
+                    self._metrics.observe_poll(time.monotonic() - began, ok=True)
+                    self._mark_contact()
+                    self._session.report_recovery()
+                    self._start_runs(reply.runs, config, api.url)
+                    self._cancel_runs(reply.cancel)
+                if config.agent.max_polls and polls >= config.agent.max_polls:
+                    logger.info("max_polls (%d) reached: no more claims", config.agent.max_polls)
+                    return
+        except Exception:
+            logger.exception("the claim loop failed; stopping the agent")
+        finally:
+            self._inbox.notify()
+
+    def _start_runs(self, claimed_runs: list[ClaimedRun], config: AgentConfig, api_url: str) -> None:
+        for claimed in claimed_runs:
+            run = claimed.run
+            client = self._session.run_client(api_url, claimed.token, config)
+            with self._lock:
+                accepting = self._accepting
+            if not accepting:
+                self._refuse(claimed, client)
+                continue
+            try:
+                handle = self._execution_factory(
+                    claimed,
+                    config,
+                    client,
+                    reaper=self._reaper,
+                    console=self._console,
+                    metrics=self._metrics,
+                    on_finished=self._run_finished,
+                )
+                with self._lock:
+                    self._runs[run.id] = handle
+                    self._run_clients[run.id] = client
+                logger.info("run %s (%s/%s) started", run.id, run.flow, run.name)
+                handle.start()
+            except Exception as exc:
+                logger.exception("run %s (%s/%s) could not be started", run.id, run.flow, run.name)
+                with self._lock:
+                    self._runs.pop(run.id, None)
+                    self._run_clients.pop(run.id, None)
+                self._fail(run.id, client, f"the agent could not start this run: {exc}")
+                client.close()
+
+    def _refuse(self, claimed: ClaimedRun, client: ApiClient) -> None:
+        """A run handed out while we shut down: never started, so report it Cancelled."""
+        try:
+            client.set_state(claimed.run.id, StateUpdate(state=StateName.CANCELLED, message="agent shut down"))
+        except ApiError as exc:
+            logger.warning("run %s was handed out during shutdown and could not be cancelled: %s", claimed.run.id, exc)
+        finally:
+            client.close()
+
+    def _fail(self, run_id: str, client: ApiClient, message: str) -> None:
+        try:
+            client.set_state(run_id, StateUpdate(state=StateName.FAILED, message=message))
+        except ApiError as exc:
+            logger.warning("could not report run %s Failed: %s", run_id, exc)
+
+    def _run_finished(self, handle: Any) -> None:
+        run_id = str(handle.run_id)
+        with self._lock:
+            known = self._runs.pop(run_id, None)
+            client = self._run_clients.pop(run_id, None)
+            self._cancel_sent.discard(run_id)
+        if known is not None:
+            state = handle.final_state
+            logger.info("run %s finished: %s", run_id, state.value if state is not None else "unknown")
+        if client is not None:
+            client.close()
+        self._slot_freed.set()
+        self._inbox.notify()
+
+    def _running(self) -> list[RunHandle]:
+        """Runs not yet finished (a handle whose ``done`` is set but never reported finishing counts as gone)."""
+        with self._lock:
+            for run_id in [run_id for run_id, h in self._runs.items() if h.done.is_set()]:
+                self._runs.pop(run_id, None)
+            return list(self._runs.values())
+
+    def _cancel_runs(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            with self._lock:
+                handle = self._runs.get(run_id)
+                if handle is None or run_id in self._cancel_sent:
+                    continue
+                self._cancel_sent.add(run_id)
+            logger.info("run %s: cancel requested", run_id)
+            handle.cancel("cancelled on request")
+
+    # -- heartbeat and health ------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        while not self._closed.wait(min(self._loaded.config.agent.poll_interval, 10.0)):
+            with self._lock:
+                running = list(self._runs)
+            try:
+                reply = self._session.heartbeat(running)
+            except Exception:
+                logger.exception("heartbeat failed unexpectedly")
+                continue
+            if reply is not None:
+                self._cancel_runs(reply.cancel)
+
+    def _mark_contact(self) -> None:
+        self._last_contact = time.monotonic()
+        self._last_contact_wall = datetime.now(timezone.utc)
+
+    def health_report(self) -> tuple[bool, dict[str, Any]]:
+        """``(healthy, body)`` for ``/health``: unhealthy once no poll succeeded for three poll intervals."""
+        loaded, generation, error = self._config_state()
+        config = loaded.config
+        since = self._last_contact if self._last_contact is not None else self._started_at
+        silent_for = time.monotonic() - since
+        healthy = silent_for <= 3 * config.agent.poll_interval
+        with self._lock:
+            running = sorted(self._runs)
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else "unhealthy",
+            "agent": {
+                "name": config.agent.name,
+                "id": self._session.agent_id,
+                "labels": list(config.agent.effective_labels()),
+                "run_unlabeled": config.agent.run_unlabeled,
+            },
+            "api": {"url": self._session.api_url(), "embedded": config.api.url == "embedded"},
+            "config": {
+                "files": [str(path) for path in loaded.files],
+                "generation": generation,
+                "hash": loaded.hash,
+                "error": error,
+            },
+            "last_poll": self._last_contact_wall.isoformat() if self._last_contact_wall else None,
+            "seconds_since_last_poll": round(silent_for, 3) if self._last_contact is not None else None,
+            "runs_running": len(running),
+            "running_runs": running,
+            "draining": self._stopping.is_set(),
+        }
+        return healthy, body

@@ -1,0 +1,183 @@
+"""Shipping a run's output to the API in numbered batches, from its on-disk spool.
+
+The shipper follows the run's :class:`~localagent.agent.spool.RunSpool` at its own pace, so a slow or
+unreachable API never slows the child: output waits on disk. Lines are numbered from the claim's
+``next_log_seq`` in spool order; a batch goes out when it holds ~1 MiB, when its oldest line is
+``flush_interval`` old, or when the output has ended. While the API is unreachable the same batch is
+retried with back-off; the server stores a resent seq once, so a resend after a lost answer is harmless.
+
+Usage::
+
+    shipper = LogShipper(spool, api, run_id, first_seq=claimed.next_log_seq, metrics=metrics)
+    shipper.start(); ...; shipper.join()   # returns once every line is delivered (or given up)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import TypeAdapter
+
+from localagent.agent.spool import LineReader, OutputLine, RunSpool
+from localagent.api.models import LogLine
+from localagent.errors import ApiNotFound, ApiRejected, ApiUnauthorized, ApiUnavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from localagent.api.models import LogBatchResult
+
+log = logging.getLogger("localagent.run")
+
+MAX_BATCH_BYTES = 1 << 20
+MAX_BATCH_LINES = 10_000
+FLUSH_INTERVAL = 0.5
+_LINES: TypeAdapter[list[LogLine]] = TypeAdapter(list[LogLine])
+MAX_BACKOFF = 5.0
+
+
+class LogSink(Protocol):
+    """The part of :class:`~localagent.api.client.ApiClient` the shipper uses."""
+
+    def append_logs(self, run_id: str, lines: Sequence[LogLine]) -> LogBatchResult: ...
+
+
+class LogMetrics(Protocol):
+    def observe_log_lines(self, *, shipped: int = 0, spooled: int = 0, dropped: int = 0) -> None: ...
+
+
+class LogShipper:
+    """Delivers every line of one run's spool to the API, in order, each seq once."""
+
+    def __init__(
+        self,
+        spool: RunSpool,
+        api: LogSink,
+        run_id: str,
+        *,
+        first_seq: int = 0,
+        metrics: LogMetrics | None = None,
+        flush_interval: float = FLUSH_INTERVAL,
+        initial_backoff: float = 0.5,
+    ) -> None:
+        self._spool = spool
+        self._api = api
+        self._run_id = run_id
+        self._reader = LineReader(spool)
+        self._next_seq = first_seq
+        self._metrics = metrics
+        self._flush_interval = flush_interval
+        self._initial_backoff = initial_backoff
+        self._give_up = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.shipped = 0
+        self.dropped = 0
+        self.delivered = False  # every line of the closed spool reached the API
+        self.refused = False  # the API refuses this run's output for good (run gone, token revoked)
+        self._times: dict[float, datetime] = {}
+
+    def start(self, *, name: str = "log-shipper") -> None:
+        self._thread = threading.Thread(target=self._ship_all, name=name, daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def give_up(self) -> None:
+        """Stop retrying (the agent is going away); what is not delivered stays in the spool."""
+        self._give_up.set()
+
+    def _ship_all(self) -> None:
+        batch: list[LogLine] = []
+        batch_bytes = 0
+        batch_started = 0.0
+        reader = self._reader
+        try:
+            while not self._give_up.is_set():
+                lines = reader.read_lines(MAX_BATCH_LINES - len(batch))
+                if lines:
+                    if not batch:
+                        batch_started = time.monotonic()
+                    batch_bytes += self._extend(batch, lines)
+                ended = reader.finished
+                age = time.monotonic() - batch_started
+                if batch and (
+                    len(batch) >= MAX_BATCH_LINES
+                    or batch_bytes >= MAX_BATCH_BYTES
+                    or ended
+                    or age >= self._flush_interval
+                ):
+                    if not self._deliver(batch):
+                        return
+                    batch, batch_bytes = [], 0
+                    continue
+                if ended:
+                    self.delivered = True
+                    return
+                if not lines:
+                    wait = self._flush_interval - age if batch else 1.0
+                    self._spool.wait_beyond(reader.offset, wait)
+        except Exception:
+            log.exception("shipping the output of run %s failed", self._run_id)
+
+    def _extend(self, batch: list[LogLine], lines: list[OutputLine]) -> int:
+        size = 0
+        times = self._times
+        seq = self._next_seq
+        raw = []
+        for line in lines:
+            when = times.get(line.time)
+            if when is None:
+                if len(times) > 256:
+                    times.clear()
+                when = times[line.time] = datetime.fromtimestamp(line.time, timezone.utc)
+            raw.append({"seq": seq, "time": when, "stream": line.stream, "text": line.text})
+            seq += 1
+            size += len(line.text) + 64
+        # One validation call for the whole list is several times cheaper than a model per line.
+        batch.extend(_LINES.validate_python(raw))
+        self._next_seq = seq
+        return size
+
+    def _deliver(self, batch: list[LogLine]) -> bool:
+        """Send ``batch`` until it is stored; ``False`` when shipping must stop."""
+        backoff = self._initial_backoff
+        failed_before = False
+        while True:
+            try:
+                self._api.append_logs(self._run_id, batch)
+            except (ApiNotFound, ApiUnauthorized) as exc:
+                log.error("run %s: the API refuses its output (%s); output is no longer shipped", self._run_id, exc)
+                self._count(dropped=len(batch))
+                self.refused = True
+                return False
+            except (ApiUnavailable, ApiRejected) as exc:
+                if isinstance(exc, ApiRejected) and exc.status_code < 500:
+                    log.error("run %s: the API rejected %d output lines: %s", self._run_id, len(batch), exc)
+                    self._count(dropped=len(batch))
+                    return True
+                if not failed_before:
+                    log.warning("run %s: output waits in the spool, the API is unreachable: %s", self._run_id, exc)
+                    self._count(spooled=len(batch))
+                    failed_before = True
+                if self._give_up.wait(backoff):
+                    return False
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            if failed_before:
+                log.info("run %s: the API is back, shipping spooled output", self._run_id)
+            self._count(shipped=len(batch))
+            return True
+
+    def _count(self, *, shipped: int = 0, spooled: int = 0, dropped: int = 0) -> None:
+        self.shipped += shipped
+        self.dropped += dropped
+        if self._metrics is not None:
+            self._metrics.observe_log_lines(shipped=shipped, spooled=spooled, dropped=dropped)

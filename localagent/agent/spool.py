@@ -1,0 +1,185 @@
+"""A run's output on disk: an append-only file of raw output chunks, and the line reader over it.
+
+The pipe reader (:mod:`localagent.agent.output`) appends each chunk it reads as one *frame* (stream,
+read time, bytes) and does nothing else, so a child writing at full speed is never slowed by line
+splitting, decoding, the console or the API. Consumers (the shipper, the console) follow the file at
+their own pace with a :class:`LineReader`, which splits lines, splits very long ones and replaces invalid
+UTF-8. The file lives in ``<state_dir>/spool/<run_id>/``, so output waiting for an unreachable API costs
+disk, not memory.
+
+Usage::
+
+    spool = RunSpool.create(state_dir / "spool" / run_id)
+    spool.append(STDOUT, time.time(), b"hello\\n"); spool.close()
+    reader = LineReader(spool); reader.read_lines(100)  # [OutputLine("stdout", t, "hello")]
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import shutil
+import struct
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+STDOUT, STDERR, SYSTEM = 0, 1, 2
+StreamName = Literal["stdout", "stderr", "system"]
+STREAM_NAMES: tuple[StreamName, StreamName, StreamName] = ("stdout", "stderr", "system")
+MAX_LINE_CHARS = 64 * 1024  # longer lines are split into pieces of this size
+
+_HEADER = struct.Struct("<BdI")  # stream, read time (epoch seconds), length
+
+
+class OutputLine(NamedTuple):
+    stream: StreamName
+    time: float
+    text: str
+
+
+class RunSpool:
+    """The append-only output file of one run; one writer thread, any number of reader threads."""
+
+    FILE_NAME = "output.frames"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / self.FILE_NAME
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        self._read_fd = os.open(self.path, os.O_RDONLY)
+        self._changed = threading.Condition()
+        self._size = 0  # a spool left by an earlier attempt of this run is started afresh
+        self._closed = False
+
+    @classmethod
+    def create(cls, directory: Path) -> RunSpool:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return cls(directory)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def closed(self) -> bool:
+        """No frame will be appended any more (the run's output has ended)."""
+        return self._closed
+
+    def append(self, stream: int, when: float, data: bytes) -> None:
+        header = _HEADER.pack(stream, when, len(data))
+        written = os.writev(self._fd, [header, data])
+        if written != len(header) + len(data):  # a short write to a regular file: disk full or similar
+            raise OSError(f"short write to {self.path}: {written} of {len(header) + len(data)} bytes")
+        with self._changed:
+            self._size += written
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            if not self._closed:
+                self._closed = True
+                os.close(self._fd)
+            self._changed.notify_all()
+
+    def wait_beyond(self, offset: int, timeout: float | None) -> bool:
+        """Wait until the file grows past ``offset`` or is closed; ``True`` if either happened."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._size > offset or self._closed, timeout)
+
+    def read_frame(self, offset: int) -> tuple[int, float, bytes, int] | None:
+        """The frame at ``offset`` as (stream, time, data, next offset), or ``None`` if not fully written."""
+        if offset + _HEADER.size > self._size:
+            return None
+        stream, when, length = _HEADER.unpack(os.pread(self._read_fd, _HEADER.size, offset))
+        end = offset + _HEADER.size + length
+        if end > self._size:
+            return None
+        data = os.pread(self._read_fd, length, offset + _HEADER.size) if length else b""
+        return stream, when, data, end
+
+    def remove(self) -> None:
+        """Close and delete the spool directory (once everything in it has been delivered)."""
+        self.close()
+        os.close(self._read_fd)
+        self._read_fd = -1
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class LineReader:
+    """Reads a :class:`RunSpool` as lines, in order, from its start; independent of other readers."""
+
+    def __init__(self, spool: RunSpool) -> None:
+        self._spool = spool
+        self.offset = 0
+        self._pending: deque[OutputLine] = deque()
+        self._reset_decoders()
+
+    def _reset_decoders(self) -> None:
+        factory = codecs.getincrementaldecoder("utf-8")
+        self._decoders = [factory(errors="replace"), factory(errors="replace")]
+        self._partial = ["", ""]
+        self._partial_time = [0.0, 0.0]
+
+    @property
+    def finished(self) -> bool:
+        """Every line of a closed spool has been returned."""
+        return self._spool.closed and self.offset >= self._spool.size and not self._pending
+
+    def read_lines(self, limit: int) -> list[OutputLine]:
+        """Up to ``limit`` lines available now (possibly none); partial lines are held until complete."""
+        while len(self._pending) < limit:
+            frame = self._spool.read_frame(self.offset)
+            if frame is None:
+                if self._spool.closed and self.offset >= self._spool.size:
+                    self._flush_partials()
+                break
+            stream, when, data, self.offset = frame
+            self._take(stream, when, data)
+        count = min(limit, len(self._pending))
+        return [self._pending.popleft() for _ in range(count)]
+
+    def skip_to_end(self) -> None:
+        """Forget everything written so far (a console that is switched off skips the output it missed)."""
+        self.offset = self._spool.size
+        self._pending.clear()
+        self._reset_decoders()
+
+    def _take(self, stream: int, when: float, data: bytes) -> None:
+        if stream == SYSTEM:
+            self._flush_partials()
+            for text in data.decode("utf-8", "replace").split("\n"):
+                self._pending.append(OutputLine("system", when, text))
+            return
+        text = self._partial[stream] + self._decoders[stream].decode(data)
+        pieces = text.split("\n")
+        rest = pieces.pop()
+        name = STREAM_NAMES[stream]
+        first_time = self._partial_time[stream] if self._partial[stream] else when
+        append = self._pending.append
+        for index, line in enumerate(pieces):
+            if line.endswith("\r"):
+                line = line[:-1]
+            line_time = first_time if index == 0 else when
+            if len(line) > MAX_LINE_CHARS:
+                for start in range(0, len(line), MAX_LINE_CHARS):
+                    append(OutputLine(name, line_time, line[start : start + MAX_LINE_CHARS]))
+            else:
+                append(OutputLine(name, line_time, line))
+        if not pieces:
+            when = first_time
+        while len(rest) > MAX_LINE_CHARS:
+            append(OutputLine(name, when, rest[:MAX_LINE_CHARS]))
+            rest = rest[MAX_LINE_CHARS:]
+        self._partial[stream] = rest
+        self._partial_time[stream] = when
+
+    def _flush_partials(self) -> None:
+        for stream in (STDOUT, STDERR):
+            text = self._partial[stream] + self._decoders[stream].decode(b"", final=True)
+            if text:
+                time = self._partial_time[stream] or 0.0
+                for start in range(0, len(text), MAX_LINE_CHARS):
+                    self._pending.append(OutputLine(STREAM_NAMES[stream], time, text[start : start + MAX_LINE_CHARS]))
+            self._partial[stream] = ""

@@ -1,0 +1,338 @@
+"""The requests-based client of the orchestration API, shared by the agent and the shell commands.
+
+Usage::
+
+    with ApiClient("http://127.0.0.1:4300", key=None, timeout=10.0) as api:
+        flows = api.list_flows()
+
+One ``requests.Session`` per client. Idempotent calls (every GET, ``append_logs``, ``set_state`` and
+``heartbeat``) are retried with exponential back-off on connection errors and 5xx answers; the others are
+sent once. Every foreign exception (requests, a body that is not JSON, a body that is not the expected
+model) is translated into the ``localagent.errors`` tree in one place, :meth:`ApiClient._call`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import requests
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from localagent import __version__
+from localagent.api.models import (
+    Agent,
+    AgentRegister,
+    ClaimReply,
+    ClaimRequest,
+    Flow,
+    FlowRun,
+    FlowRunCreate,
+    FlowSpec,
+    Health,
+    Heartbeat,
+    HeartbeatReply,
+    LogBatch,
+    LogBatchResult,
+    LogLine,
+    LogPage,
+    StateName,
+    StateUpdate,
+)
+from localagent.errors import (
+    ApiConflict,
+    ApiError,
+    ApiNotFound,
+    ApiRejected,
+    ApiUnauthorized,
+    ApiUnavailable,
+)
+
+T = TypeVar("T")
+
+_MAX_BACKOFF = 5.0
+_MAX_DETAIL = 500
+_FLOW_LIST: TypeAdapter[list[Flow]] = TypeAdapter(list[Flow])
+_RUN_LIST: TypeAdapter[list[FlowRun]] = TypeAdapter(list[FlowRun])
+_AGENT_LIST: TypeAdapter[list[Agent]] = TypeAdapter(list[Agent])
+
+
+class ApiClient:
+    """A client of one orchestration API.
+
+    ``with ApiClient("http://127.0.0.1:4300", key=None, timeout=10.0) as api: api.list_flows()``
+
+    ``timeout`` bounds every request; long-polls (``claim``, ``read_logs`` with ``wait``) get ``wait +
+    timeout``. An idempotent call is tried ``1 + retries`` times, sleeping ``backoff``, ``2 * backoff``, ...
+    (at most 5 s) in between.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ApiUnavailable(f"API url must start with http:// or https://, got {url!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0, got {timeout}")
+        self._url = url.rstrip("/")
+        self._timeout = timeout
+        self._retries = max(0, retries)
+        self._backoff = max(0.0, backoff)
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = f"localagent/{__version__}"
+        self._session.headers["Accept"] = "application/json"
+        if key:
+            self._session.headers["Authorization"] = f"Bearer {key}"
+
+    @property
+    def url(self) -> str:
+        """The API's base url, without a trailing slash."""
+        return self._url
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ApiClient({self._url!r})"
+
+    # -- endpoints ---------------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        return self._call("GET", "/api/health", Health.model_validate, idempotent=True)
+
+    def register_flow(self, spec: FlowSpec) -> Flow:
+        return self._call("POST", "/api/flows", Flow.model_validate, body=spec)
+
+    def list_flows(self) -> list[Flow]:
+        return self._call("GET", "/api/flows", _FLOW_LIST.validate_python, idempotent=True)
+
+    def get_flow(self, name: str, version: int | None = None) -> Flow:
+        params = {"version": version} if version is not None else None
+        return self._call("GET", f"/api/flows/{_segment(name)}", Flow.model_validate, params=params, idempotent=True)
+
+    def create_run(self, request: FlowRunCreate) -> FlowRun:
+        return self._call("POST", "/api/flow_runs", FlowRun.model_validate, body=request)
+
+    def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        state: StateName | None = None,
+        agent: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[FlowRun]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if flow is not None:
+            params["flow"] = flow
+        if state is not None:
+            params["state"] = StateName(state).value
+        if agent is not None:
+            params["agent"] = agent
+        return self._call("GET", "/api/flow_runs", _RUN_LIST.validate_python, params=params, idempotent=True)
+
+    def get_run(self, run_id: str) -> FlowRun:
+        return self._call("GET", f"/api/flow_runs/{_segment(run_id)}", FlowRun.model_validate, idempotent=True)
+
+    def cancel_run(self, run_id: str) -> FlowRun:
+        return self._call("POST", f"/api/flow_runs/{_segment(run_id)}/cancel", FlowRun.model_validate)
+
+    def set_state(self, run_id: str, update: StateUpdate) -> FlowRun:
+        # A repeat of the run's current state is a no-op on the server, so a resend is safe.
+        return self._call(
+            "POST", f"/api/flow_runs/{_segment(run_id)}/state", FlowRun.model_validate, body=update, idempotent=True
+        )
+
+    def append_logs(self, run_id: str, lines: Sequence[LogLine]) -> LogBatchResult:
+        # Lines carry their seq; the server stores a resent seq once, so a resend is safe.
+        batch = LogBatch(lines=list(lines))
+        path = f"/api/flow_runs/{_segment(run_id)}/logs"
+        return self._call("POST", path, LogBatchResult.model_validate, body=batch, idempotent=True)
+
+    def read_logs(self, run_id: str, *, after: int = -1, limit: int = 1000, wait: float = 0.0) -> LogPage:
+        params = {"after": after, "limit": limit, "wait": wait}
+        path = f"/api/flow_runs/{_segment(run_id)}/logs"
+        return self._call("GET", path, LogPage.model_validate, params=params, idempotent=True, wait=wait)
+
+    def register_agent(self, request: AgentRegister) -> Agent:
+        return self._call("POST", "/api/agents", Agent.model_validate, body=request)
+
+    def heartbeat(self, agent_id: str, beat: Heartbeat) -> HeartbeatReply:
+        path = f"/api/agents/{_segment(agent_id)}/heartbeat"
+        return self._call("POST", path, HeartbeatReply.model_validate, body=beat, idempotent=True)
+
+    def claim(self, agent_id: str, request: ClaimRequest) -> ClaimReply:
+        # Not retried: a lost answer may hold Submitted runs; the agent's loop polls again on its own.
+        path = f"/api/agents/{_segment(agent_id)}/claim"
+        return self._call("POST", path, ClaimReply.model_validate, body=request, wait=request.wait)
+
+    def list_agents(self) -> list[Agent]:
+        return self._call("GET", "/api/agents", _AGENT_LIST.validate_python, idempotent=True)
+
+    # -- transport: the one place foreign exceptions become ApiErrors --------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        reply: Callable[[Any], T],
+        *,
+        body: BaseModel | None = None,
+        params: Mapping[str, Any] | None = None,
+        idempotent: bool = False,
+        wait: float = 0.0,
+    ) -> T:
+        """Send one request (retrying it if ``idempotent``) and validate the answer as ``reply``."""
+        what = f"{method} {path}"
+        payload = body.model_dump(mode="json") if body is not None else None
+        timeout = (self._timeout, self._timeout + max(0.0, wait))
+        attempts = 1 + (self._retries if idempotent else 0)
+        for attempt, delay in zip(range(1, attempts + 1), self._delays(), strict=False):
+            last = attempt == attempts
+            try:
+                response = self._session.request(method, self._url + path, params=params, json=payload, timeout=timeout)
+            except requests.Timeout as exc:
+                if last:
+                    raise ApiUnavailable(
+                        f"the API at {self._url} did not answer {what} within {timeout[1]:g}s"
+                        f"{_tries(attempts)}: {_connection_reason(exc)}"
+                    ) from exc
+            except requests.RequestException as exc:
+                if last:
+                    raise ApiUnavailable(
+                        f"cannot reach the API at {self._url}: {_connection_reason(exc)}{_tries(attempts)}; "
+                        "is `localagent run` or `localagent server` running?"
+                    ) from exc
+            else:
+                if response.status_code < 500 or last:
+                    return self._decode(response, reply, what)
+                response.close()
+            time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
+
+    def _delays(self) -> Iterator[float]:
+        delay = self._backoff
+        while True:
+            yield min(delay, _MAX_BACKOFF)
+            delay *= 2
+
+    def _decode(self, response: requests.Response, reply: Callable[[Any], T], what: str) -> T:
+        status = response.status_code
+        if status >= 400:
+            raise _rejection(status, _detail(response) or f"the API answered {what} with HTTP {status}")
+        try:
+            data = response.json()
+        except (ValueError, requests.RequestException) as exc:
+            raise ApiRejected(
+                status, f"the API at {self._url} answered {what} with a body that is not JSON: {_snippet(response)}"
+            ) from exc
+        try:
+            return reply(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "body"
+            raise ApiRejected(
+                status,
+                f"the API at {self._url} answered {what} with an unexpected body ({where}: {first['msg']}); "
+                "are the client and server versions compatible?",
+            ) from exc
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _tries(attempts: int) -> str:
+    return f" (tried {attempts} times)" if attempts > 1 else ""
+
+
+def _rejection(status: int, detail: str) -> ApiRejected:
+    if status == 404:
+        return ApiNotFound(status, detail)
+    if status in (401, 403):
+        return ApiUnauthorized(status, detail)
+    if status == 409:
+        return ApiConflict(status, detail)
+    return ApiRejected(status, detail)
+
+
+def _detail(response: requests.Response) -> str:
+    """The server's ``detail`` text; FastAPI's list form and non-JSON bodies are made readable too."""
+    try:
+        data = response.json()
+    except (ValueError, requests.RequestException):
+        return _snippet(response)
+    detail = data.get("detail") if isinstance(data, dict) else None
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+                parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return _snippet(response)
+
+
+def _snippet(response: requests.Response) -> str:
+    try:
+        text = response.text.strip()
+    except requests.RequestException:
+        return ""
+    if not text:
+        return ""
+    if len(text) > _MAX_DETAIL:
+        text = text[:_MAX_DETAIL] + "..."
+    return json.dumps(text) if "\n" in text else text
+
+
+def _connection_reason(exc: BaseException) -> str:
+    """A short human reason found anywhere in a requests/urllib3 exception's chain."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(current, socket.gaierror):
+            return "host name not resolved"
+        if isinstance(current, ConnectionResetError):
+            return "connection reset by the server"
+        if isinstance(current, ssl.SSLError):
+            return f"TLS error: {current}"
+        if isinstance(current, (requests.ReadTimeout, requests.ConnectTimeout)):
+            kind = "reading the answer timed out" if isinstance(current, requests.ReadTimeout) else "connect timed out"
+            return kind
+        linked: list[object] = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked.extend(current.args[:1])
+        pending.extend(item for item in linked if isinstance(item, BaseException))
+    return str(exc) or type(exc).__name__
+
+
+__all__ = ["ApiClient", "ApiError"]

@@ -1,0 +1,202 @@
+"""Agents: register, heartbeat, list, and the sweeps that notice a silent agent or a run it never started.
+
+Usage::
+
+    agent = agents.register(AgentRegister(name="host-1"))
+    reply = agents.heartbeat(agent.id, Heartbeat(running_runs=[...]))
+    agents.sweep_lost()                      # called every few seconds by the background sweep
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from localagent.api.models import Agent, AgentRegister, Heartbeat, HeartbeatReply, StateName
+from localagent.config.units import format_duration
+from localagent.errors import ApiNotFound
+from localagent.server.database import Database, dump_json, load_json
+from localagent.server.flows_store import FlowStore
+from localagent.server.notify import RUNS, Notifier, logs_topic
+from localagent.server.settings import ServerSettings
+from localagent.server.tables import agents, flow_runs
+from localagent.server.transitions import ACTIVE_STATES, apply_transition
+
+S = StateName
+_SETTLED = (S.SUCCESS.value, S.FAILED.value, S.CANCELLED.value)
+
+
+class AgentStore:
+    """Agents and their liveness."""
+
+    def __init__(
+        self,
+        database: Database,
+        flow_store: FlowStore,
+        notifier: Notifier,
+        settings: ServerSettings,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._db = database
+        self._flows = flow_store
+        self._notifier = notifier
+        self._settings = settings
+        self._clock = clock
+
+    def register(self, request: AgentRegister) -> Agent:
+        now = self._clock()
+        agent_id = uuid.uuid4().hex
+        with self._db.begin() as conn:
+            conn.execute(
+                sa.insert(agents).values(
+                    id=agent_id,
+                    name=request.name,
+                    labels=dump_json(request.labels),
+                    run_unlabeled=request.run_unlabeled,
+                    run_config_types=dump_json(request.run_config_types),
+                    hostname=request.hostname,
+                    version=request.version,
+                    config_generation=request.config_generation,
+                    config_hash=request.config_hash,
+                    config_error=request.config_error,
+                    running_runs="[]",
+                    registered=now,
+                    last_heartbeat=now,
+                )
+            )
+        return self.get(agent_id)
+
+    def get(self, agent_id: str) -> Agent:
+        with self._db.connect() as conn:
+            row = conn.execute(sa.select(agents).where(agents.c.id == agent_id)).first()
+        if row is None:
+            raise ApiNotFound(404, f"agent {agent_id!r} not found; register it again")
+        return self._model(row, self._clock())
+
+    def list(self) -> list[Agent]:
+        now = self._clock()
+        with self._db.connect() as conn:
+            rows = conn.execute(sa.select(agents).order_by(agents.c.name, agents.c.registered)).all()
+        return [self._model(row, now) for row in rows]
+
+    def touch(self, agent_id: str) -> str:
+        """Record that the agent is alive (a claim counts as a heartbeat); returns its name."""
+        with self._db.begin() as conn:
+            result = conn.execute(sa.update(agents).where(agents.c.id == agent_id).values(last_heartbeat=self._clock()))
+            if result.rowcount != 1:
+                raise ApiNotFound(404, f"agent {agent_id!r} not found; register it again")
+            return str(conn.execute(sa.select(agents.c.name).where(agents.c.id == agent_id)).scalar_one())
+
+    def heartbeat(self, agent_id: str, beat: Heartbeat) -> HeartbeatReply:
+        now = self._clock()
+        running = list(dict.fromkeys(beat.running_runs))
+        with self._db.begin() as conn:
+            result = conn.execute(
+                sa.update(agents)
+                .where(agents.c.id == agent_id)
+                .values(
+                    last_heartbeat=now,
+                    running_runs=dump_json(running),
+                    labels=dump_json(beat.labels),
+                    run_unlabeled=beat.run_unlabeled,
+                    config_generation=beat.config_generation,
+                    config_hash=beat.config_hash,
+                    config_error=beat.config_error,
+                )
+            )
+            if result.rowcount != 1:
+                raise ApiNotFound(404, f"agent {agent_id!r} not found; register it again")
+            crashed = self._crash_unstarted(conn, agent_id, set(running), now)
+            cancel = _cancels_for(conn, agent_id, running)
+        if crashed:
+            self._notifier.notify(RUNS, *(logs_topic(run_id) for run_id in crashed))
+        return HeartbeatReply(cancel=cancel)
+
+    def sweep_lost(self) -> list[str]:
+        """Crash the active runs of every agent silent for longer than ``agent_timeout``; returns their ids."""
+        now = self._clock()
+        timeout = self._settings.agent_timeout
+        cutoff = now - timedelta(seconds=timeout)
+        query = (
+            sa.select(flow_runs)
+            .join(agents, agents.c.id == flow_runs.c.agent_id)
+            .where(flow_runs.c.state.in_(ACTIVE_STATES), agents.c.last_heartbeat < cutoff)
+        )
+        crashed: list[str] = []
+        with self._db.begin() as conn:
+            for row in conn.execute(query).all():
+                message = f"agent {row.agent_name} lost: no heartbeat for {format_duration(timeout)}"
+                # A run that was being cancelled is not retried: nobody wants it any more.
+                retry = row.state != S.CANCELLING.value
+                if apply_transition(conn, row, S.CRASHED, message, now, self._flows, retry=retry):
+                    crashed.append(row.id)
+        if crashed:
+            self._notifier.notify(RUNS, *(logs_topic(run_id) for run_id in crashed))
+        return crashed
+
+    def _crash_unstarted(self, conn: Connection, agent_id: str, running: set[str], now: datetime) -> list[str]:
+        """Submitted runs the agent does not know about, well after the claim: the claim reply was lost."""
+        cutoff = now - timedelta(seconds=self._settings.submitted_grace)
+        rows = conn.execute(
+            sa.select(flow_runs).where(
+                flow_runs.c.agent_id == agent_id,
+                flow_runs.c.state == S.SUBMITTED.value,
+                flow_runs.c.submitted_at < cutoff,
+            )
+        ).all()
+        crashed = []
+        for row in rows:
+            if row.id in running:
+                continue
+            if apply_transition(conn, row, S.CRASHED, "agent did not start the run", now, self._flows):
+                crashed.append(row.id)
+        return crashed
+
+    def _model(self, row: Any, now: datetime) -> Agent:
+        silent = (now - row.last_heartbeat).total_seconds()
+        return Agent(
+            id=row.id,
+            name=row.name,
+            labels=load_json(row.labels),
+            run_unlabeled=row.run_unlabeled,
+            run_config_types=load_json(row.run_config_types),
+            hostname=row.hostname,
+            version=row.version,
+            config_generation=row.config_generation,
+            config_hash=row.config_hash,
+            config_error=row.config_error,
+            registered=row.registered,
+            last_heartbeat=row.last_heartbeat,
+            running_runs=load_json(row.running_runs),
+            lost=silent > self._settings.agent_timeout,
+        )
+
+
+def _cancels_for(conn: Connection, agent_id: str, running: list[str]) -> list[str]:
+    """This agent's Cancelling runs, plus runs it still runs that the server has taken from it
+    (crashed after it was thought lost, retried elsewhere, or unknown)."""
+    cancel = [
+        row.id
+        for row in conn.execute(
+            sa.select(flow_runs.c.id).where(flow_runs.c.agent_id == agent_id, flow_runs.c.state == S.CANCELLING.value)
+        )
+    ]
+    if running:
+        known = {
+            row.id: row
+            for row in conn.execute(
+                sa.select(flow_runs.c.id, flow_runs.c.agent_id, flow_runs.c.state).where(flow_runs.c.id.in_(running))
+            )
+        }
+        for run_id in running:
+            row = known.get(run_id)
+            if row is None or (row.state not in ACTIVE_STATES and row.state not in _SETTLED):
+                cancel.append(run_id)
+            elif row.agent_id != agent_id and row.state in ACTIVE_STATES:
+                cancel.append(run_id)
+    return list(dict.fromkeys(cancel))

@@ -1,0 +1,67 @@
+"""Bearer authentication: server API keys (operators and agents) and run-scoped tokens.
+
+Without configured keys the API is open (the server then only listens on loopback). With keys, a request
+needs one of them, or the token of a claimed run, which may only read that run and write its state and logs.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from localagent.errors import ApiUnauthorized
+from localagent.server.claims import hash_token
+from localagent.server.services import Services, services
+from localagent.server.tables import flow_runs
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: an API key holder (``run_id`` None) or the process of one run."""
+
+    run_id: str | None = None
+
+    @property
+    def is_operator(self) -> bool:
+        return self.run_id is None
+
+
+OPERATOR = Principal()
+
+
+async def authenticate(request: Request, svc: Services = Depends(services)) -> Principal:
+    keys = svc.settings.api_keys
+    if not keys:
+        return OPERATOR
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "bearer" or not credential:
+        raise ApiUnauthorized(401, "missing API key: send 'Authorization: Bearer <key>'")
+    if any(hmac.compare_digest(credential.encode(), key.encode()) for key in keys):
+        return OPERATOR
+    run_id = await run_in_threadpool(_run_of_token, svc, credential)
+    if run_id is None:
+        raise ApiUnauthorized(401, "invalid API key or run token")
+    return Principal(run_id=run_id)
+
+
+async def require_operator(principal: Principal = Depends(authenticate)) -> Principal:
+    if not principal.is_operator:
+        raise ApiUnauthorized(403, "a run token may only read its own run and write its own state and logs")
+    return principal
+
+
+async def require_run_access(run_id: str, principal: Principal = Depends(authenticate)) -> Principal:
+    if not principal.is_operator and principal.run_id != run_id:
+        raise ApiUnauthorized(403, f"this run token belongs to another flow run, not {run_id}")
+    return principal
+
+
+def _run_of_token(svc: Services, token: str) -> str | None:
+    with svc.database.connect() as conn:
+        run_id = conn.execute(sa.select(flow_runs.c.id).where(flow_runs.c.token_hash == hash_token(token))).scalar()
+    return None if run_id is None else str(run_id)

@@ -1,0 +1,93 @@
+"""Flows: versioned specs. Registering an unchanged spec returns the latest version; a changed one adds one.
+
+Usage::
+
+    flow = FlowStore(database).register(FlowSpec(name="hello", command="echo hi"))
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from localagent.api.models import Flow, FlowSpec
+from localagent.errors import ApiNotFound
+from localagent.server.database import Database, InvalidData, dump_json, load_json
+from localagent.server.tables import flows
+
+_REGISTER_ATTEMPTS = 3
+
+
+class FlowStore:
+    """Register, list and fetch flow versions. Versions never change, so fetched ones are cached."""
+
+    def __init__(self, database: Database, clock: Callable[[], datetime]) -> None:
+        self._db = database
+        self._clock = clock
+        self._cache: dict[tuple[str, int], Flow] = {}
+        self._cache_lock = threading.Lock()
+
+    def register(self, spec: FlowSpec) -> Flow:
+        body = dump_json(spec.model_dump(mode="json"))
+        for attempt in range(_REGISTER_ATTEMPTS):
+            try:
+                return self._register_once(spec, body)
+            except InvalidData:
+                # Another registration of this flow took the same new version first; look again.
+                if attempt == _REGISTER_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _register_once(self, spec: FlowSpec, body: str) -> Flow:
+        with self._db.begin() as conn:
+            latest = conn.execute(
+                sa.select(flows).where(flows.c.name == spec.name).order_by(flows.c.version.desc()).limit(1)
+            ).first()
+            if latest is not None and latest.spec == body:
+                return _flow(latest)
+            version = 1 if latest is None else latest.version + 1
+            now = self._clock()
+            conn.execute(sa.insert(flows).values(name=spec.name, version=version, spec=body, created=now))
+        return Flow.model_validate({**load_json(body), "version": version, "created": now})
+
+    def latest(self) -> list[Flow]:
+        newest = (
+            sa.select(flows.c.name, sa.func.max(flows.c.version).label("version")).group_by(flows.c.name).subquery()
+        )
+        query = (
+            sa.select(flows)
+            .join(newest, sa.and_(flows.c.name == newest.c.name, flows.c.version == newest.c.version))
+            .order_by(flows.c.name)
+        )
+        with self._db.connect() as conn:
+            return [_flow(row) for row in conn.execute(query)]
+
+    def get(self, name: str, version: int | None = None) -> Flow:
+        if version is not None:
+            with self._cache_lock:
+                cached = self._cache.get((name, version))
+            if cached is not None:
+                return cached
+        query = sa.select(flows).where(flows.c.name == name)
+        if version is None:
+            query = query.order_by(flows.c.version.desc()).limit(1)
+        else:
+            query = query.where(flows.c.version == version)
+        with self._db.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            if version is None:
+                raise ApiNotFound(404, f"flow {name!r} not found")
+            raise ApiNotFound(404, f"flow {name!r} has no version {version}")
+        flow = _flow(row)
+        with self._cache_lock:
+            self._cache[(flow.name, flow.version)] = flow
+        return flow
+
+
+def _flow(row: sa.Row[tuple[object, ...]]) -> Flow:
+    spec = load_json(row.spec)
+    return Flow.model_validate({**spec, "version": row.version, "created": row.created})

@@ -1,0 +1,95 @@
+"""In-process wake-ups for long-polls: a claim or a log follower sleeps until something it cares about changes.
+
+Producers run in worker threads (sync endpoints, the sweep); waiters are coroutines on the event loop.
+A waiter subscribes *before* it checks the database, so a change between the check and the wait is never
+missed::
+
+    with notifier.subscribe(RUNS) as wakeup:
+        if not check():
+            await wakeup.wait(timeout=1.0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+RUNS = "runs"
+"""Topic for anything that can make work claimable or a cancel pending (created, cancelled, retried, ...)."""
+
+
+def logs_topic(run_id: str) -> str:
+    """Topic for a run's new log lines and its reaching a final state."""
+    return f"logs:{run_id}"
+
+
+class Wakeup:
+    """One subscription: set when its topic is notified (or the notifier closes)."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._event.set)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    async def wait(self, timeout: float) -> bool:
+        """True when woken, False after ``timeout`` seconds. The wakeup re-arms itself."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+
+class Notifier:
+    """Topic -> subscribers. ``notify`` is thread-safe and cheap when nobody listens."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: dict[str, set[Wakeup]] = {}
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once the server is shutting down: long-polls should answer at once."""
+        return self._closed
+
+    @contextmanager
+    def subscribe(self, *topics: str) -> Iterator[Wakeup]:
+        wakeup = Wakeup()
+        with self._lock:
+            for topic in topics:
+                self._subscribers.setdefault(topic, set()).add(wakeup)
+            if self._closed:
+                wakeup.fire()
+        try:
+            yield wakeup
+        finally:
+            with self._lock:
+                for topic in topics:
+                    waiting = self._subscribers.get(topic)
+                    if waiting is not None:
+                        waiting.discard(wakeup)
+                        if not waiting:
+                            del self._subscribers[topic]
+
+    def notify(self, *topics: str) -> None:
+        with self._lock:
+            woken = [w for topic in topics for w in self._subscribers.get(topic, ())]
+        for wakeup in woken:
+            wakeup.fire()
+
+    def close(self) -> None:
+        """Wake every waiter and make later waits return at once (server shutdown)."""
+        with self._lock:
+            self._closed = True
+            woken = [w for waiting in self._subscribers.values() for w in waiting]
+        for wakeup in woken:
+            wakeup.fire()

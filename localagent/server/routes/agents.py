@@ -1,0 +1,38 @@
+"""``/api/agents``: register, list, heartbeat and claim."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends
+
+from localagent.api.models import Agent, AgentRegister, ClaimReply, ClaimRequest, Heartbeat, HeartbeatReply
+from localagent.server.auth import require_operator
+from localagent.server.checks import int64
+from localagent.server.http_errors import ERROR_RESPONSES
+from localagent.server.services import Services, services
+
+router = APIRouter(
+    prefix="/api/agents", tags=["agents"], responses=ERROR_RESPONSES, dependencies=[Depends(require_operator)]
+)
+
+
+@router.post("", summary="Register an agent (a new id every time)")
+async def register_agent(request: AgentRegister, svc: Services = Depends(services)) -> Agent:
+    int64(request.config_generation, "body.config_generation")
+    return await run_in_threadpool(svc.agents.register, request)
+
+
+@router.get("", summary="Every agent, with `lost` set for silent ones")
+async def list_agents(svc: Services = Depends(services)) -> list[Agent]:
+    return await run_in_threadpool(svc.agents.list)
+
+
+@router.post("/{agent_id}/heartbeat", summary="The agent is alive; the reply lists runs to cancel")
+async def heartbeat(agent_id: str, beat: Heartbeat, svc: Services = Depends(services)) -> HeartbeatReply:
+    int64(beat.config_generation, "body.config_generation")
+    return await run_in_threadpool(svc.agents.heartbeat, agent_id, beat)
+
+
+@router.post("/{agent_id}/claim", summary="Claim up to `slots` due runs; long-polls up to `wait` seconds")
+async def claim(agent_id: str, request: ClaimRequest, svc: Services = Depends(services)) -> ClaimReply:
+    return await svc.claims.claim_wait(agent_id, request)

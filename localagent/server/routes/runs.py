@@ -1,0 +1,56 @@
+"""``/api/flow_runs``: create, list, show, cancel and state changes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Query
+
+from localagent.api.models import FlowRun, FlowRunCreate, StateName, StateUpdate
+from localagent.server.auth import require_operator, require_run_access
+from localagent.server.checks import int64, utc
+from localagent.server.http_errors import ERROR_RESPONSES
+from localagent.server.services import Services, services
+
+router = APIRouter(prefix="/api/flow_runs", tags=["flow runs"], responses=ERROR_RESPONSES)
+
+
+@router.post("", status_code=201, summary="Create a run of a flow", dependencies=[Depends(require_operator)])
+async def create_run(request: FlowRunCreate, svc: Services = Depends(services)) -> FlowRun:
+    if request.scheduled_start is not None:
+        request = request.model_copy(update={"scheduled_start": utc(request.scheduled_start, "body.scheduled_start")})
+    return await run_in_threadpool(svc.runs.create, request)
+
+
+@router.get("", summary="Runs, newest first", dependencies=[Depends(require_operator)])
+async def list_runs(
+    flow: str | None = None,
+    state: StateName | None = None,
+    agent: Annotated[str | None, Query(description="agent id or name")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    svc: Services = Depends(services),
+) -> list[FlowRun]:
+    return await run_in_threadpool(svc.runs.list, flow=flow, state=state, agent=agent, limit=limit, offset=offset)
+
+
+@router.get("/{run_id}", summary="One run with its state history", dependencies=[Depends(require_run_access)])
+async def get_run(run_id: str, svc: Services = Depends(services)) -> FlowRun:
+    return await run_in_threadpool(svc.runs.get, run_id)
+
+
+@router.post("/{run_id}/cancel", summary="Cancel a run", dependencies=[Depends(require_operator)])
+async def cancel_run(run_id: str, svc: Services = Depends(services)) -> FlowRun:
+    return await run_in_threadpool(svc.runs.cancel, run_id)
+
+
+@router.post(
+    "/{run_id}/state",
+    summary="Report a run's new state (a repeat of the current state is a no-op)",
+    dependencies=[Depends(require_run_access)],
+)
+async def set_state(run_id: str, update: StateUpdate, svc: Services = Depends(services)) -> FlowRun:
+    int64(update.pid, "body.pid")
+    int64(update.exit_code, "body.exit_code")
+    return await run_in_threadpool(svc.runs.set_state, run_id, update)

@@ -1,0 +1,209 @@
+"""Flow runs: create, read, list, cancel and state changes (the rules live in ``transitions``).
+
+Usage::
+
+    run = runs.create(FlowRunCreate(flow="hello"))
+    runs.set_state(run.id, StateUpdate(state=StateName.RUNNING, pid=123))
+"""
+
+from __future__ import annotations
+
+import uuid
+from types import SimpleNamespace
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from localagent.api.models import FlowRun, FlowRunCreate, StateName, StateRecord, StateUpdate
+from localagent.errors import ApiConflict, ApiNotFound
+from localagent.server.database import Database, dump_json, load_json
+from localagent.server.flows_store import FlowStore
+from localagent.server.names import generate_run_name
+from localagent.server.notify import RUNS, Notifier, logs_topic
+from localagent.server.tables import flow_runs, run_history
+from localagent.server.transitions import RETRYABLE, apply_transition, check_transition, record_history
+
+S = StateName
+_CAS_ATTEMPTS = 10
+_INSERT_RUN = flow_runs.insert()
+
+
+def merged_labels(*groups: Iterable[str]) -> list[str]:
+    """Labels in order of first appearance, without duplicates."""
+    return list(dict.fromkeys(label for group in groups for label in group))
+
+
+class RunStore:
+    """Everything about flow runs except claims (``claims``) and logs (``logs_store``)."""
+
+    def __init__(
+        self, database: Database, flow_store: FlowStore, notifier: Notifier, clock: Callable[[], datetime]
+    ) -> None:
+        self._db = database
+        self._flows = flow_store
+        self._notifier = notifier
+        self._clock = clock
+
+    def create(self, request: FlowRunCreate) -> FlowRun:
+        flow = self._flows.get(request.flow, request.version)
+        now = self._clock()
+        run_id = uuid.uuid4().hex
+        labels = merged_labels(flow.labels, flow.run_config.labels, request.labels)
+        row = {
+            "id": run_id,
+            "name": request.name or generate_run_name(),
+            "flow": flow.name,
+            "flow_version": flow.version,
+            "parameters": dump_json({**flow.parameters, **request.parameters}),
+            "labels": dump_json(labels),
+            "run_config_type": flow.run_config.type,
+            "scheduled_start": request.scheduled_start or now,
+            "state": S.SCHEDULED.value,
+            "state_message": "",
+            "attempt": 1,
+            "agent_id": None,
+            "agent_name": None,
+            "pid": None,
+            "exit_code": None,
+            "created": now,
+            "updated": now,
+            "started": None,
+            "ended": None,
+        }
+        with self._db.begin() as conn:
+            conn.execute(_INSERT_RUN, row)
+            record_history(conn, run_id, S.SCHEDULED, now, "created")
+        self._notifier.notify(RUNS)
+        history = [StateRecord(state=S.SCHEDULED, time=now, message="created")]
+        return run_model(SimpleNamespace(**row), history)
+
+    def get(self, run_id: str) -> FlowRun:
+        with self._db.connect() as conn:
+            runs = load_runs(conn, sa.select(flow_runs).where(flow_runs.c.id == run_id))
+        if not runs:
+            raise ApiNotFound(404, f"flow run {run_id!r} not found")
+        return runs[0]
+
+    def list(
+        self,
+        *,
+        flow: str | None = None,
+        state: StateName | None = None,
+        agent: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[FlowRun]:
+        query = sa.select(flow_runs)
+        if flow is not None:
+            query = query.where(flow_runs.c.flow == flow)
+        if state is not None:
+            query = query.where(flow_runs.c.state == state.value)
+        if agent is not None:
+            query = query.where(sa.or_(flow_runs.c.agent_id == agent, flow_runs.c.agent_name == agent))
+        query = query.order_by(flow_runs.c.created.desc(), flow_runs.c.id.desc()).limit(limit).offset(offset)
+        with self._db.connect() as conn:
+            return load_runs(conn, query)
+
+    def cancel(self, run_id: str) -> FlowRun:
+        """Scheduled -> Cancelled at once; Submitted/Running -> Cancelling (the agent carries it out)."""
+        for _ in range(_CAS_ATTEMPTS):
+            now = self._clock()
+            with self._db.begin() as conn:
+                row = _row(conn, run_id)
+                current = S(row.state)
+                if current is S.CANCELLING:
+                    break
+                if current.is_final:
+                    raise ApiConflict(409, f"flow run {run_id} is already {current.value}; nothing to cancel")
+                if current is S.SCHEDULED:
+                    moved = apply_transition(
+                        conn, row, S.CANCELLED, "cancelled before start", now, self._flows, retry=False
+                    )
+                else:
+                    moved = apply_transition(conn, row, S.CANCELLING, "cancel requested", now, self._flows)
+            if moved:
+                break
+        self._notifier.notify(RUNS, logs_topic(run_id))
+        return self.get(run_id)
+
+    def set_state(self, run_id: str, update: StateUpdate) -> FlowRun:
+        """Apply an agent's (or the run's own) state report; a repeat of the current state is a no-op."""
+        for _ in range(_CAS_ATTEMPTS):
+            now = self._clock()
+            with self._db.begin() as conn:
+                row = _row(conn, run_id)
+                current = S(row.state)
+                if update.state is current or _is_retried_echo(conn, row, update.state):
+                    return self.get(run_id)
+                check_transition(run_id, current, update.state)
+                values: dict[str, Any] = {}
+                if update.pid is not None:
+                    values["pid"] = update.pid
+                if update.exit_code is not None:
+                    values["exit_code"] = update.exit_code
+                if apply_transition(conn, row, update.state, update.message, now, self._flows, values=values):
+                    break
+        else:
+            raise ApiConflict(409, f"flow run {run_id} keeps changing; try again")
+        self._notifier.notify(RUNS, logs_topic(run_id))
+        return self.get(run_id)
+
+
+def _row(conn: Connection, run_id: str) -> Any:
+    row = conn.execute(sa.select(flow_runs).where(flow_runs.c.id == run_id)).first()
+    if row is None:
+        raise ApiNotFound(404, f"flow run {run_id!r} not found")
+    return row
+
+
+def _is_retried_echo(conn: Connection, row: Any, requested: StateName) -> bool:
+    """A resent final report whose first copy already ended the attempt and scheduled a retry."""
+    if row.state != S.SCHEDULED.value or row.attempt <= 1 or requested not in RETRYABLE:
+        return False
+    last_two = conn.execute(
+        sa.select(run_history.c.state).where(run_history.c.run_id == row.id).order_by(run_history.c.id.desc()).limit(2)
+    ).all()
+    return len(last_two) == 2 and last_two[1].state == requested.value
+
+
+def load_runs(conn: Connection, query: sa.Select[Any]) -> list[FlowRun]:
+    """Run rows from ``query`` as wire models, each with its history (one extra query in all)."""
+    rows = conn.execute(query).all()
+    if not rows:
+        return []
+    history: dict[str, list[StateRecord]] = {row.id: [] for row in rows}
+    for record in conn.execute(
+        sa.select(run_history)
+        .where(run_history.c.run_id.in_(list(history)))
+        .order_by(run_history.c.run_id, run_history.c.id)
+    ):
+        history[record.run_id].append(StateRecord(state=record.state, time=record.time, message=record.message))
+    return [run_model(row, history[row.id]) for row in rows]
+
+
+def run_model(row: Any, history: list[StateRecord]) -> FlowRun:
+    return FlowRun(
+        id=row.id,
+        name=row.name,
+        flow=row.flow,
+        flow_version=row.flow_version,
+        parameters=load_json(row.parameters),
+        labels=load_json(row.labels),
+        run_config_type=row.run_config_type,
+        scheduled_start=row.scheduled_start,
+        state=S(row.state),
+        state_message=row.state_message,
+        history=history,
+        attempt=row.attempt,
+        agent_id=row.agent_id,
+        agent_name=row.agent_name,
+        pid=row.pid,
+        exit_code=row.exit_code,
+        created=row.created,
+        updated=row.updated,
+        started=row.started,
+        ended=row.ended,
+    )

@@ -1,0 +1,49 @@
+"""The server's settings: one frozen object built by the CLI (or the agent's embedded mode) and handed down.
+
+Usage::
+
+    settings = ServerSettings(database_url="sqlite:////tmp/la.db", api_keys=("secret",))
+    app = create_app(settings)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+API_KEYS_ENV = "LOCALAGENT_SERVER_API_KEYS"
+"""Comma-separated API keys, added to the ones given with ``--api-key``."""
+
+
+def api_keys_from_env(environ: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The keys listed in ``LOCALAGENT_SERVER_API_KEYS`` (comma-separated, blanks ignored)."""
+    value = (environ if environ is not None else os.environ).get(API_KEYS_ENV, "")
+    return tuple(key.strip() for key in value.split(",") if key.strip())
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the API server needs to know; the defaults suit the embedded mode."""
+
+    database_url: str
+    api_keys: tuple[str, ...] = ()
+    agent_timeout: float = 60.0
+    """An agent silent (no heartbeat, no claim) for longer than this is lost and its runs Crashed."""
+    submitted_grace: float = 30.0
+    """A Submitted run its agent does not list as running this long after the claim is Crashed."""
+    sweep_interval: float | None = None
+    """How often the sweep runs; default: a quarter of ``agent_timeout``, between 0.2 and 5 seconds."""
+    recheck_interval: float = 1.0
+    """Long-polls re-check the database this often (scheduled times coming due, other server processes)."""
+
+    def __post_init__(self) -> None:
+        if self.agent_timeout <= 0:
+            raise ValueError("agent_timeout must be > 0")
+        if self.recheck_interval <= 0:
+            raise ValueError("recheck_interval must be > 0")
+
+    @property
+    def effective_sweep_interval(self) -> float:
+        if self.sweep_interval is not None:
+            return self.sweep_interval
+        return min(5.0, max(0.2, self.agent_timeout / 4))

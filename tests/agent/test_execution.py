@@ -1,0 +1,315 @@
+"""RunExecution against the real API server: states, exit codes, cancel, timeout, output, outages."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localagent.agent.console import ConsolePrinter
+from localagent.agent.execution import RunExecution
+from localagent.agent.metrics import AgentMetrics
+from localagent.agent.reaper import ChildReaper
+from localagent.api.client import ApiClient
+from localagent.api.models import (
+    AgentRegister,
+    ClaimedRun,
+    ClaimRequest,
+    FlowRun,
+    FlowRunCreate,
+    FlowSpec,
+    LogLine,
+    StateName,
+)
+from localagent.config.model import AgentConfig
+from localagent.server.runner import ServerThread
+from tests.agent.test_reaper import proc_state, wait_gone
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups and /proc")
+
+RunFactory = Callable[..., tuple[RunExecution, ClaimedRun]]
+
+
+@pytest.fixture
+def reaper() -> Iterator[ChildReaper]:
+    reaper = ChildReaper()
+    reaper.start()
+    yield reaper
+    reaper.stop()
+
+
+@pytest.fixture
+def admin(api_server: ServerThread) -> Iterator[ApiClient]:
+    with ApiClient(api_server.url) as client:
+        yield client
+
+
+def agent_config(tmp_path: Path, **sections: Any) -> AgentConfig:
+    data: dict[str, Any] = {"agent": {"state_dir": str(tmp_path / "state")}, "runs": {"stop_grace": 5}}
+    for key, value in sections.items():
+        data.setdefault(key, {}).update(value)
+    return AgentConfig.model_validate(data)
+
+
+def claim_one(admin: ApiClient, spec: FlowSpec) -> ClaimedRun:
+    admin.register_flow(spec)
+    admin.create_run(FlowRunCreate(flow=spec.name))
+    agent = admin.register_agent(AgentRegister(name="test-agent", run_unlabeled=True))
+    reply = admin.claim(agent.id, ClaimRequest(slots=1, wait=5, run_unlabeled=True))
+    assert len(reply.runs) == 1
+    return reply.runs[0]
+
+
+@pytest.fixture
+def start_run(admin: ApiClient, api_server: ServerThread, reaper: ChildReaper, tmp_path: Path) -> Iterator[RunFactory]:
+    executions: list[RunExecution] = []
+    clients: list[ApiClient] = []
+
+    def start(
+        command: list[str] | str, config: AgentConfig | None = None, **spec: Any
+    ) -> tuple[RunExecution, ClaimedRun]:
+        claimed = claim_one(admin, FlowSpec(name=spec.pop("name", "job"), command=command, **spec))
+        client = ApiClient(api_server.url, key=claimed.token, timeout=2.0, retries=1, backoff=0.05)
+        clients.append(client)
+        execution = RunExecution(
+            claimed, config or agent_config(tmp_path), client, reaper=reaper, console=ConsolePrinter(enabled=False)
+        )
+        executions.append(execution)
+        execution.start()
+        return execution, claimed
+
+    yield start
+    for execution in executions:
+        execution.shutdown(immediate=True)
+        execution.done.wait(30)
+    for client in clients:
+        client.close()
+
+
+def all_logs(admin: ApiClient, run_id: str) -> list[LogLine]:
+    lines: list[LogLine] = []
+    after = -1
+    while True:
+        page = admin.read_logs(run_id, after=after, limit=5000)
+        lines.extend(page.lines)
+        if not page.lines:
+            return lines
+        after = page.next_after
+
+
+def finish(execution: RunExecution, admin: ApiClient) -> FlowRun:
+    assert execution.done.wait(60)
+    return admin.get_run(execution.run_id)
+
+
+def wait_running(admin: ApiClient, run_id: str) -> FlowRun:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        run = admin.get_run(run_id)
+        if run.state == StateName.RUNNING:
+            return run
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} never reported Running")
+
+
+def test_success_reports_running_then_success_with_output(start_run: RunFactory, admin: ApiClient) -> None:
+    execution, _ = start_run(["sh", "-c", "echo hello; echo oops >&2"])
+    run = finish(execution, admin)
+    assert run.state == StateName.SUCCESS
+    assert run.exit_code == 0
+    assert run.pid is not None
+    assert [record.state for record in run.history][-3:] == [StateName.SUBMITTED, StateName.RUNNING, StateName.SUCCESS]
+    assert sorted((line.stream, line.text) for line in all_logs(admin, run.id)) == [
+        ("stderr", "oops"),
+        ("stdout", "hello"),
+    ]
+    assert not (Path(execution.config.agent.state_dir) / "spool" / run.id).exists()
+
+
+def test_exit_code_3_is_failed_with_the_code(start_run: RunFactory, admin: ApiClient) -> None:
+    execution, _ = start_run("exit 3")
+    run = finish(execution, admin)
+    assert (run.state, run.exit_code, run.state_message) == (StateName.FAILED, 3, "process exited with code 3")
+
+
+def test_killed_by_a_signal_is_failed_naming_it(start_run: RunFactory, admin: ApiClient) -> None:
+    execution, _ = start_run("kill -9 $$")
+    run = finish(execution, admin)
+    assert run.state == StateName.FAILED
+    assert run.state_message == "process killed by signal SIGKILL (9)"
+
+
+def test_cancel_of_a_running_sleep_ends_cancelled(start_run: RunFactory, admin: ApiClient) -> None:
+    execution, _ = start_run(["sleep", "60"])
+    wait_running(admin, execution.run_id)
+    execution.cancel()
+    run = finish(execution, admin)
+    assert run.state == StateName.CANCELLED
+    assert run.state_message == "cancelled on request"
+    assert execution.pid is not None and proc_state(execution.pid) is None
+
+
+def test_cancel_escalates_to_sigkill_after_the_grace(start_run: RunFactory, admin: ApiClient, tmp_path: Path) -> None:
+    config = agent_config(tmp_path, runs={"stop_grace": 0.3})
+    execution, _ = start_run("trap '' TERM; echo ready; while :; do sleep 0.1; done", config)
+    wait_running(admin, execution.run_id)
+    time.sleep(0.2)  # let the shell install its trap
+    execution.cancel("stop it")
+    run = finish(execution, admin)
+    assert (run.state, run.state_message) == (StateName.CANCELLED, "stop it")
+
+
+def test_cancel_before_start_never_starts_the_process(
+    admin: ApiClient, api_server: ServerThread, reaper: ChildReaper, tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    claimed = claim_one(admin, FlowSpec(name="never", command=["touch", str(marker)]))
+    with ApiClient(api_server.url, key=claimed.token) as client:
+        execution = RunExecution(claimed, agent_config(tmp_path), client, reaper=reaper, console=ConsolePrinter())
+        execution.cancel()
+        execution.start()
+        run = finish(execution, admin)
+    assert run.state == StateName.CANCELLED
+    assert not marker.exists()
+
+
+def test_timeout_stops_the_run_and_fails_it(start_run: RunFactory, admin: ApiClient) -> None:
+    execution, _ = start_run(["sleep", "60"], timeout=0.5)
+    run = finish(execution, admin)
+    assert (run.state, run.state_message) == (StateName.FAILED, "timed out after 0.5s")
+
+
+def test_missing_working_dir_fails_naming_it(start_run: RunFactory, admin: ApiClient, tmp_path: Path) -> None:
+    missing = tmp_path / "srv" / "x"
+    execution, _ = start_run(["true"], run_config={"type": "local", "working_dir": str(missing)})
+    run = finish(execution, admin)
+    assert run.state == StateName.FAILED
+    assert run.state_message.startswith(f"working_dir {missing} does not exist on host ")
+
+
+def test_unknown_command_fails_naming_it(start_run: RunFactory, admin: ApiClient) -> None:
+    execution, _ = start_run(["no-such-command-xyz"])
+    run = finish(execution, admin)
+    assert run.state == StateName.FAILED
+    assert run.state_message.startswith("command 'no-such-command-xyz' not found on host ")
+
+
+def test_100k_lines_arrive_in_order(start_run: RunFactory, admin: ApiClient) -> None:
+    execution, claimed = start_run(["python3", "-c", "import sys\nfor i in range(100000): print(f'line {i}')"])
+    run = finish(execution, admin)
+    assert run.state == StateName.SUCCESS
+    lines = all_logs(admin, run.id)
+    assert [line.text for line in lines] == [f"line {i}" for i in range(100_000)]
+    assert [line.seq for line in lines] == list(range(claimed.next_log_seq, claimed.next_log_seq + 100_000))
+
+
+def test_invalid_utf8_arrives_replaced(start_run: RunFactory, admin: ApiClient) -> None:
+    execution, _ = start_run(["python3", "-c", r"import sys; sys.stdout.buffer.write(b'ok \xff\xfe end\n')"])
+    run = finish(execution, admin)
+    assert [line.text for line in all_logs(admin, run.id)] == ["ok \ufffd\ufffd end"]
+
+
+def test_background_grandchild_is_killed_and_reaped(start_run: RunFactory, admin: ApiClient) -> None:
+    execution, _ = start_run("sleep 300 & echo $!")
+    run = finish(execution, admin)
+    assert run.state == StateName.SUCCESS
+    grandchild = int(all_logs(admin, run.id)[0].text)
+    assert wait_gone(grandchild) is None  # neither running nor a zombie
+
+
+def test_environment_reaches_the_process(start_run: RunFactory, admin: ApiClient, tmp_path: Path) -> None:
+    config = agent_config(tmp_path, runs={"env": {"GREETING": "agent", "OTHER": "agent"}})
+    execution, claimed = start_run(
+        'echo "$GREETING $OTHER $LOCALAGENT_FLOW_RUN_ID ${LOCALAGENT_API_KEY:-none}"; echo "$LOCALAGENT_API_TOKEN"',
+        config,
+        run_config={"env": {"GREETING": "flow"}},
+    )
+    run = finish(execution, admin)
+    texts = [line.text for line in all_logs(admin, run.id)]
+    assert texts == [f"flow agent {run.id} none", claimed.token]
+
+
+def test_api_down_mid_run_then_back_delivers_every_line_and_the_final_state(
+    admin: ApiClient, api_server: ServerThread, reaper: ChildReaper, tmp_path: Path
+) -> None:
+    script = "import time\nfor i in range(60):\n    print(f'tick {i}', flush=True)\n    time.sleep(0.05)\n"
+    claimed = claim_one(admin, FlowSpec(name="outage", command=["python3", "-c", script]))
+    port, database = api_server.port, api_server.settings.database_url
+    url = api_server.url
+    with ApiClient(url, key=claimed.token, timeout=1.0, retries=0, backoff=0.05) as client:
+        execution = RunExecution(claimed, agent_config(tmp_path), client, reaper=reaper, console=ConsolePrinter())
+        execution.start()
+        wait_running(admin, execution.run_id)
+        api_server.stop()
+        assert execution.pid is not None
+        while proc_state(execution.pid) is not None:  # the run ends while the API is away
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert not execution.done.is_set()  # the final state has not been delivered yet
+        assert (tmp_path / "state" / "spool" / execution.run_id).is_dir()
+        restarted = ServerThread(address=f"127.0.0.1:{port}", database_url=database)
+        restarted.start()
+        try:
+            assert execution.done.wait(60)
+            with ApiClient(restarted.url) as admin2:
+                run = admin2.get_run(execution.run_id)
+                texts = [line.text for line in all_logs(admin2, run.id)]
+        finally:
+            restarted.stop()
+    assert run.state == StateName.SUCCESS
+    assert texts == [f"tick {i}" for i in range(60)]
+
+
+def test_console_prints_prefixed_lines_when_enabled(
+    admin: ApiClient, api_server: ServerThread, reaper: ChildReaper, tmp_path: Path
+) -> None:
+    import io
+
+    stream = io.StringIO()
+    claimed = claim_one(admin, FlowSpec(name="shown", command=["sh", "-c", "echo one; echo two"]))
+    with ApiClient(api_server.url, key=claimed.token) as client:
+        execution = RunExecution(
+            claimed, agent_config(tmp_path), client, reaper=reaper, console=ConsolePrinter(enabled=True, stream=stream)
+        )
+        execution.start()
+        finish(execution, admin)
+    prefix = f"[shown/{claimed.run.name}] "
+    assert stream.getvalue().splitlines() == [f"{prefix}one", f"{prefix}two"]
+
+
+def test_metrics_count_the_run_and_its_shipped_lines(
+    admin: ApiClient, api_server: ServerThread, reaper: ChildReaper, tmp_path: Path
+) -> None:
+    metrics = AgentMetrics()
+    claimed = claim_one(admin, FlowSpec(name="counted", command=["sh", "-c", "echo a; echo b; exit 2"]))
+    with ApiClient(api_server.url, key=claimed.token) as client:
+        execution = RunExecution(
+            claimed, agent_config(tmp_path), client, reaper=reaper, console=ConsolePrinter(), metrics=metrics
+        )
+        execution.start()
+        finish(execution, admin)
+    text = metrics.render().decode()
+    assert re.search(r'^localagent_log_lines_total\{outcome="shipped"\} 2\.0$', text, re.M)
+    assert re.search(r'^localagent_runs_finished_total\{state="Failed"\} 1\.0$', text, re.M)
+
+
+def test_shutdown_with_the_api_gone_still_stops_the_run_and_finishes(
+    admin: ApiClient, api_server: ServerThread, reaper: ChildReaper, tmp_path: Path
+) -> None:
+    claimed = claim_one(admin, FlowSpec(name="orphaned", command=["sleep", "60"]))
+    with ApiClient(api_server.url, key=claimed.token, timeout=0.5, retries=0) as client:
+        execution = RunExecution(
+            claimed, agent_config(tmp_path), client, reaper=reaper, console=ConsolePrinter(), delivery_grace=0.5
+        )
+        execution.start()
+        wait_running(admin, execution.run_id)
+        api_server.stop()
+        execution.shutdown(immediate=True)
+        assert execution.done.wait(30)
+    assert execution.final_state == StateName.CANCELLED
+    assert execution.pid is not None and proc_state(execution.pid) is None

@@ -1,0 +1,344 @@
+"""The agent loop with fakes injected through its seams: claims, slots, cancels, registration, signals, reload."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from localagent.agent.loop import Agent
+from localagent.agent.metrics import AgentMetrics
+from localagent.agent.signals import SignalInbox
+from localagent.api.models import StateName
+from localagent.config import LoadedConfig
+from localagent.errors import ConfigError, ConfigProblem
+from tests.agent.fake_api import FakeConsole, FakeExecution, FakeServer, claimed_run, loaded_config
+
+
+class Harness:
+    """An Agent running in a thread against a FakeServer, with FakeExecutions for runs."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        server: FakeServer,
+        *,
+        auto_finish: StateName | None = None,
+        load: Callable[[], LoadedConfig] | None = None,
+    ) -> None:
+        self.server = server
+        self.executions: list[FakeExecution] = []
+        self.inbox = SignalInbox()
+        self.console = FakeConsole()
+        self.metrics = AgentMetrics()
+        self.agent = Agent(
+            loaded,
+            load=load or (lambda: loaded),
+            reaper=object(),  # type: ignore[arg-type]
+            console=self.console,  # type: ignore[arg-type]
+            metrics=self.metrics,
+            inbox=self.inbox,
+            client_factory=server.client_factory,  # type: ignore[arg-type]
+            execution_factory=functools.partial(FakeExecution, auto_finish=auto_finish, log=self.executions),
+        )
+        self.exit_code: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.exit_code = self.agent.run()
+
+    def join(self, timeout: float = 10.0) -> int:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the agent did not stop"
+        self.inbox.close()
+        assert self.exit_code is not None
+        return self.exit_code
+
+    def started_ids(self) -> list[str]:
+        return [ex.run_id for ex in self.executions]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    event = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        event.wait(0.01)
+    raise AssertionError("condition not reached in time")
+
+
+def test_claims_send_labels_and_types_and_max_polls_ends_with_exit_0(tmp_path: Path) -> None:
+    server = FakeServer()
+    loaded = loaded_config(
+        tmp_path, agent={"labels": ["etl", "gpu"], "hostname_label": False, "run_unlabeled": True, "max_polls": 3}
+    )
+    harness = Harness(loaded, server, auto_finish=StateName.SUCCESS)
+    assert harness.join() == 0
+    assert len(server.claims) == 3
+    for claim in server.claims:
+        assert claim.labels == ["etl", "gpu"]
+        assert claim.run_unlabeled is True
+        assert claim.run_config_types == ["universal", "local"]
+        assert claim.wait == pytest.approx(0.2)
+    assert server.registrations[0].name == "a1"
+    assert server.registrations[0].labels == ["etl", "gpu"]
+
+
+def test_claimed_runs_start_with_a_client_scoped_to_their_token(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_runs(claimed_run("r1"), claimed_run("r2"))
+    harness = Harness(loaded_config(tmp_path), server, auto_finish=StateName.SUCCESS)
+    wait_until(lambda: len(harness.executions) == 2)
+    harness.inbox.deliver(signal.SIGTERM)
+    assert harness.join() == 0
+    assert harness.started_ids() == ["r1", "r2"]
+    for execution in harness.executions:
+        assert execution.started
+        assert execution.api.key == f"token-{execution.run_id}"
+        assert execution.api.url == "http://api.test"
+        assert execution.api.closed, "a finished run's client is closed"
+
+
+def test_never_claims_beyond_free_slots(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_runs(*(claimed_run(f"r{i}") for i in range(5)))
+    harness = Harness(loaded_config(tmp_path, agent={"max_concurrent_runs": 2}), server)
+    wait_until(lambda: len(harness.executions) == 2)
+    claims_when_full = len(server.claims)
+    threading.Event().wait(0.5)  # longer than two poll intervals: a full agent must not claim
+    assert len(server.claims) == claims_when_full
+    assert all(claim.slots <= 2 for claim in server.claims)
+    harness.executions[0].finish(StateName.SUCCESS)
+    wait_until(lambda: len(harness.executions) == 3)
+    assert server.claims[-1].slots <= 1 or len(harness.executions) == 3
+    assert len(server.waiting) == 2
+    for execution in harness.executions:
+        execution.finish(StateName.SUCCESS)
+    harness.inbox.deliver(signal.SIGTERM)
+    assert harness.join() == 0
+    assert max(claim.slots for claim in server.claims) == 2
+
+
+def test_unlimited_agent_asks_for_a_generous_number(tmp_path: Path) -> None:
+    server = FakeServer()
+    harness = Harness(loaded_config(tmp_path, agent={"max_polls": 1}), server)
+    assert harness.join() == 0
+    assert server.claims[0].slots == 32
+
+
+def test_cancel_from_a_claim_reply_cancels_the_run_once(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_runs(claimed_run("r1"), claimed_run("r2"))
+    harness = Harness(loaded_config(tmp_path), server)
+    wait_until(lambda: len(harness.executions) == 2)
+    server.cancel("r1")
+    wait_until(lambda: harness.executions[0].done.is_set())
+    threading.Event().wait(0.3)
+    assert harness.executions[0].cancel_messages == ["cancelled on request"]
+    assert harness.executions[1].cancel_messages == []
+    harness.executions[1].finish(StateName.SUCCESS)
+    harness.inbox.deliver(signal.SIGTERM)
+    assert harness.join() == 0
+
+
+def test_heartbeat_reports_running_runs_and_config(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_runs(claimed_run("r1"))
+    harness = Harness(loaded_config(tmp_path, agent={"labels": ["x"], "hostname_label": False}), server)
+    server.wait_for(lambda: any(beat.running_runs == ["r1"] for beat in server.heartbeats))
+    beat = server.heartbeats[-1]
+    assert beat.labels == ["x"]
+    assert beat.config_generation == 1
+    assert beat.config_hash == harness.agent.loaded.hash
+    assert beat.config_error is None
+    harness.executions[0].finish(StateName.SUCCESS)
+    harness.inbox.deliver(signal.SIGTERM)
+    assert harness.join() == 0
+
+
+def test_a_forgotten_agent_registers_again(tmp_path: Path) -> None:
+    server = FakeServer()
+    harness = Harness(loaded_config(tmp_path), server)
+    server.wait_for(lambda: len(server.registrations) == 1 and len(server.claims) >= 1)
+    with server.lock:
+        server.forget_agent = True
+    server.wait_for(lambda: len(server.registrations) == 2)
+    harness.inbox.deliver(signal.SIGTERM)
+    assert harness.join() == 0
+
+
+def test_api_outage_backs_off_and_recovers_while_runs_carry_on(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_runs(claimed_run("r1"))
+    harness = Harness(loaded_config(tmp_path), server)
+    wait_until(lambda: len(harness.executions) == 1)
+    server.down = True
+    threading.Event().wait(0.6)
+    server.down = False
+    server.add_runs(claimed_run("r2"))
+    wait_until(lambda: len(harness.executions) == 2)
+    assert not harness.executions[0].done.is_set(), "the outage did not touch the running run"
+    assert harness.executions[0].shutdowns == []
+    for execution in harness.executions:
+        execution.finish(StateName.SUCCESS)
+    harness.inbox.deliver(signal.SIGTERM)
+    assert harness.join() == 0
+    assert b'localagent_polls_total{result="error"}' in harness.metrics.render()
+
+
+def test_api_unreachable_at_start_keeps_retrying_registration(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.down = True
+    harness = Harness(loaded_config(tmp_path), server)
+    threading.Event().wait(0.3)
+    assert server.registrations == []
+    server.down = False
+    server.wait_for(lambda: len(server.registrations) == 1)
+    harness.inbox.deliver(signal.SIGINT)
+    assert harness.join() == 0
+
+
+def test_sigterm_drains_running_runs_then_exits_0(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_runs(claimed_run("r1"))
+    harness = Harness(loaded_config(tmp_path), server)
+    wait_until(lambda: len(harness.executions) == 1)
+    harness.inbox.deliver(signal.SIGTERM)
+    claims_at_signal = len(server.claims)
+    threading.Event().wait(0.4)
+    assert harness.thread.is_alive(), "the agent waits for the running run"
+    assert len(server.claims) <= claims_at_signal + 1, "no claims while draining"
+    server.add_runs(claimed_run("late"))
+    harness.executions[0].finish(StateName.SUCCESS)
+    assert harness.join() == 0
+    assert harness.executions[0].shutdowns == []
+    assert harness.started_ids() == ["r1"]
+
+
+def test_drain_timeout_stops_the_rest_and_exits_143(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_runs(claimed_run("r1"))
+    harness = Harness(loaded_config(tmp_path, runs={"drain_timeout": 0.3}), server)
+    wait_until(lambda: len(harness.executions) == 1)
+    harness.inbox.deliver(signal.SIGTERM)
+    wait_until(lambda: harness.executions[0].shutdowns)
+    assert harness.executions[0].shutdowns == [("agent shut down", False)]
+    harness.executions[0].finish(StateName.CANCELLED)
+    assert harness.join() == 143
+
+
+def test_second_signal_stops_runs_at_once(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_runs(claimed_run("r1"))
+    harness = Harness(loaded_config(tmp_path), server)
+    wait_until(lambda: len(harness.executions) == 1)
+    harness.inbox.deliver(signal.SIGTERM)
+    threading.Event().wait(0.2)
+    harness.inbox.deliver(signal.SIGINT)
+    wait_until(lambda: harness.executions[0].shutdowns)
+    assert harness.executions[0].shutdowns == [("agent shut down", True)]
+    harness.executions[0].finish(StateName.CANCELLED)
+    assert harness.join() == 130
+
+
+def test_sighup_applies_a_new_config_to_the_next_claim(tmp_path: Path) -> None:
+    server = FakeServer()
+    first = loaded_config(tmp_path, agent={"labels": ["a"], "hostname_label": False})
+    second = loaded_config(tmp_path, agent={"labels": ["a", "b"], "hostname_label": False}, logs={"show_flow_logs": True})
+    configs = [second]
+    harness = Harness(first, server, load=lambda: configs[0])
+    server.wait_for(lambda: len(server.claims) >= 1)
+    assert harness.console.enabled is False
+    harness.inbox.deliver(signal.SIGHUP)
+    server.wait_for(lambda: server.claims[-1].labels == ["a", "b"])
+    assert harness.agent.generation == 2
+    assert harness.console.enabled is True
+    server.wait_for(lambda: server.heartbeats and server.heartbeats[-1].config_generation == 2)
+    harness.inbox.deliver(signal.SIGTERM)
+    assert harness.join() == 0
+    assert b"localagent_reloads_total 1.0" in harness.metrics.render()
+
+
+def test_invalid_reload_keeps_the_last_good_config_and_reports_the_error(tmp_path: Path) -> None:
+    server = FakeServer()
+    loaded = loaded_config(tmp_path, agent={"labels": ["a"], "hostname_label": False})
+    problem = ConfigProblem(source="agent.toml", key="agent.max_concurrent_runs", message="must be >= 0, got -1", line=7)
+
+    def broken_load() -> LoadedConfig:
+        raise ConfigError([problem])
+
+    harness = Harness(loaded, server, load=broken_load)
+    server.wait_for(lambda: len(server.claims) >= 1)
+    harness.inbox.deliver(signal.SIGHUP)
+    expected = "agent.toml:7: agent.max_concurrent_runs: must be >= 0, got -1"
+    server.wait_for(lambda: bool(server.heartbeats) and server.heartbeats[-1].config_error == expected)
+    assert harness.agent.generation == 1
+    assert server.claims[-1].labels == ["a"]
+    healthy, body = harness.agent.health_report()
+    assert body["config"]["error"] == expected
+    harness.inbox.deliver(signal.SIGTERM)
+    assert harness.join() == 0
+    assert b"localagent_reload_errors_total 1.0" in harness.metrics.render()
+
+
+def test_a_new_api_url_moves_claims_but_not_started_runs(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_runs(claimed_run("r1"))
+    first = loaded_config(tmp_path)
+    second = dataclasses.replace(first, config=first.config.model_copy(update={"api": first.config.api.model_copy(update={"url": "http://other.test"})}))
+    harness = Harness(first, server)
+    wait_until(lambda: len(harness.executions) == 1)
+    harness.agent.apply_config(second)
+    server.wait_for(lambda: len(server.registrations) == 2)  # registered again on the new API
+    server.add_runs(claimed_run("r2"))
+    wait_until(lambda: len(harness.executions) == 2)
+    assert harness.executions[0].api.url == "http://api.test"
+    assert harness.executions[1].api.url == "http://other.test"
+    for execution in harness.executions:
+        execution.finish(StateName.SUCCESS)
+    harness.inbox.deliver(signal.SIGTERM)
+    assert harness.join() == 0
+
+
+def test_a_run_that_cannot_be_built_is_reported_failed(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_runs(claimed_run("r1"))
+    inbox = SignalInbox()
+
+    def exploding_factory(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    loaded = loaded_config(tmp_path, agent={"max_polls": 2})
+    agent = Agent(
+        loaded,
+        load=lambda: loaded,
+        reaper=object(),  # type: ignore[arg-type]
+        console=FakeConsole(),  # type: ignore[arg-type]
+        metrics=AgentMetrics(),
+        inbox=inbox,
+        client_factory=server.client_factory,  # type: ignore[arg-type]
+        execution_factory=exploding_factory,
+    )
+    assert agent.run() == 0
+    run_id, update, key = server.states[0]
+    assert (run_id, update.state, key) == ("r1", StateName.FAILED, "token-r1")
+    assert "boom" in update.message
+
+
+def test_max_polls_then_waits_for_runs_to_finish(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_runs(claimed_run("r1"))
+    harness = Harness(loaded_config(tmp_path, agent={"max_polls": 1}), server)
+    wait_until(lambda: len(harness.executions) == 1)
+    threading.Event().wait(0.3)
+    assert harness.thread.is_alive()
+    harness.executions[0].finish(StateName.SUCCESS)
+    assert harness.join() == 0
+    assert len(server.claims) == 1

@@ -1,0 +1,109 @@
+"""The shipper delivers every spooled line once, in order, through an API outage and a lost answer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from localagent.agent.shipper import LogShipper
+from localagent.agent.spool import STDERR, STDOUT, LineReader, RunSpool
+from localagent.api.models import LogBatchResult, LogLine
+from localagent.errors import ApiRejected, ApiUnavailable
+
+
+class FlakyLogApi:
+    """Stores lines by seq like the server; unreachable while ``down`` is set; can lose one answer."""
+
+    def __init__(self) -> None:
+        self.down = threading.Event()
+        self.lose_next_answer = False
+        self.stored: dict[int, LogLine] = {}
+        self.calls = 0
+        self.failures = 0
+
+    def append_logs(self, run_id: str, lines: Sequence[LogLine]) -> LogBatchResult:
+        self.calls += 1
+        if self.down.is_set():
+            self.failures += 1
+            raise ApiUnavailable("connection refused")
+        new = 0
+        for line in lines:
+            if line.seq not in self.stored:
+                self.stored[line.seq] = line
+                new += 1
+        if self.lose_next_answer:
+            self.lose_next_answer = False
+            raise ApiRejected(502, "bad gateway")  # stored, but the agent never heard back
+        return LogBatchResult(stored=new, last_seq=max(self.stored))
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.shipped = self.spooled = self.dropped = 0
+
+    def observe_log_lines(self, *, shipped: int = 0, spooled: int = 0, dropped: int = 0) -> None:
+        self.shipped += shipped
+        self.spooled += spooled
+        self.dropped += dropped
+
+
+def test_lines_written_while_the_api_is_down_all_arrive_once_in_order(tmp_path: Path) -> None:
+    spool = RunSpool.create(tmp_path / "spool" / "run-1")
+    api = FlakyLogApi()
+    counts = Counts()
+    shipper = LogShipper(spool, api, "run-1", first_seq=5, metrics=counts, flush_interval=0.05, initial_backoff=0.05)
+    shipper.start()
+    for i in range(100):
+        spool.append(STDOUT, time.time(), f"before {i}\n".encode())
+    api.down.set()
+    for i in range(3000):
+        spool.append(STDERR if i % 3 == 0 else STDOUT, time.time(), f"during {i}\n".encode())
+    deadline = time.monotonic() + 30
+    while api.failures < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    api.lose_next_answer = True
+    api.down.clear()
+    for i in range(100):
+        spool.append(STDOUT, time.time(), f"after {i}\n".encode())
+    spool.close()
+    assert shipper.join(30)
+    assert shipper.delivered
+    expected = [f"before {i}" for i in range(100)] + [f"during {i}" for i in range(3000)]
+    expected += [f"after {i}" for i in range(100)]
+    assert sorted(api.stored) == list(range(5, 5 + len(expected)))
+    assert [api.stored[seq].text for seq in sorted(api.stored)] == expected
+    assert api.stored[5 + 100].stream == "stderr" and api.stored[5 + 101].stream == "stdout"
+    assert api.failures >= 3
+    assert counts.spooled > 0
+    assert counts.shipped == len(expected)
+
+
+def test_spool_lives_on_disk_until_removed(tmp_path: Path) -> None:
+    directory = tmp_path / "spool" / "run-2"
+    spool = RunSpool.create(directory)
+    spool.append(STDOUT, time.time(), b"kept on disk\n")
+    spool.close()
+    assert (directory / RunSpool.FILE_NAME).stat().st_size > len(b"kept on disk\n")
+    reader = LineReader(spool)
+    assert [line.text for line in reader.read_lines(10)] == ["kept on disk"]
+    assert reader.finished
+    spool.remove()
+    assert not directory.exists()
+
+
+def test_nothing_is_left_pending_when_the_shipper_gives_up(tmp_path: Path) -> None:
+    spool = RunSpool.create(tmp_path / "spool" / "run-3")
+    api = FlakyLogApi()
+    api.down.set()
+    shipper = LogShipper(spool, api, "run-3", flush_interval=0.01, initial_backoff=0.01)
+    shipper.start()
+    spool.append(STDOUT, time.time(), b"never delivered\n")
+    spool.close()
+    while api.failures < 2:
+        time.sleep(0.01)
+    shipper.give_up()
+    assert shipper.join(10)
+    assert not shipper.delivered
+    assert api.stored == {}
