@@ -122,8 +122,9 @@ def register(
 
     The working dir and the command are checked by the agent's host before a run starts, not here.
 
-    Example: `localagent flow register report --command 'python report.py' --working-dir /srv/reports --label etl
-    --param day=today --retries 2 --retry-delay 1m --timeout 30m`
+    Example: `localagent flow register report -c 'python report.py' --working-dir /srv/app --param day=today`
+
+    Example: `localagent flow register backup -c rsync -c -a -c /data -c /backup --label nas --retries 2 --timeout 1h`
     """
     from pydantic import ValidationError
 
@@ -288,10 +289,11 @@ def run_flow(
 ) -> None:
     """Start a run of a flow and print its id (or the run as JSON).
 
-    With --watch the run's output is printed as it arrives (its state changes go to stderr), retries of
-    the run are followed, and the exit code is 0 when it ends Success, 1 otherwise.
+    With --watch: print its output as it arrives (states on stderr), follow retries; exit 0 on Success, else 1.
 
     Example: `localagent flow run nightly-report --param day=2024-05-01 --at +5m`
+
+    Example: `localagent flow run hello --watch`
     """
     from pydantic import ValidationError
 

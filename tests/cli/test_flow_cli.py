@@ -240,10 +240,3 @@ def test_flows_schema_file_is_in_sync() -> None:
     assert committed == flows_json_schema(), "regenerate: localagent flow schema > schemas/flows.schema.json"
     printed = cli("http://127.0.0.1:9", "flow", "schema")
     assert json.loads(printed.stdout) == committed
-
-
-def test_every_flow_command_help_has_an_example() -> None:
-    for command in ["register", "apply", "ls", "show", "run", "schema"]:
-        result = cli("http://127.0.0.1:9", "flow", command, "--help")
-        assert result.returncode == 0
-        assert "Example: `localagent flow" in result.stdout, command
