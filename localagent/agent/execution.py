@@ -179,6 +179,7 @@ class RunExecution:
             spool.remove()
         else:
             log.warning("run %s: undelivered output is kept in %s", self.run_id, spool.directory)
+            spool.release()
         return self._outcome(proc, stopped_by_us)
 
     def _on_exit(self, _proc: ChildProcess) -> None:

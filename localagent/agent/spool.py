@@ -99,11 +99,16 @@ class RunSpool:
         data = os.pread(self._read_fd, length, offset + _HEADER.size) if length else b""
         return stream, when, data, end
 
+    def release(self) -> None:
+        """Close every file descriptor, keeping the file (undelivered output stays on disk)."""
+        self.close()
+        if self._read_fd >= 0:
+            os.close(self._read_fd)
+            self._read_fd = -1
+
     def remove(self) -> None:
         """Close and delete the spool directory (once everything in it has been delivered)."""
-        self.close()
-        os.close(self._read_fd)
-        self._read_fd = -1
+        self.release()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
