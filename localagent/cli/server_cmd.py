@@ -113,7 +113,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     def _record(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         previous[signum] = signal.signal(signum, _record)
     try:

@@ -78,7 +78,7 @@ class AgentStore:
             raise ApiNotFound(404, f"agent {agent_id!r} not found; register it again")
         return self._model(row, self._clock())
 
-    def list(self) -> list[Agent]:
+    def list_agents(self) -> list[Agent]:
         now = self._clock()
         with self._db.connect() as conn:
             rows = conn.execute(sa.select(agents).order_by(agents.c.name, agents.c.registered)).all()
@@ -195,8 +195,10 @@ def _cancels_for(conn: Connection, agent_id: str, running: list[str]) -> list[st
         }
         for run_id in running:
             row = known.get(run_id)
-            if row is None or (row.state not in ACTIVE_STATES and row.state not in _SETTLED):
-                cancel.append(run_id)
-            elif row.agent_id != agent_id and row.state in ACTIVE_STATES:
+            if (
+                row is None
+                or (row.state not in ACTIVE_STATES and row.state not in _SETTLED)
+                or (row.agent_id != agent_id and row.state in ACTIVE_STATES)
+            ):
                 cancel.append(run_id)
     return list(dict.fromkeys(cancel))

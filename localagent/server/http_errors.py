@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from localagent.api.models import ErrorBody
@@ -80,11 +81,24 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error(503, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = str(exc.detail)
-        if exc.status_code == 400 and "parsing the body" in detail:
-            detail = "body: not a readable JSON document (expected UTF-8 JSON)"
-        return _error(exc.status_code, detail, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        status = exc.status_code
+        if status == 400 and "parsing the body" in detail:
+            status, detail = 422, "body: not a readable JSON document (expected UTF-8 JSON)"
+        if status == 405:
+            # Starlette names only the methods of the first route with this path; list them all.
+            headers = {"Allow": ", ".join(_allowed_methods(request))}
+        return _error(status, detail, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:

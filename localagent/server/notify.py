@@ -12,6 +12,7 @@ missed::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,10 +34,8 @@ class Wakeup:
         self._event = asyncio.Event()
 
     def fire(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
             self._loop.call_soon_threadsafe(self._event.set)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
 
     async def wait(self, timeout: float) -> bool:
         """True when woken, False after ``timeout`` seconds. The wakeup re-arms itself."""

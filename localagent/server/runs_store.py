@@ -9,9 +9,9 @@ Usage::
 from __future__ import annotations
 
 import uuid
-from types import SimpleNamespace
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -87,7 +87,7 @@ class RunStore:
             raise ApiNotFound(404, f"flow run {run_id!r} not found")
         return runs[0]
 
-    def list(
+    def list_runs(
         self,
         *,
         flow: str | None = None,

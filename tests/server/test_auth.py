@@ -88,9 +88,9 @@ def test_run_token_scope(keyed: ServerThread) -> None:
 
 def test_retry_invalidates_the_old_token(keyed: ServerThread) -> None:
     http = Http(keyed, key="k1")
-    http.flow(retries=1)
-    run = http.run()
+    http.flow("retried", retries=1, labels=["retry-test"])
+    run = http.run("retried")
     agent = http.agent()["id"]
-    token = http.claim(agent)["runs"][0]["token"]
+    token = http.claim(agent, labels=["retry-test"])["runs"][0]["token"]
     http.state(run["id"], "Crashed")
     assert Http(keyed, key=token).get(f"/api/flow_runs/{run['id']}").status_code == 401

@@ -29,7 +29,9 @@ def ready(api_server: ServerThread) -> dict[str, str]:
     return {"run": run["id"], "agent": agent["id"]}
 
 
-def _post_raw(server: ServerThread, path: str, body: bytes, content_type: str = "application/json") -> requests.Response:
+def _post_raw(
+    server: ServerThread, path: str, body: bytes, content_type: str = "application/json"
+) -> requests.Response:
     return requests.post(server.url + path, data=body, headers={"Content-Type": content_type}, timeout=10)
 
 
@@ -106,7 +108,9 @@ def test_state_is_not_corrupted_by_rejected_requests(api_server: ServerThread, r
     http = Http(api_server)
     before = http.ok("get", f"/api/flow_runs/{ready['run']}")
     _post_raw(api_server, f"/api/flow_runs/{ready['run']}/state", b'{"state": "Running", "pid": 1e400}')
-    _post_raw(api_server, f"/api/flow_runs/{ready['run']}/state", b'{"state": "Running", "pid": 100000000000000000000000}')
+    _post_raw(
+        api_server, f"/api/flow_runs/{ready['run']}/state", b'{"state": "Running", "pid": 100000000000000000000000}'
+    )
     assert http.ok("get", f"/api/flow_runs/{ready['run']}") == before
 
 

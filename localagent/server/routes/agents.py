@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
 
 from localagent.api.models import Agent, AgentRegister, ClaimReply, ClaimRequest, Heartbeat, HeartbeatReply
 from localagent.server.auth import require_operator
@@ -24,7 +24,7 @@ async def register_agent(request: AgentRegister, svc: Services = Depends(service
 
 @router.get("", summary="Every agent, with `lost` set for silent ones")
 async def list_agents(svc: Services = Depends(services)) -> list[Agent]:
-    return await run_in_threadpool(svc.agents.list)
+    return await run_in_threadpool(svc.agents.list_agents)
 
 
 @router.post("/{agent_id}/heartbeat", summary="The agent is alive; the reply lists runs to cancel")

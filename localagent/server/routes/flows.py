@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from starlette.concurrency import run_in_threadpool
 from fastapi import APIRouter, Depends, Query
+from starlette.concurrency import run_in_threadpool
 
 from localagent.api.models import Flow, FlowSpec
 from localagent.server.auth import require_operator

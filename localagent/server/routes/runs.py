@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from starlette.concurrency import run_in_threadpool
 from fastapi import APIRouter, Depends, Query
+from starlette.concurrency import run_in_threadpool
 
 from localagent.api.models import FlowRun, FlowRunCreate, StateName, StateUpdate
 from localagent.server.auth import require_operator, require_run_access
@@ -32,7 +32,7 @@ async def list_runs(
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     svc: Services = Depends(services),
 ) -> list[FlowRun]:
-    return await run_in_threadpool(svc.runs.list, flow=flow, state=state, agent=agent, limit=limit, offset=offset)
+    return await run_in_threadpool(svc.runs.list_runs, flow=flow, state=state, agent=agent, limit=limit, offset=offset)
 
 
 @router.get("/{run_id}", summary="One run with its state history", dependencies=[Depends(require_run_access)])

@@ -1,0 +1,91 @@
+"""Measure the API server: claims per second and log lines stored per second (SQLite in a temp dir).
+
+    python benchmarks/api_bench.py [--runs 2000] [--slots 16] [--log-lines 100000] [--batch 1000]
+
+Everything goes over real HTTP to a ServerThread on 127.0.0.1, as an agent would talk to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import requests
+
+from localagent.api.models import FlowRunCreate
+from localagent.server.runner import ServerThread
+
+
+def bench(runs: int, slots: int, log_lines: int, batch: int) -> None:
+    with (
+        tempfile.TemporaryDirectory(prefix="localagent-bench-") as tmp,
+        ServerThread(address="127.0.0.1:0", database_url=f"sqlite:///{Path(tmp) / 'bench.db'}") as server,
+    ):
+        http = requests.Session()
+        url = server.url
+        http.post(f"{url}/api/flows", json={"name": "bench", "command": "true"}, timeout=30).raise_for_status()
+
+        started = time.perf_counter()
+        for _ in range(200):
+            http.post(f"{url}/api/flow_runs", json={"flow": "bench"}, timeout=30).raise_for_status()
+        create_rate = 200 / (time.perf_counter() - started)
+        store = server.app.state.services.runs
+        for _ in range(runs - 200):
+            store.create(FlowRunCreate(flow="bench"))
+
+        agent = http.post(f"{url}/api/agents", json={"name": "bench"}, timeout=30).json()["id"]
+        claimed, requests_made, first_run = 0, 0, ""
+        started = time.perf_counter()
+        while True:
+            reply = http.post(f"{url}/api/agents/{agent}/claim", json={"slots": slots}, timeout=30)
+            reply.raise_for_status()
+            requests_made += 1
+            got = reply.json()["runs"]
+            if not got:
+                break
+            first_run = first_run or got[0]["run"]["id"]
+            claimed += len(got)
+        claim_seconds = time.perf_counter() - started
+
+        single = []
+        for _ in range(20):
+            store.create(FlowRunCreate(flow="bench"))
+            t0 = time.perf_counter()
+            http.post(f"{url}/api/agents/{agent}/claim", json={"slots": 1}, timeout=30).raise_for_status()
+            single.append(time.perf_counter() - t0)
+
+        now = datetime.now(timezone.utc).isoformat()
+        started = time.perf_counter()
+        for offset in range(0, log_lines, batch):
+            lines = [
+                {"seq": seq, "time": now, "stream": "stdout", "text": f"line {seq} of the benchmark output"}
+                for seq in range(offset, min(offset + batch, log_lines))
+            ]
+            result = http.post(f"{url}/api/flow_runs/{first_run}/logs", json={"lines": lines}, timeout=60)
+            result.raise_for_status()
+        log_seconds = time.perf_counter() - started
+
+    print(f"runs created over HTTP:  {create_rate:8.0f} /s (one request each)")
+    print(
+        f"claims:                  {claimed / claim_seconds:8.0f} runs/s ({claimed} runs, slots={slots}, "
+        f"{requests_made} requests, {claim_seconds * 1000 / requests_made:.1f} ms per request)"
+    )
+    print(f"claim of 1 waiting run:  {sorted(single)[len(single) // 2] * 1000:8.1f} ms median")
+    print(f"log lines stored:        {log_lines / log_seconds:8.0f} lines/s (batches of {batch})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--slots", type=int, default=16)
+    parser.add_argument("--log-lines", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    args = parser.parse_args()
+    bench(args.runs, args.slots, args.log_lines, args.batch)
+
+
+if __name__ == "__main__":
+    main()
