@@ -1,7 +1,206 @@
-"""Placeholder command group; filled in by its issue."""
+"""``localagent install supervisord|systemd``: print (or write) a service definition that runs this agent.
+
+Both take ``-c`` and every override flag of ``localagent run``; the definition runs
+``<absolute localagent> run`` with the same meaning, stops the agent with SIGTERM so it drains, and never
+holds the API key: a key given with ``--key`` (or ``LOCALAGENT_API__KEY``) is written to a mode-0600
+key file that the service reads through ``api.key_file``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from localagent.cli.run_options import RunOptions, with_run_options
+
+if TYPE_CHECKING:
+    from localagent.errors import ConfigError
+    from localagent.install import ServicePlan
+
+EXIT_INVALID = 1
+PANEL = "Service"
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Print a supervisord program or systemd unit that runs this agent as a service.",
+)
+
+
+def _check_service_name(value: str | None) -> str | None:
+    from localagent.install.plan import SERVICE_NAME_PATTERN
+
+    if value is not None and not SERVICE_NAME_PATTERN.match(value):
+        raise typer.BadParameter(f"expected letters, digits, '_', '.' and '-', got {value!r}")
+    return value
+
+
+OutputOption = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="Write the definition to FILE instead of printing it.", rich_help_panel=PANEL),
+]
+ServiceNameOption = Annotated[
+    str | None,
+    typer.Option(
+        "--service-name",
+        callback=_check_service_name,
+        help="Program / unit name. Default: localagent-<agent.name>.",
+        rich_help_panel=PANEL,
+    ),
+]
+UserOption = Annotated[
+    str | None, typer.Option("--user", help="Run the agent as this user (user= / User=).", rich_help_panel=PANEL)
+]
+KeyFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        help="Where to write the key given with --key (mode 0600). Default: <agent.state_dir>/api.key.",
+        rich_help_panel=PANEL,
+    ),
+]
+
+
+@app.command("supervisord")
+@with_run_options
+def supervisord(
+    options: RunOptions,
+    output: OutputOption = None,
+    service_name: ServiceNameOption = None,
+    user: UserOption = None,
+    key_file: KeyFileOption = None,
+) -> None:
+    """Print a supervisord [program:...] section that runs this agent.
+
+    Put it in supervisord's include directory, then `supervisorctl reread && supervisorctl update`.
+    `supervisorctl stop` drains: runs may finish for up to runs.drain_timeout.
+
+    Examples:
+
+      localagent install supervisord -c /etc/localagent/agent.toml -o /etc/supervisor/conf.d/localagent.conf
+
+      localagent install supervisord -c agent.toml --api https://api.example --key "$KEY" --label gpu
+    """
+    from localagent.install import render_supervisord
+
+    _install(options, render_supervisord, output, service_name, user, key_file)
+    if output is not None:
+        typer.echo("next: supervisorctl reread && supervisorctl update", err=True)
+
+
+@app.command("systemd")
+@with_run_options
+def systemd(
+    options: RunOptions,
+    output: OutputOption = None,
+    service_name: ServiceNameOption = None,
+    user: UserOption = None,
+    key_file: KeyFileOption = None,
+) -> None:
+    """Print a systemd .service unit that runs this agent.
+
+    Save it as /etc/systemd/system/<name>.service.
+    Then: `systemctl daemon-reload && systemctl enable --now <name>`.
+    `systemctl stop` drains: runs may finish for up to runs.drain_timeout.
+
+    Examples:
+
+      localagent install systemd -c /etc/localagent/agent.toml --user localagent -o localagent.service
+
+      localagent install systemd -c agent.toml --key "$KEY" --key-file /etc/localagent/api.key
+    """
+    from localagent.install import render_systemd
+
+    plan = _install(options, render_systemd, output, service_name, user, key_file)
+    if output is not None:
+        typer.echo(f"next: systemctl daemon-reload && systemctl enable --now {plan.name}", err=True)
+
+
+def _sets_api_key(assignment: str) -> bool:
+    return assignment.partition("=")[0].strip().strip("\"'") == "api.key"
+
+
+def _install(
+    options: RunOptions,
+    render: Callable[[ServicePlan], str],
+    output: Path | None,
+    service_name: str | None,
+    user: str | None,
+    key_file: Path | None,
+) -> ServicePlan:
+    """Load the config like ``run`` does, keep the key out, render, then write the key file and output."""
+    from localagent.config import load_config
+    from localagent.errors import ConfigError
+    from localagent.install import build_plan, service_key_file, write_key_file
+    from localagent.install.plan import is_api_key_variable
+
+    environ = dict(os.environ)
+    files = list(options.config)
+    # What the service itself will be given: the same options and variables, minus every way of passing a key.
+    service_options = dataclasses.replace(
+        options, key=None, set=tuple(item for item in options.set if not _sets_api_key(item))
+    )
+    service_environ = {name: value for name, value in environ.items() if not is_api_key_variable(name)}
+    try:
+        loaded = load_config(files, options.to_flags(), environ)
+        without_key = load_config(files, service_options.to_flags(), service_environ)
+        target = service_key_file(loaded, without_key, key_file)
+        plan = build_plan(
+            loaded,
+            service_options.to_argv(absolute=True, include_key=False),
+            environ,
+            Path.cwd(),
+            name=service_name,
+            user=user,
+            key_file=target,
+        )
+        text = render(plan)
+        if target is not None and loaded.api_key is not None:
+            write_key_file(target, loaded.api_key)
+            typer.echo(f"wrote the API key to {target} (mode 0600); the service reads it via api.key_file", err=True)
+    except ConfigError as exc:
+        _report_invalid(exc)
+    _warn_missing_variables(files, service_options, plan)
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            typer.echo(f"error: cannot write {output}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(EXIT_INVALID) from None
+        typer.echo(f"wrote {output.absolute()}", err=True)
+    return plan
+
+
+def _report_invalid(exc: ConfigError) -> NoReturn:
+    """Every problem on its own line, as ``localagent config validate`` prints them; exit 1."""
+    for problem in exc.problems:
+        typer.echo(str(problem), err=True)
+    count = len(exc.problems)
+    typer.echo(f"config is invalid: {count} problem{'s' if count != 1 else ''}", err=True)
+    raise typer.Exit(EXIT_INVALID) from None
+
+
+def _warn_missing_variables(files: list[Path], service_options: RunOptions, plan: ServicePlan) -> None:
+    """Warn when the config only loads thanks to variables (``${VAR}``) the service will not be given."""
+    from localagent.config import load_config
+    from localagent.errors import ConfigError
+
+    service_environ = dict(plan.environment)
+    if "HOME" in os.environ:
+        service_environ["HOME"] = os.environ["HOME"]
+    try:
+        load_config(files, service_options.to_flags(), service_environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"warning: in the service's environment: {problem}", err=True)
+        typer.echo(
+            "warning: set these variables for the service (supervisord passes on its own environment; "
+            "systemd needs Environment= or EnvironmentFile= in a drop-in)",
+            err=True,
+        )

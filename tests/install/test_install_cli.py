@@ -1,0 +1,147 @@
+"""`localagent install supervisord|systemd` through the installed binary, as a user runs it."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.install.support import localagent, systemd_argv, unit_fields
+
+KEY = "sk-very-secret-0123456789"
+KINDS = ["supervisord", "systemd"]
+
+
+@pytest.fixture
+def agent_toml(tmp_path: Path) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text('[agent]\nname = "etl-1"\n\n[runs]\ndrain_timeout = "2m"\nstop_grace = "15s"\n')
+    return path
+
+
+def command_of(kind: str, text: str) -> list[str]:
+    fields = unit_fields(text)
+    if kind == "systemd":
+        return systemd_argv(fields["ExecStart"][0])
+    return shlex.split(fields["command"][0].replace("%%", "%"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_command_runs_the_absolute_binary_with_the_same_options(kind: str, tmp_path: Path, agent_toml: Path) -> None:
+    result = localagent(
+        "install", kind, "-c", "agent.toml", "--label", "gpu box", "-e", "TZ=UTC", "-p", "lib", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    argv = command_of(kind, result.stdout)
+
+    assert Path(argv[0]).is_absolute() and Path(argv[0]).name == "localagent"
+    assert argv[1:5] == ["run", "--config", str(agent_toml), "--label"]
+    assert argv[argv.index("--env") : argv.index("--env") + 2] == ["--env", "TZ=UTC"]
+    assert str(tmp_path / "lib") in argv
+    assert f"agent.state_dir={tmp_path / 'state' / 'localagent'}" in argv  # pinned: it came from $HOME
+    fields = unit_fields(result.stdout)
+    timeout = fields["stopwaitsecs" if kind == "supervisord" else "TimeoutStopSec"]
+    assert timeout == [str(120 + 15 + 45)]
+    assert (fields["directory"] if kind == "supervisord" else fields["WorkingDirectory"]) == [str(tmp_path)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_key_goes_to_a_private_key_file_never_into_the_definition(
+    kind: str, tmp_path: Path, agent_toml: Path
+) -> None:
+    result = localagent(
+        "install", kind, "-c", "agent.toml", "--key", KEY, "--set", f"api.key={KEY}", "-o", "svc.conf", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "svc.conf").read_text()
+    key_file = tmp_path / "state" / "localagent" / "api.key"
+    assert KEY not in text and KEY not in result.stdout
+    assert key_file.read_text().strip() == KEY
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert f"api.key_file={key_file}" in command_of(kind, text)
+    assert "--key" not in command_of(kind, text)
+    assert str(key_file) in result.stderr
+
+
+def test_a_key_from_the_environment_is_not_passed_on(tmp_path: Path, agent_toml: Path) -> None:
+    key_file = tmp_path / "secrets" / "agent.key"
+    result = localagent(
+        "install", "systemd", "-c", "agent.toml", "--key-file", str(key_file), cwd=tmp_path,
+        env={"LOCALAGENT_API__KEY": KEY, "LOCALAGENT_AGENT__POLL_INTERVAL": "3s"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert KEY not in result.stdout
+    assert key_file.read_text().strip() == KEY
+    environment = unit_fields(result.stdout)["Environment"]
+    assert '"LOCALAGENT_AGENT__POLL_INTERVAL=3s"' in environment
+    assert not any("LOCALAGENT_API__KEY" in item for item in environment)
+
+
+def test_a_plaintext_key_in_a_config_file_is_refused_with_advice(tmp_path: Path) -> None:
+    (tmp_path / "agent.toml").write_text('[agent]\nname = "a"\n\n[api]\nkey = "in-the-file"\n')
+    result = localagent("install", "supervisord", "-c", "agent.toml", "--key", KEY, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("agent.toml:5: api.key: a service must not read a plaintext key")
+    assert "api.key_file" in result.stderr
+    assert not (tmp_path / "state" / "localagent" / "api.key").exists()
+
+
+def test_an_existing_key_file_is_referenced_as_configured(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text(KEY)
+    (tmp_path / "agent.toml").write_text('[api]\nkey_file = "key"\n')
+    result = localagent("install", "systemd", "-c", "agent.toml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert KEY not in result.stdout
+    assert not any(arg.startswith("api.key_file") for arg in command_of("systemd", result.stdout))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_config_errors_are_reported_as_config_validate_reports_them(kind: str, tmp_path: Path) -> None:
+    (tmp_path / "agent.toml").write_text("[agent]\nmax_concurrent_runs = -1\n")
+    validate = localagent("config", "validate", "-c", "agent.toml", cwd=tmp_path)
+    result = localagent("install", kind, "-c", "agent.toml", "-o", "out.conf", cwd=tmp_path)
+    assert result.returncode == validate.returncode == 1
+    assert result.stderr == validate.stderr
+    assert "agent.toml:2: agent.max_concurrent_runs: must be >= 0" in result.stderr
+    assert not (tmp_path / "out.conf").exists()
+
+
+def test_a_value_supervisord_cannot_hold_is_refused(tmp_path: Path, agent_toml: Path) -> None:
+    result = localagent("install", "supervisord", "-c", "agent.toml", "--label", "a ;b", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "comment" in result.stderr
+
+
+def test_a_bad_service_name_is_a_usage_error(tmp_path: Path, agent_toml: Path) -> None:
+    result = localagent("install", "systemd", "-c", "agent.toml", "--service-name", "a/b", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--service-name" in result.stderr
+
+
+def test_variables_the_service_will_lack_are_warned_about(tmp_path: Path) -> None:
+    (tmp_path / "agent.toml").write_text('[agent]\nname = "${SITE_NAME}"\n')
+    result = localagent("install", "systemd", "-c", "agent.toml", cwd=tmp_path, env={"SITE_NAME": "x"})
+    assert result.returncode == 0, result.stderr
+    assert "warning: in the service's environment:" in result.stderr
+    assert "SITE_NAME" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed on this host")
+def test_the_generated_unit_passes_systemd_analyze_verify(tmp_path: Path, agent_toml: Path) -> None:
+    unit = tmp_path / "localagent-etl-1.service"
+    result = localagent(
+        "install", "systemd", "-c", "agent.toml", "--key", KEY, "-l", "50% off", "--user", "root", "-o", str(unit),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert KEY not in unit.read_text()
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert unit.name not in verify.stderr, verify.stderr
