@@ -1,0 +1,100 @@
+"""ReloadCoordinator with a real loader: the log line, skipping an unchanged config, the database rule."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from localagent.agent.reload import ReloadCoordinator
+from tests.reload.helpers import RecordingAgent, loader, write_config
+
+
+def test_one_log_line_lists_every_change(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = tmp_path / "agent.toml"
+    write_config(config, tmp_path / "state", ["a"], extra='poll_interval = "10s"\n')
+    load = loader(config)
+    agent = RecordingAgent(load())
+    coordinator = ReloadCoordinator(agent, load)
+    write_config(config, tmp_path / "state", ["a", "b"], extra="poll_interval = 5\n")
+    with caplog.at_level(logging.INFO, logger="localagent.agent.reload"):
+        assert coordinator.reload("SIGHUP")
+    lines = [r.getMessage() for r in caplog.records if r.name == "localagent.agent.reload"]
+    assert len(lines) == 1
+    assert lines[0].startswith("config generation 2: agent.labels ['a'] -> ['a', 'b']; agent.poll_interval 10s -> 5s")
+
+
+def test_unchanged_config_is_not_applied_again(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    write_config(config, tmp_path / "state", ["a"])
+    load = loader(config)
+    agent = RecordingAgent(load())
+    coordinator = ReloadCoordinator(agent, load)
+    assert not coordinator.reload("SIGHUP")
+    assert agent.applied == [] and agent.generation == 1
+
+
+def test_the_same_good_config_after_an_error_clears_it(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    write_config(config, tmp_path / "state", ["a"])
+    good = config.read_text()
+    load = loader(config)
+    agent = RecordingAgent(load())
+    coordinator = ReloadCoordinator(agent, load)
+    config.write_text(good + "[agent.nope]\n")
+    assert not coordinator.reload("SIGHUP")
+    assert len(agent.rejected) == 1
+    config.write_text(good)
+    assert coordinator.reload("file change")  # applied, so the loop clears config.error
+    assert agent.generation == 2
+
+
+def test_database_change_under_a_running_embedded_api_is_kept_for_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "agent.toml"
+    first_db = f"sqlite:///{tmp_path / 'one.db'}"
+    write_config(config, tmp_path / "state", ["a"], extra=f'[server]\ndatabase = "{first_db}"\n')
+    load = loader(config)
+    agent = RecordingAgent(load())
+    coordinator = ReloadCoordinator(agent, load, embedded_running=lambda: True)
+    second_db = f"sqlite:///{tmp_path / 'two.db'}"
+    write_config(config, tmp_path / "state", ["b"], extra=f'[server]\ndatabase = "{second_db}"\n')
+    with caplog.at_level(logging.INFO, logger="localagent.agent.reload"):
+        assert coordinator.reload("SIGHUP")
+    assert agent.loaded.config.server.database == first_db
+    assert agent.loaded.config.agent.labels == ("b",)
+    assert any("restart the agent to apply the new value" in r.getMessage() for r in caplog.records)
+    # The same file again is no news: no second generation, no second warning.
+    assert not coordinator.reload("file change")
+
+
+def test_moving_the_embedded_api_calls_the_server_hook(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    write_config(config, tmp_path / "state", ["a"], extra='[server]\naddress = "127.0.0.1:4301"\n')
+    load = loader(config)
+    agent = RecordingAgent(load())
+    moves: list[tuple[str, str]] = []
+    coordinator = ReloadCoordinator(
+        agent,
+        load,
+        embedded_running=lambda: True,
+        on_server_change=lambda old, new: moves.append((old.config.server.address, new.config.server.address)),
+    )
+    write_config(config, tmp_path / "state", ["a"], extra='[server]\naddress = "127.0.0.1:4302"\n')
+    assert coordinator.reload("SIGHUP")
+    assert moves == [("127.0.0.1:4301", "127.0.0.1:4302")]
+
+
+def test_without_a_server_hook_the_embedded_address_and_key_wait_for_a_restart(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    write_config(config, tmp_path / "state", ["a"], extra='[api]\nkey = "k1"\n[server]\naddress = "127.0.0.1:4301"\n')
+    load = loader(config)
+    agent = RecordingAgent(load())
+    coordinator = ReloadCoordinator(agent, load, embedded_running=lambda: True)
+    write_config(config, tmp_path / "state", ["b"], extra='[api]\nkey = "k2"\n[server]\naddress = "127.0.0.1:4302"\n')
+    assert coordinator.reload("SIGHUP")
+    assert agent.loaded.config.server.address == "127.0.0.1:4301"
+    assert agent.loaded.api_key == "k1"
+    assert agent.loaded.config.agent.labels == ("b",)
