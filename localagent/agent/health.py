@@ -98,7 +98,7 @@ class HealthServer:
             self._requested = address
             self._server = server
             self._thread = threading.Thread(
-                target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="localagent-health", daemon=True
+                target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="localagent-health", daemon=True
             )
             self._thread.start()
         logger.info("serving /health and /metrics on http://%s", self._address)

@@ -12,7 +12,7 @@ becomes a :class:`RunExecution` (or whatever ``execution_factory`` builds, for t
 that run's token on the API that handed it out.
 
 The config in force is one frozen :class:`LoadedConfig`, swapped atomically by :meth:`Agent.apply_config`.
-Anything that reloads config (SIGHUP here; a file watcher later) builds a new ``LoadedConfig`` with the
+Anything that reloads config (SIGHUP here; a file watcher) builds a new ``LoadedConfig`` with the
 original ``load`` and calls ``agent.apply_config(new)``; a refused config goes to ``agent.reject_config(exc)``.
 """
 
@@ -24,14 +24,15 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from localagent.agent.health import HealthServer
 from localagent.agent.logs import configure_logging
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.registration import RUN_CONFIG_TYPES, AgentSession, ClientFactory
+from localagent.agent.run_table import ExecutionFactory, RunTable, default_execution_factory
 from localagent.agent.signals import RELOAD_SIGNALS, SignalInbox
-from localagent.api.models import ClaimedRun, ClaimRequest, StateName, StateUpdate
+from localagent.api.models import ClaimedRun, ClaimRequest
 from localagent.errors import ApiError, ApiNotFound, ConfigError, ServiceError
 
 if TYPE_CHECKING:
@@ -45,43 +46,20 @@ logger = logging.getLogger("localagent.agent")
 
 UNCAPPED_CLAIM = 32  # runs asked for per claim when max_concurrent_runs = 0 (no cap)
 EXIT_OK = 0
+EXIT_FAILED = 1  # the claim loop failed unexpectedly (logged with its traceback)
 EXIT_RUNS_STOPPED = 1  # max_polls reached, but runs outlived drain_timeout and had to be stopped
 
 
-class RunHandle(Protocol):
-    """What the loop needs of a running run (RunExecution, or a fake in tests)."""
-
-    run_id: str
-    done: threading.Event
-    final_state: StateName | None
-
-    def start(self) -> None: ...
-    def cancel(self, message: str = ...) -> None: ...
-    def shutdown(self, message: str = ..., *, immediate: bool = False) -> None: ...
-
-
-class ExecutionFactory(Protocol):
-    def __call__(
-        self,
-        claimed: ClaimedRun,
-        config: AgentConfig,
-        api: ApiClient,
-        *,
-        reaper: ChildReaper,
-        console: ConsolePrinter,
-        metrics: AgentMetrics | None = None,
-        on_finished: Callable[[Any], None] | None = None,
-    ) -> RunHandle: ...
-
-
-def _default_execution_factory() -> ExecutionFactory:
-    from localagent.agent.execution import RunExecution
-
-    return RunExecution
-
-
 class Agent:
-    """One agent: owns the claim loop, the heartbeat, the health endpoint and the runs it started."""
+    """One agent: owns the claim loop, the heartbeat, the health endpoint and the runs it started.
+
+    ``Agent(loaded, load=load, reaper=..., console=..., metrics=..., inbox=...).run() -> exit code``
+
+    Reload seam: ``apply_config(new)`` makes a config current (live, nothing restarts), ``reject_config(exc)``
+    keeps the current one and reports the error; ``set_reload_handler(fn)`` routes SIGHUP to ``fn("SIGHUP")``
+    (default :meth:`reload`); ``closed`` is a stop event for a file watcher; ``set_embedded_url`` follows an
+    embedded API that re-bound. All of these are safe to call from any thread.
+    """
 
     def __init__(
         self,
@@ -97,22 +75,25 @@ class Agent:
         execution_factory: ExecutionFactory | None = None,
     ) -> None:
         self._load = load
-        self._reaper = reaper
         self._console = console
         self._metrics = metrics
         self._inbox = inbox
-        self._execution_factory = execution_factory or _default_execution_factory()
         self._lock = threading.Lock()
         self._loaded = loaded
         self._generation = 1
         self._config_error: str | None = None
-        self._runs: dict[str, RunHandle] = {}
-        self._run_clients: dict[str, ApiClient] = {}
-        self._cancel_sent: set[str] = set()
-        self._accepting = True  # False once shut down: runs handed out after that are refused
+        self._runs = RunTable(
+            execution_factory=execution_factory or default_execution_factory(),
+            reaper=reaper,
+            console=console,
+            metrics=metrics,
+            on_change=self._run_finished,
+        )
         self._stopping = threading.Event()  # stop claiming
         self._closed = threading.Event()  # heartbeat and everything else stop
         self._slot_freed = threading.Event()
+        self._claims_over = threading.Event()  # the claim loop ended (max_polls, or it failed)
+        self._claim_loop_failed = False
         self._claim_thread: threading.Thread | None = None
         self._heartbeat_thread: threading.Thread | None = None
         self._started_at = time.monotonic()
@@ -125,6 +106,7 @@ class Agent:
             on_contact=self._mark_contact,
         )
         self._health = HealthServer(report=self.health_report, metrics=metrics)
+        self._reload_handler: Callable[[str], object] = lambda trigger: self.reload()
         metrics.track_running(lambda: len(self._runs))
         console.enabled = loaded.config.logs.show_flow_logs
 
@@ -157,7 +139,7 @@ class Agent:
             self._config_error = None
         config = loaded.config
         self._console.enabled = config.logs.show_flow_logs
-        if config.logs != old.config.logs:
+        if (config.logs.level, config.logs.format) != (old.config.logs.level, old.config.logs.format):
             configure_logging(config.logs)
         if config.health.address != old.config.health.address:
             try:
@@ -173,8 +155,35 @@ class Agent:
         with self._lock:
             self._config_error = message
             generation = self._generation
-        logger.error("config reload refused, keeping generation %d:\nConfigError: %s", generation, message)
+        count = len(error.problems)
+        # The same lines `localagent config validate` prints for this config.
+        logger.error(
+            "config reload refused, keeping generation %d:\n%s\nconfig is invalid: %d problem%s",
+            generation,
+            message,
+            count,
+            "s" if count != 1 else "",
+        )
         self._metrics.observe_reload(ok=False)
+
+    @property
+    def closed(self) -> threading.Event:
+        """Set once the agent shuts down: a stop event for helpers tied to its life (a config watcher)."""
+        return self._closed
+
+    def set_reload_handler(self, handler: Callable[[str], object]) -> None:
+        """Route reload requests (SIGHUP, called with ``"SIGHUP"``) to ``handler`` instead of :meth:`reload`."""
+        self._reload_handler = handler
+
+    def set_embedded_url(self, url: str) -> None:
+        """The embedded API moved (``server.address`` re-bound): register and claim there from now on."""
+        self._session.set_embedded_url(url)
+
+    def _request_reload(self, trigger: str) -> None:
+        try:
+            self._reload_handler(trigger)
+        except Exception:
+            logger.exception("config reload (%s) failed; keeping the config in force", trigger)
 
     def reload(self) -> None:
         """Re-run the original load and apply it, or keep the last good config when it is invalid."""
@@ -182,6 +191,9 @@ class Agent:
             loaded = self._load()
         except ConfigError as exc:
             self.reject_config(exc)
+            return
+        if loaded.hash == self._loaded.hash and self._config_error is None:
+            logger.info("config reload: nothing changed (generation %d)", self._generation)
             return
         self.apply_config(loaded)
         logger.info("config reloaded: generation %d (hash %s)", self._generation, loaded.hash[:12])
@@ -193,7 +205,8 @@ class Agent:
         self._start()
         try:
             stop_signal = self._serve()
-            return self._drain(stop_signal)
+            exit_code = self._drain(stop_signal)
+            return EXIT_FAILED if self._claim_loop_failed and exit_code == EXIT_OK else exit_code
         finally:
             self._close()
 
@@ -221,17 +234,17 @@ class Agent:
         while True:
             for signum in self._inbox.wait(timeout=None):
                 if signum in RELOAD_SIGNALS:
-                    self.reload()
+                    self._request_reload(signum.name)
                 else:
                     return signum
-            if self._claim_thread is not None and not self._claim_thread.is_alive():
+            if self._claims_over.is_set():
                 return None
 
     def _drain(self, stop_signal: signal.Signals | None) -> int:
         self._stopping.set()
         self._slot_freed.set()
         drain_timeout = self._loaded.config.runs.drain_timeout
-        running = self._running()
+        running = self._runs.running()
         if stop_signal is not None:
             logger.info(
                 "received %s: no new runs; draining %d running run(s) for up to %gs (send it again to stop them now)",
@@ -246,50 +259,45 @@ class Agent:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 logger.warning("drain_timeout passed: stopping %d run(s)", len(running))
-                for handle in running:
-                    handle.shutdown("agent shut down")
+                self._runs.shutdown_all(immediate=False)
                 self._wait_stopped()
                 return EXIT_RUNS_STOPPED if stop_signal is None else 128 + stop_signal
             second = self._wait_signal(remaining)
             if second is not None:
                 return self._stop_now(second)
-            running = self._running()
+            running = self._runs.running()
         return EXIT_OK
 
     def _wait_signal(self, timeout: float) -> signal.Signals | None:
         """Wait up to ``timeout`` for a wake-up; reload on SIGHUP; return a stop signal if one came."""
         for signum in self._inbox.wait(timeout=min(timeout, 1.0)):
             if signum in RELOAD_SIGNALS:
-                self.reload()
+                self._request_reload(signum.name)
             else:
                 return signum
         return None
 
     def _stop_now(self, signum: signal.Signals) -> int:
-        running = self._running()
-        logger.warning("received %s again: stopping %d run(s) now", signum.name, len(running))
-        for handle in running:
-            handle.shutdown("agent shut down", immediate=True)
+        logger.warning("received %s again: stopping %d run(s) now", signum.name, len(self._runs.running()))
+        self._runs.shutdown_all(immediate=True)
         self._wait_stopped(escalated=True)
         return 128 + signum
 
     def _wait_stopped(self, *, escalated: bool = False) -> None:
         """Wait for stopped runs to end and report; a further stop signal sends SIGKILL at once."""
         limit = time.monotonic() + self._loaded.config.runs.stop_grace + 30.0
-        while (running := self._running()) and time.monotonic() < limit:
+        while (running := self._runs.running()) and time.monotonic() < limit:
             signum = self._wait_signal(limit - time.monotonic())
             if signum is not None and not escalated:
                 escalated = True
-                for handle in running:
-                    handle.shutdown("agent shut down", immediate=True)
+                self._runs.shutdown_all(immediate=True)
         if running:
             logger.error("%d run(s) did not report their end in time: %s", len(running), [h.run_id for h in running])
 
     def _close(self) -> None:
         self._stopping.set()
         self._slot_freed.set()
-        with self._lock:
-            self._accepting = False
+        self._runs.close_intake()
         self._closed.set()
         for thread in (self._heartbeat_thread, self._claim_thread):
             if thread is not None and thread is not threading.current_thread():
@@ -297,11 +305,7 @@ class Agent:
                 thread.join(timeout=0.5)
         self._health.stop()
         self._session.close()
-        with self._lock:
-            clients = list(self._run_clients.values())
-            self._run_clients.clear()
-        for client in clients:
-            client.close()
+        self._runs.close()
         logger.info("agent stopped")
 
     # -- claims -------------------------------------------------------------------------------------
@@ -310,7 +314,7 @@ class Agent:
         cap = config.agent.max_concurrent_runs
         if cap == 0:
             return UNCAPPED_CLAIM
-        return max(0, cap - len(self._running()))
+        return max(0, cap - len(self._runs.running()))
 
     def _claim_loop(self) -> None:
         polls = 0
@@ -318,7 +322,7 @@ class Agent:
         try:
             while not self._stopping.is_set():
                 agent_id = self._session.ensure_registered(self._stopping)
-                if agent_id is None:
+                if agent_id is None or self._stopping.is_set():
                     return
                 loaded = self._loaded
                 config = loaded.config
@@ -346,115 +350,51 @@ class Agent:
                     continue
                 except ApiError as exc:
                     self._metrics.observe_poll(time.monotonic() - began, ok=False)
+                    if self._stopping.is_set():
+                        return  # e.g. the embedded API stopped under a poll that outlived the shutdown
                     backoff = min(max(backoff * 2, 0.25), config.agent.poll_interval)
-                    self._session.report_failure("claim", exc, backoff)
+                    self._session.report_failure("claim", exc, config.agent.poll_interval)
                     self._stopping.wait(backoff)
                 else:
                     backoff = 0.0
                     self._metrics.observe_poll(time.monotonic() - began, ok=True)
                     self._mark_contact()
                     self._session.report_recovery()
-                    self._start_runs(reply.runs, config, api.url)
-                    self._cancel_runs(reply.cancel)
+                    self._runs.start(reply.runs, config, self._run_clients(api.url, config))
+                    self._runs.cancel(reply.cancel)
                 if config.agent.max_polls and polls >= config.agent.max_polls:
                     logger.info("max_polls (%d) reached: no more claims", config.agent.max_polls)
                     return
         except Exception:
+            self._claim_loop_failed = True
             logger.exception("the claim loop failed; stopping the agent")
         finally:
+            self._claims_over.set()
             self._inbox.notify()
 
-    def _start_runs(self, claimed_runs: list[ClaimedRun], config: AgentConfig, api_url: str) -> None:
-        for claimed in claimed_runs:
-            run = claimed.run
-            client = self._session.run_client(api_url, claimed.token, config)
-            with self._lock:
-                accepting = self._accepting
-            if not accepting:
-                self._refuse(claimed, client)
-                continue
-            try:
-                handle = self._execution_factory(
-                    claimed,
-                    config,
-                    client,
-                    reaper=self._reaper,
-                    console=self._console,
-                    metrics=self._metrics,
-                    on_finished=self._run_finished,
-                )
-                with self._lock:
-                    self._runs[run.id] = handle
-                    self._run_clients[run.id] = client
-                logger.info("run %s (%s/%s) started", run.id, run.flow, run.name)
-                handle.start()
-            except Exception as exc:
-                logger.exception("run %s (%s/%s) could not be started", run.id, run.flow, run.name)
-                with self._lock:
-                    self._runs.pop(run.id, None)
-                    self._run_clients.pop(run.id, None)
-                self._fail(run.id, client, f"the agent could not start this run: {exc}")
-                client.close()
+    def _run_clients(self, url: str, config: AgentConfig) -> Callable[[ClaimedRun], ApiClient]:
+        """Run-scoped clients on the API at ``url`` (the one that handed the runs out)."""
 
-    def _refuse(self, claimed: ClaimedRun, client: ApiClient) -> None:
-        """A run handed out while we shut down: never started, so report it Cancelled."""
-        try:
-            client.set_state(claimed.run.id, StateUpdate(state=StateName.CANCELLED, message="agent shut down"))
-        except ApiError as exc:
-            logger.warning("run %s was handed out during shutdown and could not be cancelled: %s", claimed.run.id, exc)
-        finally:
-            client.close()
+        def client_for(claimed: ClaimedRun) -> ApiClient:
+            return self._session.run_client(url, claimed.token, config)
 
-    def _fail(self, run_id: str, client: ApiClient, message: str) -> None:
-        try:
-            client.set_state(run_id, StateUpdate(state=StateName.FAILED, message=message))
-        except ApiError as exc:
-            logger.warning("could not report run %s Failed: %s", run_id, exc)
+        return client_for
 
-    def _run_finished(self, handle: Any) -> None:
-        run_id = str(handle.run_id)
-        with self._lock:
-            known = self._runs.pop(run_id, None)
-            client = self._run_clients.pop(run_id, None)
-            self._cancel_sent.discard(run_id)
-        if known is not None:
-            state = handle.final_state
-            logger.info("run %s finished: %s", run_id, state.value if state is not None else "unknown")
-        if client is not None:
-            client.close()
+    def _run_finished(self) -> None:
         self._slot_freed.set()
         self._inbox.notify()
-
-    def _running(self) -> list[RunHandle]:
-        """Runs not yet finished (a handle whose ``done`` is set but never reported finishing counts as gone)."""
-        with self._lock:
-            for run_id in [run_id for run_id, h in self._runs.items() if h.done.is_set()]:
-                self._runs.pop(run_id, None)
-            return list(self._runs.values())
-
-    def _cancel_runs(self, run_ids: list[str]) -> None:
-        for run_id in run_ids:
-            with self._lock:
-                handle = self._runs.get(run_id)
-                if handle is None or run_id in self._cancel_sent:
-                    continue
-                self._cancel_sent.add(run_id)
-            logger.info("run %s: cancel requested", run_id)
-            handle.cancel("cancelled on request")
 
     # -- heartbeat and health ------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
         while not self._closed.wait(min(self._loaded.config.agent.poll_interval, 10.0)):
-            with self._lock:
-                running = list(self._runs)
             try:
-                reply = self._session.heartbeat(running)
+                reply = self._session.heartbeat(self._runs.ids())
             except Exception:
                 logger.exception("heartbeat failed unexpectedly")
                 continue
             if reply is not None:
-                self._cancel_runs(reply.cancel)
+                self._runs.cancel(reply.cancel)
 
     def _mark_contact(self) -> None:
         self._last_contact = time.monotonic()
@@ -467,8 +407,7 @@ class Agent:
         since = self._last_contact if self._last_contact is not None else self._started_at
         silent_for = time.monotonic() - since
         healthy = silent_for <= 3 * config.agent.poll_interval
-        with self._lock:
-            running = sorted(self._runs)
+        running = self._runs.ids()
         body: dict[str, Any] = {
             "status": "ok" if healthy else "unhealthy",
             "agent": {

@@ -70,6 +70,10 @@ class AgentSession:
     def agent_id(self) -> str | None:
         return self._agent_id
 
+    def set_embedded_url(self, url: str) -> None:
+        """The embedded API now listens at ``url`` (the next call switches client and registers there)."""
+        self._embedded_url = url
+
     def api_url(self, config: AgentConfig | None = None) -> str:
         """The url of the API in force (the embedded server's when ``api.url = "embedded"``)."""
         if config is None:

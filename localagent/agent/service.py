@@ -5,7 +5,8 @@ Usage::
     exit_code = run_agent(lambda: load_config(files, flags))
 
 Start-up order: config, logging, state dir, signal handlers, child reaper, embedded API (when
-``api.url = "embedded"``), then the :class:`Agent` (health endpoint, registration, heartbeat, claims).
+``api.url = "embedded"``), then the :class:`Agent` (health endpoint, registration, heartbeat, claims) and the
+config watcher (hot reload: file changes and SIGHUP go through one ``ReloadCoordinator``).
 Shut-down runs in reverse. A ``ConfigError`` from the first load propagates; a service that cannot start
 (a port in use, a state dir that cannot be created) raises ``ServiceError`` (exit code 3).
 """
@@ -13,6 +14,7 @@ Shut-down runs in reverse. A ``ConfigError`` from the first load propagates; a s
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -26,6 +28,7 @@ from localagent.agent.signals import SignalInbox, handle_signals
 from localagent.errors import ServiceError
 
 if TYPE_CHECKING:
+    from localagent.agent.reload import ConfigWatcher
     from localagent.config import LoadedConfig
 
 logger = logging.getLogger("localagent.agent")
@@ -49,6 +52,7 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         stack.enter_context(handle_signals(inbox))
         reaper = ChildReaper()
         reaper.start()
+        stack.callback(logger.debug, "child reaper stopped")
         stack.callback(reaper.stop)
         embedded_url = None
         if config.api.url == "embedded":
@@ -62,8 +66,29 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
             inbox=inbox,
             embedded_url=embedded_url,
         )
-        return agent.run()
+        watcher = _watch_config(agent, load, embedded=embedded_url is not None)
+        try:
+            return agent.run()
+        finally:
+            watcher.join()
     raise AssertionError("unreachable")  # pragma: no cover  (ExitStack does not swallow exceptions here)
+
+
+def _watch_config(agent: Agent, load: Callable[[], LoadedConfig], *, embedded: bool) -> ConfigWatcher:
+    """Hot reload: file changes and SIGHUP both go through one ReloadCoordinator; the watch ends with the agent."""
+    from localagent.agent.reload import ConfigWatcher, ReloadCoordinator
+
+    watcher: ConfigWatcher | None = None
+
+    def follow_config() -> None:
+        if watcher is not None:
+            watcher.refresh()  # api.key_file may have moved
+
+    coordinator = ReloadCoordinator(agent, load, embedded_running=lambda: embedded, on_applied=follow_config)
+    agent.set_reload_handler(coordinator.reload)
+    watcher = ConfigWatcher(coordinator.watched_paths, coordinator.reload, stop_event=agent.closed)
+    watcher.start()
+    return watcher
 
 
 def ensure_state_dir(path: Path) -> None:
@@ -91,7 +116,13 @@ def _embedded_api(loaded: LoadedConfig) -> Iterator[str]:
     )
     try:
         server.start()
-    except ServiceError:
+    except ServiceError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            raise ServiceError(
+                f"the embedded API cannot listen on {config.server.address}: the address is already in use; "
+                "stop what listens there, or change server.address (or point api.url at a running API)"
+            ) from cause
         raise
     except OSError as exc:
         raise ServiceError(
@@ -103,6 +134,7 @@ def _embedded_api(loaded: LoadedConfig) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+        logger.debug("embedded API stopped")
 
 
 def _redact(database_url: str) -> str:

@@ -29,7 +29,8 @@ RELOAD_SIGNALS = (signal.SIGHUP,)
 class SignalInbox:
     """Signals received and wake-ups requested, for one thread to wait on.
 
-    ``deliver`` only appends to a deque and writes a byte to a pipe, so it is safe in a signal handler.
+        ``deliver`` only appends to a deque and writes a byte to a pipe, so it is safe in a signal handler.
+    ``wait`` is for one thread (the agent's main thread) and must not be called after ``close``.
     """
 
     def __init__(self) -> None:
@@ -38,17 +39,27 @@ class SignalInbox:
         os.set_blocking(self._read_fd, False)
         os.set_blocking(self._write_fd, False)
         self._closed = False
+        self._lock = threading.Lock()
 
     def deliver(self, signum: int) -> None:
-        """Record ``signum`` and wake the waiter."""
+        """Record ``signum`` and wake the waiter (safe in a signal handler: it never blocks on the lock)."""
         self._pending.append(signal.Signals(signum))
-        self.notify()
+        if self._lock.acquire(blocking=False):
+            try:
+                self._poke()
+            finally:
+                self._lock.release()
+        # else: close() holds the lock (nobody waits any more), or a notify() is poking right now.
 
     def notify(self) -> None:
-        """Wake the waiter with no signal (state it watches has changed)."""
-        if self._closed:
+        """Wake the waiter with no signal (state it watches has changed). Safe after close()."""
+        with self._lock:
+            self._poke()
+
+    def _poke(self) -> None:
+        if self._closed:  # checked under the lock: the fd number may belong to another file after close()
             return
-        # A full pipe already holds a wake-up; a closed one means nobody waits any more.
+        # A full pipe already holds a wake-up.
         with contextlib.suppress(BlockingIOError, OSError):
             os.write(self._write_fd, b"\0")
 
@@ -71,12 +82,13 @@ class SignalInbox:
                 pass
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for fd in (self._read_fd, self._write_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for fd in (self._read_fd, self._write_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def __enter__(self) -> SignalInbox:
         return self

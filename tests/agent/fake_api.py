@@ -34,7 +34,9 @@ def loaded_config(tmp_path: Path, **sections: dict[str, Any]) -> LoadedConfig:
         data.setdefault(section, {}).update(values)
     data["api"] = {"url": "http://api.test", **data.get("api", {})}
     config = AgentConfig.model_validate(data)
-    return LoadedConfig(config=config, origins={}, files=(tmp_path / "agent.toml",), hash=str(hash(str(data))), api_key=None)
+    return LoadedConfig(
+        config=config, origins={}, files=(tmp_path / "agent.toml",), hash=str(hash(str(data))), api_key=None
+    )
 
 
 def claimed_run(run_id: str, flow: str = "hello") -> ClaimedRun:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import signal
 import threading
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import pytest
 
 from localagent.agent.loop import Agent
 from localagent.agent.metrics import AgentMetrics
+from localagent.agent.run_table import RunTable
 from localagent.agent.signals import SignalInbox
 from localagent.api.models import StateName
 from localagent.config import LoadedConfig
@@ -119,9 +121,11 @@ def test_never_claims_beyond_free_slots(tmp_path: Path) -> None:
     wait_until(lambda: len(harness.executions) == 3)
     assert server.claims[-1].slots <= 1 or len(harness.executions) == 3
     assert len(server.waiting) == 2
-    for execution in harness.executions:
-        execution.finish(StateName.SUCCESS)
     harness.inbox.deliver(signal.SIGTERM)
+    while harness.thread.is_alive():
+        for execution in list(harness.executions):
+            execution.finish(StateName.SUCCESS)
+        harness.thread.join(0.05)
     assert harness.join() == 0
     assert max(claim.slots for claim in server.claims) == 2
 
@@ -251,7 +255,9 @@ def test_second_signal_stops_runs_at_once(tmp_path: Path) -> None:
 def test_sighup_applies_a_new_config_to_the_next_claim(tmp_path: Path) -> None:
     server = FakeServer()
     first = loaded_config(tmp_path, agent={"labels": ["a"], "hostname_label": False})
-    second = loaded_config(tmp_path, agent={"labels": ["a", "b"], "hostname_label": False}, logs={"show_flow_logs": True})
+    second = loaded_config(
+        tmp_path, agent={"labels": ["a", "b"], "hostname_label": False}, logs={"show_flow_logs": True}
+    )
     configs = [second]
     harness = Harness(first, server, load=lambda: configs[0])
     server.wait_for(lambda: len(server.claims) >= 1)
@@ -269,11 +275,17 @@ def test_sighup_applies_a_new_config_to_the_next_claim(tmp_path: Path) -> None:
 def test_invalid_reload_keeps_the_last_good_config_and_reports_the_error(tmp_path: Path) -> None:
     server = FakeServer()
     loaded = loaded_config(tmp_path, agent={"labels": ["a"], "hostname_label": False})
-    problem = ConfigProblem(source="agent.toml", key="agent.max_concurrent_runs", message="must be >= 0, got -1", line=7)
+    problem = ConfigProblem(
+        source="agent.toml", key="agent.max_concurrent_runs", message="must be >= 0, got -1", line=7
+    )
 
     def broken_load() -> LoadedConfig:
         raise ConfigError([problem])
 
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("localagent.agent").addHandler(handler)
     harness = Harness(loaded, server, load=broken_load)
     server.wait_for(lambda: len(server.claims) >= 1)
     harness.inbox.deliver(signal.SIGHUP)
@@ -281,18 +293,30 @@ def test_invalid_reload_keeps_the_last_good_config_and_reports_the_error(tmp_pat
     server.wait_for(lambda: bool(server.heartbeats) and server.heartbeats[-1].config_error == expected)
     assert harness.agent.generation == 1
     assert server.claims[-1].labels == ["a"]
-    healthy, body = harness.agent.health_report()
+    _healthy, body = harness.agent.health_report()
     assert body["config"]["error"] == expected
     harness.inbox.deliver(signal.SIGTERM)
     assert harness.join() == 0
     assert b"localagent_reload_errors_total 1.0" in harness.metrics.render()
+    logging.getLogger("localagent.agent").removeHandler(handler)
+    (message,) = [r.getMessage() for r in records if "refused" in r.getMessage()]
+    assert message.splitlines() == [
+        "config reload refused, keeping generation 1:",
+        "agent.toml:7: agent.max_concurrent_runs: must be >= 0, got -1",
+        "config is invalid: 1 problem",
+    ]
 
 
 def test_a_new_api_url_moves_claims_but_not_started_runs(tmp_path: Path) -> None:
     server = FakeServer()
     server.add_runs(claimed_run("r1"))
     first = loaded_config(tmp_path)
-    second = dataclasses.replace(first, config=first.config.model_copy(update={"api": first.config.api.model_copy(update={"url": "http://other.test"})}))
+    second = dataclasses.replace(
+        first,
+        config=first.config.model_copy(
+            update={"api": first.config.api.model_copy(update={"url": "http://other.test"})}
+        ),
+    )
     harness = Harness(first, server)
     wait_until(lambda: len(harness.executions) == 1)
     harness.agent.apply_config(second)
@@ -342,3 +366,34 @@ def test_max_polls_then_waits_for_runs_to_finish(tmp_path: Path) -> None:
     harness.executions[0].finish(StateName.SUCCESS)
     assert harness.join() == 0
     assert len(server.claims) == 1
+
+
+def test_sigterm_while_the_api_is_unreachable_exits_0(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.down = True
+    harness = Harness(loaded_config(tmp_path), server)
+    threading.Event().wait(0.3)
+    harness.inbox.deliver(signal.SIGTERM)
+    assert harness.join() == 0
+    assert server.registrations == []
+
+
+def test_runs_handed_out_after_shutdown_are_reported_cancelled_not_started(tmp_path: Path) -> None:
+    server = FakeServer()
+    executions: list[FakeExecution] = []
+    table = RunTable(
+        execution_factory=functools.partial(FakeExecution, log=executions),
+        reaper=object(),  # type: ignore[arg-type]
+        console=FakeConsole(),  # type: ignore[arg-type]
+        metrics=AgentMetrics(),
+        on_change=lambda: None,
+    )
+    config = loaded_config(tmp_path).config
+    table.close_intake()
+    table.start(
+        [claimed_run("late")], config, lambda claimed: server.client_factory("http://api.test", claimed.token, 1)
+    )
+    assert executions == []
+    ((run_id, update, key),) = server.states
+    assert (run_id, update.state, update.message, key) == ("late", StateName.CANCELLED, "agent shut down", "token-late")
+    assert server.clients[0].closed

@@ -1,0 +1,187 @@
+"""The runs this agent started and has not seen finish: start, cancel, stop, count them.
+
+Usage::
+
+    table = RunTable(execution_factory=RunExecution, reaper=reaper, console=console, metrics=metrics,
+                     on_change=wake_up)
+    table.start(claimed_runs, config, client_for=lambda claimed: ApiClient(url, key=claimed.token))
+    table.cancel(["run-id"]); len(table); table.shutdown_all(immediate=False)
+    table.close_intake()   # runs handed out after this are reported Cancelled, never started
+
+Each run gets its own run-scoped client, closed when the run finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from localagent.agent.metrics import AgentMetrics
+from localagent.api.models import ClaimedRun, StateName, StateUpdate
+from localagent.errors import ApiError
+
+if TYPE_CHECKING:
+    from localagent.agent.console import ConsolePrinter
+    from localagent.agent.reaper import ChildReaper
+    from localagent.api.client import ApiClient
+    from localagent.config.model import AgentConfig
+
+logger = logging.getLogger("localagent.agent")
+
+SHUTDOWN_MESSAGE = "agent shut down"
+
+
+class RunHandle(Protocol):
+    """What the agent needs of a running run (a RunExecution, or a fake in tests)."""
+
+    run_id: str
+    done: threading.Event
+    final_state: StateName | None
+
+    def start(self) -> None: ...
+    def cancel(self, message: str = ...) -> None: ...
+    def shutdown(self, message: str = ..., *, immediate: bool = False) -> None: ...
+
+
+class ExecutionFactory(Protocol):
+    """Builds a run's handle; ``RunExecution`` itself is one."""
+
+    def __call__(
+        self,
+        claimed: ClaimedRun,
+        config: AgentConfig,
+        api: ApiClient,
+        *,
+        reaper: ChildReaper,
+        console: ConsolePrinter,
+        metrics: AgentMetrics | None = None,
+        on_finished: Callable[[Any], None] | None = None,
+    ) -> RunHandle: ...
+
+
+def default_execution_factory() -> ExecutionFactory:
+    from localagent.agent.execution import RunExecution
+
+    return RunExecution
+
+
+class RunTable:
+    """Thread-safe table of running runs, keyed by run id."""
+
+    def __init__(
+        self,
+        *,
+        execution_factory: ExecutionFactory,
+        reaper: ChildReaper,
+        console: ConsolePrinter,
+        metrics: AgentMetrics,
+        on_change: Callable[[], None],
+    ) -> None:
+        self._execution_factory = execution_factory
+        self._reaper = reaper
+        self._console = console
+        self._metrics = metrics
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._runs: dict[str, RunHandle] = {}
+        self._clients: dict[str, ApiClient] = {}
+        self._cancel_sent: set[str] = set()
+        self._accepting = True
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._runs)
+
+    def running(self) -> list[RunHandle]:
+        """Runs not yet finished (a handle whose ``done`` is set but that never reported finishing is gone)."""
+        with self._lock:
+            for run_id in [run_id for run_id, handle in self._runs.items() if handle.done.is_set()]:
+                self._runs.pop(run_id, None)
+            return list(self._runs.values())
+
+    def start(
+        self, claimed_runs: list[ClaimedRun], config: AgentConfig, client_for: Callable[[ClaimedRun], ApiClient]
+    ) -> None:
+        """Start every claimed run with ``config`` (the config in force at the claim) and its own client."""
+        for claimed in claimed_runs:
+            run = claimed.run
+            client = client_for(claimed)
+            with self._lock:
+                accepting = self._accepting
+            if not accepting:
+                self._report(run.id, client, StateName.CANCELLED, SHUTDOWN_MESSAGE)
+                client.close()
+                continue
+            try:
+                handle = self._execution_factory(
+                    claimed,
+                    config,
+                    client,
+                    reaper=self._reaper,
+                    console=self._console,
+                    metrics=self._metrics,
+                    on_finished=self._finished,
+                )
+                with self._lock:  # in the table before start(): a fast run may finish inside start()
+                    self._runs[run.id] = handle
+                    self._clients[run.id] = client
+                logger.debug("run %s (%s/%s) claimed: starting", run.id, run.flow, run.name)
+                handle.start()
+            except Exception as exc:
+                logger.exception("run %s (%s/%s) could not be started", run.id, run.flow, run.name)
+                with self._lock:
+                    self._runs.pop(run.id, None)
+                    self._clients.pop(run.id, None)
+                self._report(run.id, client, StateName.FAILED, f"the agent could not start this run: {exc}")
+                client.close()
+
+    def cancel(self, run_ids: list[str]) -> None:
+        """Cancel the listed runs that run here, each once (the API may repeat a cancel until it is done)."""
+        for run_id in run_ids:
+            with self._lock:
+                handle = self._runs.get(run_id)
+                if handle is None or run_id in self._cancel_sent:
+                    continue
+                self._cancel_sent.add(run_id)
+            logger.info("run %s: cancel requested", run_id)
+            handle.cancel("cancelled on request")
+
+    def shutdown_all(self, *, immediate: bool) -> None:
+        """Stop every running run; it ends Cancelled ("agent shut down")."""
+        for handle in self.running():
+            handle.shutdown(SHUTDOWN_MESSAGE, immediate=immediate)
+
+    def close_intake(self) -> None:
+        """From now on, runs handed to :meth:`start` are reported Cancelled instead of started."""
+        with self._lock:
+            self._accepting = False
+
+    def close(self) -> None:
+        """Close the clients of runs still in the table."""
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
+            client.close()
+
+    def _finished(self, handle: Any) -> None:
+        run_id = str(handle.run_id)
+        with self._lock:
+            self._runs.pop(run_id, None)
+            client = self._clients.pop(run_id, None)
+            self._cancel_sent.discard(run_id)
+        if client is not None:
+            client.close()
+        self._on_change()
+
+    @staticmethod
+    def _report(run_id: str, client: ApiClient, state: StateName, message: str) -> None:
+        try:
+            client.set_state(run_id, StateUpdate(state=state, message=message))
+        except ApiError as exc:
+            logger.warning("could not report run %s %s (%s): %s", run_id, state.value, message, exc)
