@@ -126,6 +126,9 @@ class AgentStore:
             sa.select(flow_runs)
             .join(agents, agents.c.id == flow_runs.c.agent_id)
             .where(flow_runs.c.state.in_(ACTIVE_STATES), agents.c.last_heartbeat < cutoff)
+            # One lock order for every writer of many runs, so two sweeps (two server processes on one
+            # PostgreSQL database) or a sweep and a heartbeat cannot deadlock.
+            .order_by(flow_runs.c.id)
         )
         crashed: list[str] = []
         with self._db.begin() as conn:
@@ -143,11 +146,13 @@ class AgentStore:
         """Submitted runs the agent does not know about, well after the claim: the claim reply was lost."""
         cutoff = now - timedelta(seconds=self._settings.submitted_grace)
         rows = conn.execute(
-            sa.select(flow_runs).where(
+            sa.select(flow_runs)
+            .where(
                 flow_runs.c.agent_id == agent_id,
                 flow_runs.c.state == S.SUBMITTED.value,
                 flow_runs.c.submitted_at < cutoff,
             )
+            .order_by(flow_runs.c.id)
         ).all()
         crashed = []
         for row in rows:

@@ -2,8 +2,9 @@
 
 A claim scans Scheduled, due runs of the accepted run-config types in scheduling order, applies the label
 rule in Python, and takes each match with a compare-and-set ``UPDATE ... WHERE state = 'Scheduled'``. On
-SQLite writers are serialised; on PostgreSQL a concurrent claimer blocks on the row and then sees it taken.
-Either way a run goes to one agent only. Usage::
+SQLite writers are serialised; on PostgreSQL the update first locks its candidates with ``FOR UPDATE SKIP
+LOCKED``, so a claimer (in this or another server process) passes over rows another one is taking, and the
+re-checked state condition rejects rows taken since the scan. Either way a run goes to one agent only. Usage::
 
     reply = await claims.claim_wait(agent_id, ClaimRequest(slots=4, wait=10, labels=["etl"]))
 """
@@ -133,7 +134,11 @@ class ClaimService:
                 .limit(_SCAN_BATCH)
             )
             if after is not None:
-                query = query.where(sa.tuple_(flow_runs.c.scheduled_start, flow_runs.c.id) > sa.tuple_(*after))
+                # Typed literals: an untyped datetime would reach PostgreSQL as a timestamp, not epoch seconds.
+                cursor = sa.tuple_(
+                    sa.literal(after[0], flow_runs.c.scheduled_start.type), sa.literal(after[1], flow_runs.c.id.type)
+                )
+                query = query.where(sa.tuple_(flow_runs.c.scheduled_start, flow_runs.c.id) > cursor)
             rows = conn.execute(query).all()
             matches = [
                 row.id
@@ -148,6 +153,21 @@ class ClaimService:
 
     def _take(self, conn: Connection, run_ids: list[str], agent_id: str, agent_name: str, now: datetime) -> list[str]:
         """Compare-and-set Scheduled -> Submitted; returns the ids this agent won."""
+        if self._db.backend == "postgresql":
+            # Lock the candidates first, skipping rows another transaction holds (usually another claimer
+            # taking them): claimers in any number of server processes never wait on each other and two
+            # claims over overlapping batches cannot deadlock. The update below re-checks the state.
+            locked = set(
+                conn.execute(
+                    sa.select(flow_runs.c.id)
+                    .where(flow_runs.c.id.in_(run_ids), flow_runs.c.state == S.SCHEDULED.value)
+                    .order_by(flow_runs.c.id)
+                    .with_for_update(skip_locked=True)
+                ).scalars()
+            )
+            run_ids = [run_id for run_id in run_ids if run_id in locked]  # keeps the scheduling order
+            if not run_ids:
+                return []
         result = conn.execute(
             sa.update(flow_runs)
             .where(flow_runs.c.id.in_(run_ids), flow_runs.c.state == S.SCHEDULED.value)

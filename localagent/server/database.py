@@ -2,15 +2,19 @@
 
 Usage::
 
-    database = Database("sqlite:////tmp/la.db")
+    database = Database("sqlite:////tmp/la.db")       # or "postgresql+psycopg://user:pw@host/db"
     with database.begin() as conn:
         conn.execute(...)
+
+On PostgreSQL several server processes may share one database: the schema is created under an advisory
+lock so that processes starting together do not race on ``CREATE TABLE``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,17 +39,36 @@ class Database:
 
     def __init__(self, url: str) -> None:
         try:
-            parsed = sa.make_url(url)
+            parsed = _with_default_driver(sa.make_url(url))
             self.backend = parsed.get_backend_name()
             if self.backend == "sqlite":
                 self.engine = _sqlite_engine(parsed)
             else:
                 self.engine = sa.create_engine(parsed, pool_size=20, max_overflow=20, pool_pre_ping=True)
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-            raise StorageError(f"cannot use database URL {url!r}: {exc}") from exc
+            raise StorageError(f"cannot use database URL {_hide_password(url)!r}: {exc}") from exc
         self.url = parsed.render_as_string(hide_password=True)
+        self.create_schema()
+
+    def create_schema(self) -> None:
+        """Create missing tables and indexes; safe when several processes start at once."""
         with self.begin() as conn:
+            # Without the lock two processes can both see a table missing and both create it (a unique
+            # violation in pg_type); with it the second one sees the first one's tables.
+            self.serialize(conn, "schema")
             metadata.create_all(conn)
+
+    def serialize(self, conn: Connection, name: str) -> None:
+        """Make transactions that pass the same ``name`` run one at a time, across server processes.
+
+        On PostgreSQL a transaction-scoped advisory lock (released at commit or rollback); SQLite already
+        runs one writer at a time, so there it does nothing.
+        """
+        if self.backend == "postgresql":
+            key = int.from_bytes(
+                hashlib.blake2b(f"localagent:{name}".encode(), digest_size=8).digest(), "big", signed=True
+            )
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -59,16 +82,35 @@ class Database:
         with translate_errors(), self.engine.connect() as conn:
             yield conn
 
-    def insert_ignoring_duplicates(self, table: sa.Table) -> Any:
-        """``INSERT ... ON CONFLICT DO NOTHING`` for this backend (a resent row is stored once)."""
+    def insert_ignoring_duplicates(self, conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> int:
+        """``INSERT ... ON CONFLICT DO NOTHING`` of ``rows``; returns how many were new (a resent one is not)."""
+        if not rows:
+            return 0
         if self.backend == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing()
+            # psycopg's executemany reports no row count; RETURNING (sent by SQLAlchemy as pages of one
+            # multi-row INSERT) counts exactly the rows that were new.
+            returning = postgresql.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+            return len(conn.execute(returning, rows).all())
         if self.backend == "sqlite":
-            return sqlite.insert(table).on_conflict_do_nothing()
+            return max(conn.execute(sqlite.insert(table).on_conflict_do_nothing(), rows).rowcount, 0)
         raise StorageError(f"insert-ignore is not supported on {self.backend}")
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _with_default_driver(url: sa.URL) -> sa.URL:
+    """``postgresql://`` means psycopg 3 (the ``postgres`` extra), not SQLAlchemy's default psycopg2."""
+    if url.drivername in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def _hide_password(url: str) -> str:
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def _sqlite_engine(url: sa.URL) -> Engine:

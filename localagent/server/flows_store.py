@@ -43,6 +43,9 @@ class FlowStore:
 
     def _register_once(self, spec: FlowSpec, body: str) -> Flow:
         with self._db.begin() as conn:
+            # Concurrent registrations of one flow (from several server processes) take turns instead of
+            # racing for the same new version.
+            self._db.serialize(conn, f"flow:{spec.name}")
             latest = conn.execute(
                 sa.select(flows).where(flows.c.name == spec.name).order_by(flows.c.version.desc()).limit(1)
             ).first()

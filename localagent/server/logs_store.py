@@ -26,20 +26,26 @@ class LogStore:
     def __init__(self, database: Database, notifier: Notifier) -> None:
         self._db = database
         self._notifier = notifier
-        self._insert = database.insert_ignoring_duplicates(run_logs)
+        # PostgreSQL text cannot hold NUL; a program printing one must not lose its whole batch.
+        self._nul_free = database.backend == "postgresql"
 
     def append(self, run_id: str, lines: Sequence[LogLine]) -> LogBatchResult:
         rows = [
-            {"run_id": run_id, "seq": line.seq, "time": line.time, "stream": line.stream, "text": line.text}
+            {"run_id": run_id, "seq": line.seq, "time": line.time, "stream": line.stream, "text": self._text(line)}
             for line in lines
         ]
         with self._db.begin() as conn:
             _require_run(conn, run_id)
-            stored = max(conn.execute(self._insert, rows).rowcount, 0) if rows else 0
+            stored = self._db.insert_ignoring_duplicates(conn, run_logs, rows)
             last_seq = last_log_seq(conn, run_id)
         if stored:
             self._notifier.notify(logs_topic(run_id))
         return LogBatchResult(stored=stored, last_seq=last_seq)
+
+    def _text(self, line: LogLine) -> str:
+        if self._nul_free and "\x00" in line.text:
+            return line.text.replace("\x00", "\ufffd")
+        return line.text
 
     def read(self, run_id: str, *, after: int, limit: int) -> LogPage:
         with self._db.connect() as conn:

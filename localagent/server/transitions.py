@@ -68,9 +68,10 @@ def apply_transition(
         changes["started"] = now
     if new.is_final:
         changes["ended"] = now
-    result = conn.execute(
-        sa.update(flow_runs).where(flow_runs.c.id == row.id, flow_runs.c.state == row.state).values(**changes)
-    )
+    # The attempt is part of the compare: a stale row (read before a retry that another server process
+    # committed and an agent already started) must not crash the new attempt just because its state matches.
+    still_as_read = (flow_runs.c.id == row.id, flow_runs.c.state == row.state, flow_runs.c.attempt == row.attempt)
+    result = conn.execute(sa.update(flow_runs).where(*still_as_read).values(**changes))
     if result.rowcount != 1:
         return False
     record_history(conn, row.id, new, now, message)
