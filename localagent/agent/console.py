@@ -48,11 +48,14 @@ class ConsolePrinter:
 class ConsoleFollower:
     """Follows one run's spool and prints its lines while the console is enabled."""
 
-    def __init__(self, spool: RunSpool, console: ConsolePrinter, *, prefix: str) -> None:
+    def __init__(self, spool: RunSpool, console: ConsolePrinter, *, prefix: str, from_end: bool = False) -> None:
+        """``from_end``: start at the output written so far (the console was switched on mid-run)."""
         self._spool = spool
         self._console = console
         self._prefix = prefix
         self._reader = LineReader(spool)
+        if from_end:
+            self._reader.skip_to_end()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -2,12 +2,19 @@
 
 Usage::
 
-    ex = RunExecution(claimed, config, api, reaper=reaper, console=console, metrics=metrics)
-    ex.start()          # returns at once; the work runs in threads
+    ex = RunExecution(claimed, config, api, reaper=reaper, console=console, metrics=metrics, on_finished=cb)
+    ex.start()          # starts the process at once; the rest runs in two threads
     ex.cancel()         # stop_signal to the process group, SIGKILL after stop_grace -> Cancelled
     ex.done.wait()      # the process is gone and the final state was delivered
 
 ``api`` is the run-scoped client (the API that handed out the run, with the run's token).
+
+Two threads per run: the *run* thread reads the output pipes and, between reads, watches the process (exit,
+timeout, cancel and shutdown); the *delivery* thread reports ``Running``, ships the output and then the
+final state. ``on_finished`` is called (the slot is free) as soon as the process is gone, its output is on
+disk and the final state is queued; delivery goes on in the background and is tracked in
+:data:`localagent.agent.reporter.PENDING` until it ends, so a shutdown can wait for it
+(:func:`localagent.agent.reporter.wait_for_deliveries`).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import TYPE_CHECKING
 from localagent.agent.console import ConsoleFollower, ConsolePrinter
 from localagent.agent.launcher import plan_launch
 from localagent.agent.output import OutputPump
-from localagent.agent.reporter import StateReporter
+from localagent.agent.reporter import PENDING, GiveUp, StateReporter
 from localagent.agent.shipper import LogShipper
 from localagent.agent.spool import RunSpool
 from localagent.api.models import ClaimedRun, StateName, StateUpdate
@@ -48,6 +55,17 @@ class _StopRequest:
     kind: str  # "cancel", "shutdown" or "timeout"
     message: str
     immediate: bool = False
+
+
+@dataclass
+class _Watch:
+    """What the run thread knows about stopping its process."""
+
+    timeout_at: float | None
+    signalled_at: float | None = None
+    killed: bool = False
+    drain_until: float | None = None
+    abandoned: bool = False
 
 
 class RunExecution:
@@ -80,22 +98,38 @@ class RunExecution:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop: _StopRequest | None = None
-        self._give_up_at: float | None = None
         self._delivery_grace = delivery_grace
-        self._reporter = StateReporter(api, self.run_id)
+        self._give_up = GiveUp()
+        self._reporter = StateReporter(api, self.run_id, give_up=self._give_up)
         self._label = f"{claimed.run.flow}/{claimed.run.name}"
+        self._final_queued = threading.Condition()
+        self._final: StateUpdate | None = None
+        self._spool: RunSpool | None = None
+        self._pump: OutputPump | None = None
+        self._shipper: LogShipper | None = None
+        self._follower: ConsoleFollower | None = None
+        self._output_seen = False
 
     def start(self) -> None:
-        self._reporter.start(name=f"state-{self.claimed.run.name}")
-        threading.Thread(target=self._run, name=f"run-{self.claimed.run.name}", daemon=True).start()
+        """Start the process on the caller's thread (no thread is made before it runs), then watch it."""
+        PENDING.add(self.run_id, self._give_up)
+        name = self.claimed.run.name
+        try:
+            proc = self._launch()
+        except Exception as exc:
+            log.exception("run %s (%s) failed in the agent", self.run_id, self._label)
+            proc = StateUpdate(state=StateName.FAILED, message=f"the agent failed running this run: {exc}")
+        threading.Thread(target=self._deliver_all, name=f"deliver-{name}", daemon=True).start()
+        if isinstance(proc, StateUpdate):
+            self._end(proc)
+        else:
+            threading.Thread(target=self._run, args=(proc,), name=f"run-{name}", daemon=True).start()
 
     def cancel(self, message: str = "cancelled on request") -> None:
         self._request_stop(_StopRequest("cancel", message))
 
     def shutdown(self, message: str = "agent shut down", *, immediate: bool = False) -> None:
-        with self._lock:
-            if self._give_up_at is None:
-                self._give_up_at = time.monotonic() + self._delivery_grace
+        self._give_up.set_deadline(time.monotonic() + self._delivery_grace)
         self._request_stop(_StopRequest("shutdown", message, immediate))
 
     def _request_stop(self, request: _StopRequest) -> None:
@@ -104,31 +138,16 @@ class RunExecution:
                 self._stop = request
             elif request.immediate and not self._stop.immediate:
                 self._stop = replace(self._stop, immediate=True)
+            pump = self._pump
         self._wake.set()
+        if pump is not None:
+            pump.wake()
 
-    def _run(self) -> None:
-        try:
-            final = self._execute()
-        except Exception as exc:
-            log.exception("run %s (%s) failed in the agent", self.run_id, self._label)
-            final = StateUpdate(state=StateName.FAILED, message=f"the agent failed running this run: {exc}")
-        log.info("run %s (%s) ended %s: %s", self.run_id, self._label, final.state.value, final.message)
-        self._reporter.report(final)
-        self._reporter.close()
-        self._wait_delivery(self._reporter.join, self._reporter.give_up)
-        self.final_update = final
-        self.final_state = final.state
-        if self._metrics is not None:
-            self._metrics.run_finished(final.state)
-        self.done.set()
-        if self._on_finished is not None:
-            try:
-                self._on_finished(self)
-            except Exception:
-                log.exception("run %s: the on_finished callback failed", self.run_id)
+    # -- the caller's thread: checks and the start ---------------------------------------------------
 
-    def _execute(self) -> StateUpdate:
-        run, config = self.claimed.run, self.config
+    def _launch(self) -> ChildProcess | StateUpdate:
+        """The started process, or the final state when it cannot start."""
+        config = self.config
         if self._stop is not None:
             return StateUpdate(state=StateName.CANCELLED, message=self._stop.message)
         try:
@@ -136,113 +155,167 @@ class RunExecution:
         except LaunchError as exc:
             log.warning("run %s (%s) cannot start: %s", self.run_id, self._label, exc)
             return StateUpdate(state=StateName.FAILED, message=str(exc))
-        spool = RunSpool.create(config.agent.state_dir / "spool" / self.run_id)
+        spool = RunSpool.create(config.agent.state_dir / "spool" / self.run_id)  # made on disk on first output
+        pump = OutputPump(spool, max_output=config.logs.max_run_output, on_data=self._on_output)
         with self._lock:
             if self._stop is not None:
-                spool.remove()
                 return StateUpdate(state=StateName.CANCELLED, message=self._stop.message)
             try:
                 proc = self._reaper.spawn(
                     plan.argv, cwd=plan.cwd, env=plan.env, executable=plan.executable, on_exit=self._on_exit
                 )
             except OSError as exc:
-                spool.remove()
                 reason = exc.strerror or str(exc)
                 return StateUpdate(state=StateName.FAILED, message=f"could not start {plan.argv[0]!r}: {reason}")
             self.pid = proc.pid
+            self._spool, self._pump = spool, pump
         if self._metrics is not None:
             self._metrics.run_started()
         log.info("run %s (%s) started as pid %d in %s", self.run_id, self._label, proc.pid, plan.cwd)
-        self._reporter.report(StateUpdate(state=StateName.RUNNING, pid=proc.pid))
-
-        pump = OutputPump(spool, max_output=config.logs.max_run_output)
-        pump.start(proc.stdout_fd, proc.stderr_fd, name=f"output-{run.name}")
-        follower = ConsoleFollower(spool, self._console, prefix=f"[{self._label}] ")
-        follower.start(name=f"console-{run.name}")
-        shipper: LogShipper | None = None
         if config.logs.send_to_api:
-            shipper = LogShipper(
-                spool, self._api, self.run_id, first_seq=self.claimed.next_log_seq, metrics=self._metrics
+            self._shipper = LogShipper(
+                spool,
+                self._api,
+                self.run_id,
+                first_seq=self.claimed.next_log_seq,
+                metrics=self._metrics,
+                give_up=self._give_up,
             )
-            shipper.start(name=f"logs-{run.name}")
+        return proc
 
-        stopped_by_us = self._watch(proc)
-        self._finish_output(proc, pump)
-        follower.join(OUTPUT_DRAIN)
-        follower.stop()
-        follower.join(1.0)
-        if pump.cut_lines and self._metrics is not None:
-            self._metrics.observe_log_lines(dropped=pump.cut_lines)
-        if shipper is not None:
-            self._wait_delivery(shipper.join, shipper.give_up)
-        if shipper is None or shipper.delivered or shipper.refused:
-            spool.remove()
-        else:
-            log.warning("run %s: undelivered output is kept in %s", self.run_id, spool.directory)
-            spool.release()
-        return self._outcome(proc, stopped_by_us)
+    # -- the run thread: output and the process -------------------------------------------------------
 
-    def _on_exit(self, _proc: ChildProcess) -> None:
-        self._wake.set()
+    def _run(self, proc: ChildProcess) -> None:
+        try:
+            final = self._execute(proc)
+        except Exception as exc:
+            log.exception("run %s (%s) failed in the agent", self.run_id, self._label)
+            final = StateUpdate(state=StateName.FAILED, message=f"the agent failed running this run: {exc}")
+        self._end(final)
 
-    def _watch(self, proc: ChildProcess) -> bool:
-        """Wait for the process to exit, stopping it on cancel, shutdown or timeout; ``True`` if we stopped it."""
-        runs = self.config.runs
+    def _execute(self, proc: ChildProcess) -> StateUpdate:
+        pump = self._pump
+        assert pump is not None
         timeout = self.claimed.flow.timeout
-        timeout_at = time.monotonic() + timeout if timeout else None
-        stop_signal = signal.Signals[runs.stop_signal]
-        signalled_at: float | None = None
-        killed = False
-        while not proc.exited.is_set():
-            now = time.monotonic()
-            if self._stop is None and timeout_at is not None and now >= timeout_at:
-                self._request_stop(_StopRequest("timeout", f"timed out after {format_duration(timeout or 0)}"))
-            request = self._stop
-            if request is not None and not killed:
-                if request.immediate or (signalled_at is not None and now >= signalled_at + runs.stop_grace):
-                    log.info("run %s: sending SIGKILL to process group %d", self.run_id, proc.pid)
-                    proc.signal_group(signal.SIGKILL)
-                    killed = True
-                elif signalled_at is None:
-                    log.info(
-                        "run %s: %s; sending %s to process group %d",
-                        self.run_id,
-                        request.message,
-                        stop_signal.name,
-                        proc.pid,
-                    )
-                    proc.signal_group(stop_signal)
-                    signalled_at = now
-            if request is None:
-                wait = timeout_at - now if timeout_at is not None else None
-            elif signalled_at is not None and not killed:
-                wait = signalled_at + runs.stop_grace - now
-            else:
-                wait = 1.0
-            self._wake.wait(max(wait, 0.0) if wait is not None else None)
+        watch = _Watch(timeout_at=time.monotonic() + timeout if timeout else None)
+        pump.run(proc.stdout_fd, proc.stderr_fd, tick=lambda: self._tick(proc, watch))
+        while not proc.exited.is_set():  # the pipes closed first (or were let go): watch on without them
+            self._wake.wait(self._tick(proc, watch))
             self._wake.clear()
-        return signalled_at is not None or killed
-
-    def _finish_output(self, proc: ChildProcess, pump: OutputPump) -> None:
-        # The reaper killed what was left of the process group, so the pipes normally close at once; a
-        # process that left the group (setsid) may still hold them: read on briefly, then let go.
-        if not pump.join(OUTPUT_DRAIN):
-            log.warning("run %s: a process outside the run's process group holds its output open", self.run_id)
-            pump.abandon()
-            pump.join()
         for stream in (proc.popen.stdout, proc.popen.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+        follower = self._follower
+        if follower is not None:
+            follower.join(OUTPUT_DRAIN)
+            follower.stop()
+            follower.join(1.0)
+        if pump.cut_lines and self._metrics is not None:
+            self._metrics.observe_log_lines(dropped=pump.cut_lines)
+        return self._outcome(proc, watch.signalled_at is not None or watch.killed)
 
-    def _wait_delivery(self, join: Callable[[float], bool], give_up: Callable[[], None]) -> None:
-        while not join(0.5):
-            with self._lock:
-                give_up_at = self._give_up_at
-            if give_up_at is not None and time.monotonic() >= give_up_at:
-                give_up()
-                join(5.0)
-                return
+    def _on_exit(self, _proc: ChildProcess) -> None:
+        self._wake.set()
+        pump = self._pump
+        if pump is not None:
+            pump.wake()
+
+    def _on_output(self) -> None:
+        """New output is in the spool: follow it on the console once the console is on."""
+        first, self._output_seen = not self._output_seen, True
+        if self._follower is None and self._console.enabled and self._spool is not None:
+            # Switched on mid-run: like a follower that skipped while it was off, start at the current end.
+            follower = ConsoleFollower(self._spool, self._console, prefix=f"[{self._label}] ", from_end=not first)
+            follower.start(name=f"console-{self.claimed.run.name}")
+            self._follower = follower
+
+    def _tick(self, proc: ChildProcess, watch: _Watch) -> float | None:
+        """One look at the process: stop it as requested; the seconds until the next look (None: no limit)."""
+        now = time.monotonic()
+        if proc.exited.is_set():
+            # The reaper killed what was left of the process group, so the pipes normally close at once; a
+            # process that left the group (setsid) may still hold them: read on briefly, then let go.
+            if watch.drain_until is None:
+                watch.drain_until = now + OUTPUT_DRAIN
+            if now < watch.drain_until:
+                return watch.drain_until - now
+            if not watch.abandoned and self._pump is not None:
+                log.warning("run %s: a process outside the run's process group holds its output open", self.run_id)
+                watch.abandoned = True
+                self._pump.abandon()
+            return 0.0
+        runs = self.config.runs
+        if self._stop is None and watch.timeout_at is not None and now >= watch.timeout_at:
+            timeout = self.claimed.flow.timeout or 0
+            self._request_stop(_StopRequest("timeout", f"timed out after {format_duration(timeout)}"))
+        request = self._stop
+        if request is not None and not watch.killed:
+            grace_over = watch.signalled_at is not None and now >= watch.signalled_at + runs.stop_grace
+            if request.immediate or grace_over:
+                log.info("run %s: sending SIGKILL to process group %d", self.run_id, proc.pid)
+                proc.signal_group(signal.SIGKILL)
+                watch.killed = True
+            elif watch.signalled_at is None:
+                stop_signal = signal.Signals[runs.stop_signal]
+                log.info(
+                    "run %s: %s; sending %s to process group %d",
+                    self.run_id,
+                    request.message,
+                    stop_signal.name,
+                    proc.pid,
+                )
+                proc.signal_group(stop_signal)
+                watch.signalled_at = now
+        if request is None:
+            return max(watch.timeout_at - now, 0.0) if watch.timeout_at is not None else None
+        if watch.signalled_at is not None and not watch.killed:
+            return max(watch.signalled_at + runs.stop_grace - now, 0.0)
+        return 1.0
+
+    def _end(self, final: StateUpdate) -> None:
+        """The process is gone: queue the final state and free the slot; delivery goes on in the background."""
+        log.info("run %s (%s) ended %s: %s", self.run_id, self._label, final.state.value, final.message)
+        self.final_update = final
+        self.final_state = final.state
+        with self._final_queued:
+            self._final = final
+            self._final_queued.notify_all()
+        if self._metrics is not None:
+            self._metrics.run_finished(final.state)
+        if self._on_finished is not None:
+            try:
+                self._on_finished(self)
+            except Exception:
+                log.exception("run %s: the on_finished callback failed", self.run_id)
+
+    # -- the delivery thread: Running, the output, the final state ------------------------------------
+
+    def _deliver_all(self) -> None:
+        try:
+            pid = self.pid
+            if pid is not None:
+                self._reporter.deliver(StateUpdate(state=StateName.RUNNING, pid=pid))
+            shipper = self._shipper
+            if shipper is not None:
+                shipper.run()
+            with self._final_queued:
+                self._final_queued.wait_for(lambda: self._final is not None)
+                final = self._final
+            assert final is not None
+            self._reporter.deliver(final)
+            spool = self._spool
+            if spool is not None:
+                if shipper is None or shipper.delivered or shipper.refused:
+                    spool.remove()
+                else:
+                    log.warning("run %s: undelivered output is kept in %s", self.run_id, spool.directory)
+                    spool.release()
+        except Exception:
+            log.exception("run %s: delivering its states and output failed", self.run_id)
+        finally:
+            self.done.set()
+            PENDING.discard(self.run_id)
 
     def _outcome(self, proc: ChildProcess, stopped_by_us: bool) -> StateUpdate:
         code = proc.returncode if proc.returncode is not None else -1

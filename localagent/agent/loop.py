@@ -7,9 +7,11 @@ Usage::
         exit_code = agent.run()     # start-up, loop, shut-down
 
 Threads: the caller's thread supervises (signals, reloads, drain); ``localagent-claim`` registers and
-long-polls claims; ``localagent-heartbeat`` reports what runs here and picks up cancels. Each claimed run
-becomes a :class:`RunExecution` (or whatever ``execution_factory`` builds, for tests) with a client scoped to
-that run's token on the API that handed it out.
+long-polls claims; ``localagent-heartbeat`` reports what runs here (to the API in force, and to an API a
+reload left behind while runs it handed out still run) and picks up cancels; while every slot is busy (or
+the agent drains) ``localagent-cancel-watch`` long-polls with ``slots = 0`` so a cancel arrives at once.
+Each claimed run becomes a :class:`RunExecution` (or whatever ``execution_factory`` builds, for tests) with
+a client scoped to that run's token on the API that handed it out.
 
 The config in force is one frozen :class:`LoadedConfig`, swapped atomically by :meth:`Agent.apply_config`.
 Anything that reloads config (SIGHUP here; a file watcher) builds a new ``LoadedConfig`` with the
@@ -30,7 +32,7 @@ from localagent.agent.health import HealthServer
 from localagent.agent.logs import configure_logging
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.registration import RUN_CONFIG_TYPES, AgentSession, ClientFactory
-from localagent.agent.run_table import ExecutionFactory, RunTable, default_execution_factory
+from localagent.agent.run_table import ExecutionFactory, RunOrigin, RunTable, default_execution_factory
 from localagent.agent.signals import RELOAD_SIGNALS, SignalInbox
 from localagent.api.models import ClaimedRun, ClaimRequest
 from localagent.errors import ApiError, ApiNotFound, ConfigError, ServiceError
@@ -48,6 +50,7 @@ UNCAPPED_CLAIM = 32  # runs asked for per claim when max_concurrent_runs = 0 (no
 EXIT_OK = 0
 EXIT_FAILED = 1  # the claim loop failed unexpectedly (logged with its traceback)
 EXIT_RUNS_STOPPED = 1  # max_polls reached, but runs outlived drain_timeout and had to be stopped
+_FIRST_RETRY = 0.25  # seconds before the cancel watch looks again for a registration
 
 
 class Agent:
@@ -58,7 +61,9 @@ class Agent:
     Reload seam: ``apply_config(new)`` makes a config current (live, nothing restarts), ``reject_config(exc)``
     keeps the current one and reports the error; ``set_reload_handler(fn)`` routes SIGHUP to ``fn("SIGHUP")``
     (default :meth:`reload`); ``closed`` is a stop event for a file watcher; ``set_embedded_url`` follows an
-    embedded API that re-bound. All of these are safe to call from any thread.
+    embedded API that re-bound; ``set_listener_sweep(fn)`` has ``fn(urls)`` called at every heartbeat with
+    the urls runs still report to (so an embedded listener left behind can stop once unused). All of these
+    are safe to call from any thread.
     """
 
     def __init__(
@@ -93,9 +98,14 @@ class Agent:
         self._closed = threading.Event()  # heartbeat and everything else stop
         self._slot_freed = threading.Event()
         self._claims_over = threading.Event()  # the claim loop ended (max_polls, or it failed)
+        self._beat_now = threading.Event()  # heartbeat at once (a new config, a shutdown)
+        self._not_claiming = threading.Event()  # every slot busy, or draining: the cancel watch long-polls
+        self._claiming: RunOrigin | None = None  # where the claim in flight went
+        self._listener_sweep: Callable[[set[str]], None] | None = None
         self._claim_loop_failed = False
         self._claim_thread: threading.Thread | None = None
         self._heartbeat_thread: threading.Thread | None = None
+        self._cancel_watch_thread: threading.Thread | None = None
         self._started_at = time.monotonic()
         self._last_contact: float | None = None  # monotonic time of the last successful poll or heartbeat
         self._last_contact_wall: datetime | None = None
@@ -147,6 +157,9 @@ class Agent:
             except ServiceError as exc:
                 logger.error("%s", exc)
         self._slot_freed.set()  # a raised max_concurrent_runs frees slots now
+        # Tell the API the new labels (and generation) now: a claim long-poll still waiting with the old
+        # labels then returns, and the next claim asks with the new ones.
+        self._beat_now.set()
         self._metrics.observe_reload(ok=True)
 
     def reject_config(self, error: ConfigError) -> None:
@@ -164,6 +177,7 @@ class Agent:
             count,
             "s" if count != 1 else "",
         )
+        self._beat_now.set()  # report config.error to the API now
         self._metrics.observe_reload(ok=False)
 
     @property
@@ -176,8 +190,12 @@ class Agent:
         self._reload_handler = handler
 
     def set_embedded_url(self, url: str) -> None:
-        """The embedded API moved (``server.address`` re-bound): register and claim there from now on."""
+        """The embedded API moved (``server.address`` re-bound): claim there from now on (same agent id)."""
         self._session.set_embedded_url(url)
+
+    def set_listener_sweep(self, sweep: Callable[[set[str]], None]) -> None:
+        """Call ``sweep(urls)`` at every heartbeat with the urls that runs (or a claim in flight) still use."""
+        self._listener_sweep = sweep
 
     def _request_reload(self, trigger: str) -> None:
         try:
@@ -226,8 +244,12 @@ class Agent:
         )
         self._claim_thread = threading.Thread(target=self._claim_loop, name="localagent-claim", daemon=True)
         self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="localagent-heartbeat", daemon=True)
+        self._cancel_watch_thread = threading.Thread(
+            target=self._cancel_watch_loop, name="localagent-cancel-watch", daemon=True
+        )
         self._claim_thread.start()
         self._heartbeat_thread.start()
+        self._cancel_watch_thread.start()
 
     def _serve(self) -> signal.Signals | None:
         """Wait for a stop signal (returned) or the end of the claim loop (None); reload on SIGHUP."""
@@ -243,6 +265,8 @@ class Agent:
     def _drain(self, stop_signal: signal.Signals | None) -> int:
         self._stopping.set()
         self._slot_freed.set()
+        if stop_signal is not None:  # (after max_polls the agent polls no more)
+            self._not_claiming.set()  # cancels keep arriving at once while runs drain
         drain_timeout = self._loaded.config.runs.drain_timeout
         running = self._runs.running()
         if stop_signal is not None:
@@ -299,7 +323,9 @@ class Agent:
         self._slot_freed.set()
         self._runs.close_intake()
         self._closed.set()
-        for thread in (self._heartbeat_thread, self._claim_thread):
+        self._beat_now.set()
+        self._not_claiming.set()
+        for thread in (self._heartbeat_thread, self._claim_thread, self._cancel_watch_thread):
             if thread is not None and thread is not threading.current_thread():
                 # The claim thread may sit in a long poll; the process exit closes that connection.
                 thread.join(timeout=0.5)
@@ -321,8 +347,8 @@ class Agent:
         backoff = 0.0
         try:
             while not self._stopping.is_set():
-                agent_id = self._session.ensure_registered(self._stopping)
-                if agent_id is None or self._stopping.is_set():
+                endpoint = self._session.ensure_registered(self._stopping)
+                if endpoint is None or self._stopping.is_set():
                     return
                 loaded = self._loaded
                 config = loaded.config
@@ -330,25 +356,25 @@ class Agent:
                 if slots == 0:
                     self._slot_freed.clear()
                     if self._free_slots(config) == 0:
+                        self._not_claiming.set()
                         self._slot_freed.wait(config.agent.poll_interval)
+                        if not self._stopping.is_set():  # a drain keeps the cancel watch going
+                            self._not_claiming.clear()
                     continue
-                request = ClaimRequest(
-                    slots=slots,
-                    wait=config.agent.poll_interval,
-                    labels=list(config.agent.effective_labels()),
-                    run_unlabeled=config.agent.run_unlabeled,
-                    run_config_types=list(RUN_CONFIG_TYPES),
-                )
-                api = self._session.client()
+                request = self._claim_request(config, slots)
+                origin = RunOrigin(endpoint.api, endpoint.client.url)
+                self._claiming = origin
                 began = time.monotonic()
                 polls += 1
                 try:
-                    reply = api.claim(agent_id, request)
+                    reply = endpoint.client.claim(endpoint.agent_id, request)
                 except ApiNotFound:
+                    self._claiming = None
                     self._metrics.observe_poll(time.monotonic() - began, ok=False)
-                    self._session.forget(agent_id, "the API no longer knows this agent")
+                    self._session.forget(endpoint.agent_id, "the API no longer knows this agent")
                     continue
                 except ApiError as exc:
+                    self._claiming = None
                     self._metrics.observe_poll(time.monotonic() - began, ok=False)
                     if self._stopping.is_set():
                         return  # e.g. the embedded API stopped under a poll that outlived the shutdown
@@ -360,7 +386,8 @@ class Agent:
                     self._metrics.observe_poll(time.monotonic() - began, ok=True)
                     self._mark_contact()
                     self._session.report_recovery()
-                    self._runs.start(reply.runs, config, self._run_clients(api.url, config))
+                    self._runs.start(reply.runs, config, self._run_clients(origin.url, config), origin)
+                    self._claiming = None
                     self._runs.cancel(reply.cancel)
                 if config.agent.max_polls and polls >= config.agent.max_polls:
                     logger.info("max_polls (%d) reached: no more claims", config.agent.max_polls)
@@ -371,6 +398,44 @@ class Agent:
         finally:
             self._claims_over.set()
             self._inbox.notify()
+
+    @staticmethod
+    def _claim_request(config: AgentConfig, slots: int) -> ClaimRequest:
+        return ClaimRequest(
+            slots=slots,
+            wait=config.agent.poll_interval,
+            labels=list(config.agent.effective_labels()),
+            run_unlabeled=config.agent.run_unlabeled,
+            run_config_types=list(RUN_CONFIG_TYPES),
+        )
+
+    def _cancel_watch_loop(self) -> None:
+        """While no claim can be made (every slot busy, or draining), long-poll with ``slots = 0``.
+
+        The API answers such a poll as soon as one of this agent's runs is to be cancelled, so a cancel
+        reaches a full agent at once instead of with the next heartbeat.
+        """
+        while True:
+            self._not_claiming.wait()
+            if self._closed.is_set():
+                return
+            endpoint = self._session.endpoint()
+            config = self._loaded.config
+            if endpoint is None:
+                self._closed.wait(_FIRST_RETRY)
+                continue
+            try:
+                reply = endpoint.client.claim(endpoint.agent_id, self._claim_request(config, 0))
+            except ApiError as exc:
+                logger.debug("cancel watch poll failed: %s", exc)
+                self._closed.wait(min(config.agent.poll_interval, 1.0))
+                continue
+            except Exception:
+                logger.exception("the cancel watch failed unexpectedly")
+                self._closed.wait(config.agent.poll_interval)
+                continue
+            self._mark_contact()
+            self._runs.cancel(reply.cancel)
 
     def _run_clients(self, url: str, config: AgentConfig) -> Callable[[ClaimedRun], ApiClient]:
         """Run-scoped clients on the API at ``url`` (the one that handed the runs out)."""
@@ -387,14 +452,35 @@ class Agent:
     # -- heartbeat and health ------------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        while not self._closed.wait(min(self._loaded.config.agent.poll_interval, 10.0)):
+        while True:
+            self._beat_now.wait(min(self._loaded.config.agent.poll_interval, 10.0))
+            if self._closed.is_set():
+                return
+            self._beat_now.clear()
             try:
-                reply = self._session.heartbeat(self._runs.ids())
+                cancels = self._session.heartbeat(self._runs.ids, keep=self._claim_in_flight_on)
             except Exception:
                 logger.exception("heartbeat failed unexpectedly")
-                continue
-            if reply is not None:
-                self._runs.cancel(reply.cancel)
+                cancels = []
+            self._runs.cancel(cancels)
+            self._sweep_listeners()
+
+    def _claim_in_flight_on(self, api: str) -> bool:
+        claiming = self._claiming
+        return claiming is not None and claiming.api == api
+
+    def _sweep_listeners(self) -> None:
+        sweep = self._listener_sweep
+        if sweep is None:
+            return
+        in_use = {origin.url for origin in self._runs.origins()}
+        claiming = self._claiming
+        if claiming is not None:
+            in_use.add(claiming.url)
+        try:
+            sweep(in_use)
+        except Exception:
+            logger.exception("stopping an unused embedded API listener failed")
 
     def _mark_contact(self) -> None:
         self._last_contact = time.monotonic()
@@ -416,7 +502,11 @@ class Agent:
                 "labels": list(config.agent.effective_labels()),
                 "run_unlabeled": config.agent.run_unlabeled,
             },
-            "api": {"url": self._session.api_url(), "embedded": config.api.url == "embedded"},
+            "api": {
+                "url": self._session.api_url(),
+                "embedded": config.api.url == "embedded",
+                "left_behind": self._session.left_behind(),
+            },
             "config": {
                 "files": [str(path) for path in loaded.files],
                 "generation": generation,

@@ -1,10 +1,11 @@
 """Reading a run's stdout and stderr pipes without ever blocking the child.
 
-One thread per run reads both pipes in large chunks and appends each chunk to the run's
-:class:`~localagent.agent.spool.RunSpool` and does no per-line work, so the child runs at the speed it
-would writing to a file. Past ``logs.max_run_output`` the head is kept, the middle is only counted and
-the tail is kept in memory (bounded); at the end a marker line saying how much was cut is written
-between them.
+One thread per run reads both pipes in large chunks, each until it is empty (never sleeping between
+reads), appends each chunk to the run's :class:`~localagent.agent.spool.RunSpool` and does no per-line
+work, so the child runs at the speed it would writing to a file. Past ``logs.max_run_output`` the head
+is kept, the middle is only counted and the tail is kept in memory (bounded); at the end a marker line
+saying how much was cut is written between them. The run's own thread may call :meth:`OutputPump.run`
+with a ``tick`` to watch its process between reads, so one thread serves both.
 
 Usage::
 
@@ -23,6 +24,7 @@ import selectors
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from localagent.agent.spool import STDERR, STDOUT, SYSTEM, RunSpool
 from localagent.config.units import format_size
@@ -31,8 +33,7 @@ log = logging.getLogger("localagent.run")
 
 READ_CHUNK = 1 << 20
 MAX_TAIL = 8 << 20  # the tail kept past max_run_output is at most this (and at most half the cap)
-_BUSY_READ = 8 << 10
-_BATCH_PAUSE = 0.001
+_MAX_READS = 16
 _F_SETPIPE_SZ = 1031  # Linux: a bigger pipe lets the child write more before it has to wait for us
 
 
@@ -47,11 +48,19 @@ def split_budget(max_output: int) -> tuple[int, int]:
 class OutputPump:
     """Copies a run's two output pipes into its spool, applying the head/tail cut."""
 
-    def __init__(self, spool: RunSpool, *, max_output: int, chunk_size: int = READ_CHUNK) -> None:
+    def __init__(
+        self,
+        spool: RunSpool,
+        *,
+        max_output: int,
+        chunk_size: int = READ_CHUNK,
+        on_data: Callable[[], None] | None = None,
+    ) -> None:
         self._spool = spool
         self._max_output = max_output
         self._head_budget, self._tail_budget = split_budget(max_output)
         self._chunk_size = chunk_size
+        self._on_data = on_data
         self._head_used = 0
         self._cutting = False
         self._tail: deque[tuple[int, float, bytes]] = deque()
@@ -60,15 +69,16 @@ class OutputPump:
         self.cut_bytes = 0
         self.cut_lines = 0
         self.failed = False
+        self._abandoned = False
         self._thread: threading.Thread | None = None
+        self._wake_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
 
     def start(self, stdout_fd: int | None, stderr_fd: int | None, *, name: str = "output") -> None:
-        fds = {fd: stream for fd, stream in ((stdout_fd, STDOUT), (stderr_fd, STDERR)) if fd is not None}
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, _F_SETPIPE_SZ, READ_CHUNK)
-        self._thread = threading.Thread(target=self._pump, args=(fds,), name=name, daemon=True)
+        """Pump on a thread of its own (:meth:`run` pumps on the caller's thread)."""
+        self._thread = threading.Thread(target=self.run, args=(stdout_fd, stderr_fd), name=name, daemon=True)
         self._thread.start()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -80,36 +90,45 @@ class OutputPump:
 
     def abandon(self) -> None:
         """Stop reading now (e.g. a daemonized grandchild keeps a pipe open after the run ended)."""
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+        self._abandoned = True
+        self.wake()
 
-    def _pump(self, fds: dict[int, int]) -> None:
+    def wake(self) -> None:
+        """Make :meth:`run` call its ``tick`` now (something it watches changed)."""
+        with self._wake_lock, contextlib.suppress(OSError):  # a full wake pipe already holds a wake-up
+            if self._wake_w >= 0:  # never write to a closed (and maybe reused) descriptor
+                os.write(self._wake_w, b"x")
+
+    def run(
+        self, stdout_fd: int | None, stderr_fd: int | None, *, tick: Callable[[], float | None] | None = None
+    ) -> None:
+        """Read both pipes to end of file (or :meth:`abandon`); the spool is closed at the end.
+
+        ``tick`` is called after every wake-up and whenever the time it returned (seconds, ``None``: no
+        limit) has passed; a caller uses it to watch the process from this same thread.
+        """
+        fds = {fd: stream for fd, stream in ((stdout_fd, STDOUT), (stderr_fd, STDERR)) if fd is not None}
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, READ_CHUNK)
+            os.set_blocking(fd, False)
         selector = selectors.DefaultSelector()
         try:
             for fd, stream in fds.items():
                 selector.register(fd, selectors.EVENT_READ, stream)
             selector.register(self._wake_r, selectors.EVENT_READ, None)
             open_fds = len(fds)
-            while open_fds:
-                for key, _ in selector.select():
+            timeout = tick() if tick is not None else None
+            while open_fds and not self._abandoned:
+                for key, _ in selector.select(timeout):
                     if key.data is None:
-                        open_fds = 0
-                        break
-                    data = os.read(key.fd, self._chunk_size)
-                    if len(data) >= _BUSY_READ:
-                        # A fast writer: let its pipe fill a little so we read big chunks, not 4 KiB at a
-                        # time (the pipe holds up to READ_CHUNK, so the writer does not block meanwhile).
-                        time.sleep(_BATCH_PAUSE)
-                    if data and not self.failed:
-                        try:
-                            self._take(key.data, data)
-                        except OSError as exc:
-                            # Keep draining the pipes so the child never blocks; its output is lost.
-                            log.error("cannot write run output to %s: %s", self._spool.path, exc)
-                            self.failed = True
-                    else:
+                        with contextlib.suppress(OSError):
+                            os.read(self._wake_r, 4096)
+                    elif not self._drain(key.fd, key.data):
                         selector.unregister(key.fd)
                         open_fds -= 1
+                if tick is not None:
+                    timeout = tick()
             if not self.failed:
                 self._finish()
         except OSError as exc:
@@ -118,9 +137,38 @@ class OutputPump:
         finally:
             selector.close()
             self._spool.close()
-            for fd in (self._wake_r, self._wake_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            with self._wake_lock:
+                for fd in (self._wake_r, self._wake_w):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                self._wake_r = self._wake_w = -1
+
+    def _drain(self, fd: int, stream: int) -> bool:
+        """Read ``fd`` until it is empty (``True``) or at end of file (``False``).
+
+        At most ``_MAX_READS`` chunks in a row, so a fast writer on one pipe cannot starve the other or ``tick``.
+        """
+        got = False
+        for _ in range(_MAX_READS):
+            try:
+                data = os.read(fd, self._chunk_size)
+            except BlockingIOError:
+                break
+            if not data:
+                if got and self._on_data is not None:
+                    self._on_data()
+                return False
+            got = True
+            if not self.failed:
+                try:
+                    self._take(stream, data)
+                except OSError as exc:
+                    # Keep draining the pipes so the child never blocks; its output is lost.
+                    log.error("cannot write run output to %s: %s", self._spool.path, exc)
+                    self.failed = True
+        if got and self._on_data is not None:
+            self._on_data()
+        return True
 
     def _take(self, stream: int, data: bytes) -> None:
         now = time.time()

@@ -3,11 +3,16 @@
 Usage::
 
     session = AgentSession(config_state=agent_state, embedded_url=None, client_factory=None, on_contact=mark)
-    agent_id = session.ensure_registered(stop_event)   # retries with back-off while the API is unreachable
-    reply = session.heartbeat(running_run_ids)         # None when it failed (logged)
+    endpoint = session.ensure_registered(stop_event)   # retries with back-off while the API is unreachable
+    endpoint.client.claim(endpoint.agent_id, request)
+    cancels = session.heartbeat(runs_of=table.ids)      # the API in force and every API left behind
 
 The client follows the config in force: when a reload changes ``api.url``, the key or the timeout, the next
-call gets a new client and registers again on that API. Clients of runs already started are not touched.
+call gets a new client. A registration belongs to an *API* (its url, or ``"embedded"`` for the in-process
+API, which keeps its database when it moves to another address): a new key or a moved embedded listener
+keeps the agent id; a new ``api.url`` registers on the new API, and the old API is *left behind*: it keeps
+getting heartbeats (listing the runs it handed out, so it does not declare the agent lost and crash them)
+until its last run has ended. Clients of runs already started are not touched.
 """
 
 from __future__ import annotations
@@ -16,10 +21,11 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from localagent import __version__
-from localagent.api.models import AgentRegister, Heartbeat, HeartbeatReply
+from localagent.api.models import AgentRegister, Heartbeat
 from localagent.errors import ApiError, ApiNotFound
 
 if TYPE_CHECKING:
@@ -31,8 +37,10 @@ logger = logging.getLogger("localagent.agent")
 
 ClientFactory = Callable[[str, "str | None", float], "ApiClient"]
 ConfigState = Callable[[], "tuple[LoadedConfig, int, str | None]"]
+RunsOf = Callable[[str], "list[str]"]
 
 RUN_CONFIG_TYPES = ("universal", "local")
+EMBEDDED = "embedded"
 _FIRST_BACKOFF = 0.25
 
 
@@ -40,6 +48,28 @@ def _api_client(url: str, key: str | None, timeout: float) -> ApiClient:
     from localagent.api.client import ApiClient
 
     return ApiClient(url, key=key, timeout=timeout)
+
+
+def api_name(config: AgentConfig) -> str:
+    """The API a config talks to: ``"embedded"`` (wherever it listens), else its url."""
+    return EMBEDDED if config.api.url == EMBEDDED else config.api.url
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The API in force, as one consistent snapshot: its name, this agent's id there, the agent-key client."""
+
+    api: str
+    agent_id: str
+    client: ApiClient
+
+
+@dataclass(frozen=True)
+class _LeftBehind:
+    """An API that handed out runs still running here; it gets heartbeats until the last one ends."""
+
+    agent_id: str
+    client: ApiClient
 
 
 class AgentSession:
@@ -61,9 +91,10 @@ class AgentSession:
         self._register_lock = threading.Lock()
         self._client: ApiClient | None = None
         self._target: tuple[str, str | None, float] | None = None
+        self._api: str | None = None  # the API the current client talks to
         self._retired: list[ApiClient] = []
-        self._agent_id: str | None = None
-        self._registered_target: tuple[str, str | None, float] | None = None
+        self._agent_id: str | None = None  # this agent's id on self._api
+        self._left_behind: dict[str, _LeftBehind] = {}
         self._outage: str | None = None  # the first error of the current outage, while it lasts
 
     @property
@@ -71,58 +102,105 @@ class AgentSession:
         return self._agent_id
 
     def set_embedded_url(self, url: str) -> None:
-        """The embedded API now listens at ``url`` (the next call switches client and registers there)."""
+        """The embedded API now listens at ``url`` (the next call switches client; same API, same agent id)."""
         self._embedded_url = url
 
     def api_url(self, config: AgentConfig | None = None) -> str:
         """The url of the API in force (the embedded server's when ``api.url = "embedded"``)."""
         if config is None:
             config = self._config_state()[0].config
-        if config.api.url == "embedded":
+        if config.api.url == EMBEDDED:
             if self._embedded_url is None:
                 raise ApiError("api.url is 'embedded' but no embedded API is running")
             return self._embedded_url
         return config.api.url
 
-    def _wanted_target(self) -> tuple[str, str | None, float]:
-        loaded = self._config_state()[0]
-        return self.api_url(loaded.config), loaded.api_key, loaded.config.api.timeout
+    def left_behind(self) -> list[str]:
+        """APIs this agent no longer claims from but still heartbeats, because runs they handed out run here."""
+        with self._lock:
+            return sorted(self._left_behind)
 
     def client(self) -> ApiClient:
         """The agent-key client of the API in force (a new one after the url, key or timeout changed)."""
-        target = self._wanted_target()
+        return self._current()[1]
+
+    def _current(self) -> tuple[str, ApiClient]:
+        loaded = self._config_state()[0]
+        api = api_name(loaded.config)
+        target = (self.api_url(loaded.config), loaded.api_key, loaded.config.api.timeout)
         with self._lock:
             if self._client is None or target != self._target:
-                if self._client is not None:
-                    # Another thread may be mid-request on it; close it with the session.
-                    self._retired.append(self._client)
-                    logger.info("API changed: new claims go to %s", target[0])
-                self._client = self._client_factory(*target)
-                self._target = target
-            return self._client
+                old_client, old_api = self._client, self._api
+                self._client, self._target, self._api = self._client_factory(*target), target, api
+                if old_client is not None and old_api != api:
+                    self._leave(old_api, old_client, api)
+                elif old_client is not None:
+                    # Same API (a new key, timeout or embedded address): the registration stays valid.
+                    # Another thread may be mid-request on the old client; close it with the session.
+                    self._retired.append(old_client)
+                    logger.info("API client changed: new claims go to %s", target[0])
+            return api, self._client
+
+    def _leave(self, old_api: str | None, old_client: ApiClient, api: str) -> None:
+        """The config moved to another API (lock held): keep the old registration alive for its runs."""
+        if self._agent_id is not None and old_api is not None:
+            self._left_behind[old_api] = _LeftBehind(self._agent_id, old_client)
+            logger.info(
+                "API changed: new claims go to %s; runs handed out by %s keep reporting there until they end",
+                api,
+                old_api,
+            )
+        else:
+            self._retired.append(old_client)
+            logger.info("API changed: new claims go to %s", api)
+        self._agent_id = None
+        back = self._left_behind.pop(api, None)
+        if back is not None:  # back to an API we still heartbeat: its registration is still good
+            self._agent_id = back.agent_id
+            self._retired.append(back.client)
 
     def run_client(self, url: str, token: str, config: AgentConfig) -> ApiClient:
-        """A client scoped to one run's token, on the API that handed the run out."""
+        """A client scoped to one run's token, on the API that handed the run out.
+
+        It shares the connection pool of the agent's client when that client still talks to ``url`` with the
+        same timeout (the usual case), so runs reuse keep-alive connections; otherwise (the API changed
+        since the claim) the run gets a client of its own.
+        """
+        with self._lock:
+            shared, target = self._client, self._target
+        scoped = getattr(shared, "scoped", None)
+        if scoped is not None and target is not None and target[0] == url and target[2] == config.api.timeout:
+            client: ApiClient = scoped(token)
+            return client
         return self._client_factory(url, token, config.api.timeout)
 
-    def ensure_registered(self, stop: threading.Event) -> str | None:
-        """The agent id on the API in force, registering (again) as needed; None once ``stop`` is set."""
+    def ensure_registered(self, stop: threading.Event) -> Endpoint | None:
+        """The API in force and the agent id there, registering (again) as needed; None once ``stop`` is set."""
         backoff = 0.0
         while not stop.is_set():
-            agent_id = self.register_once()
-            if agent_id is not None:
-                return agent_id
+            endpoint = self.register_once()
+            if endpoint is not None:
+                return endpoint
             poll_interval = self._config_state()[0].config.agent.poll_interval
             backoff = min(max(backoff * 2, _FIRST_BACKOFF), poll_interval)
             stop.wait(backoff)
         return None
 
-    def register_once(self) -> str | None:
-        """Register unless already registered on the API in force; the agent id, or None on failure (logged)."""
+    def endpoint(self) -> Endpoint | None:
+        """The API in force if this agent is registered there (no request made), else None."""
+        api, client = self._current()
+        with self._lock:
+            if self._agent_id is None or self._api != api or self._client is not client:
+                return None
+            return Endpoint(api, self._agent_id, client)
+
+    def register_once(self) -> Endpoint | None:
+        """Register unless already registered on the API in force; the endpoint, or None on failure (logged)."""
         with self._register_lock:
-            target = self._wanted_target()
-            if self._agent_id is not None and self._registered_target == target:
-                return self._agent_id
+            known = self.endpoint()
+            if known is not None:
+                return known
+            api, client = self._current()
             loaded, generation, error = self._config_state()
             agent = loaded.config.agent
             request = AgentRegister(
@@ -136,32 +214,31 @@ class AgentSession:
                 config_hash=loaded.hash,
                 config_error=error,
             )
-            api = self.client()
             try:
-                registered = api.register_agent(request)
+                registered = client.register_agent(request)
             except ApiError as exc:
                 self.report_failure("register", exc, agent.poll_interval)
                 return None
-            self._agent_id, self._registered_target = registered.id, target
+            with self._lock:
+                if self._api != api:
+                    return None  # the config moved to another API meanwhile: register there instead
+                self._agent_id = registered.id
+                endpoint = Endpoint(api, registered.id, self._client or client)
         self.report_recovery()
         self._on_contact()
-        logger.info("registered with the API at %s as agent %s (%s)", api.url, registered.id, registered.name)
-        return registered.id
+        logger.info("registered with the API at %s as agent %s (%s)", client.url, registered.id, registered.name)
+        return endpoint
 
     def forget(self, agent_id: str, reason: str) -> None:
         """Drop registration ``agent_id`` (the API forgot it); the next call registers again."""
-        with self._register_lock:
+        with self._register_lock, self._lock:
             if self._agent_id == agent_id:
                 logger.warning("%s (agent %s): registering again", reason, agent_id)
                 self._agent_id = None
 
-    def heartbeat(self, running_runs: list[str]) -> HeartbeatReply | None:
-        """Tell the API we are alive and what runs here; the reply (with cancels), or None on failure."""
-        agent_id = self._agent_id
-        if agent_id is None:
-            return None
+    def _beat(self, running_runs: list[str]) -> Heartbeat:
         loaded, generation, error = self._config_state()
-        beat = Heartbeat(
+        return Heartbeat(
             running_runs=running_runs,
             labels=list(loaded.config.agent.effective_labels()),
             run_unlabeled=loaded.config.agent.run_unlabeled,
@@ -169,17 +246,49 @@ class AgentSession:
             config_hash=loaded.hash,
             config_error=error,
         )
-        try:
-            reply = self.client().heartbeat(agent_id, beat)
-        except ApiNotFound:
-            self.forget(agent_id, "the API no longer knows this agent")
-            self.register_once()
-            return None
-        except ApiError as exc:
-            logger.debug("heartbeat failed: %s", exc)
-            return None
-        self._on_contact()
-        return reply
+
+    def heartbeat(self, runs_of: RunsOf, *, keep: Callable[[str], bool] = lambda api: False) -> list[str]:
+        """Heartbeat the API in force and every API left behind; the run ids they asked to cancel.
+
+        ``runs_of(api)`` lists the running runs that ``api`` handed out. An API left behind with no run left
+        (and for which ``keep(api)`` is false: no claim on it is still in flight) gets no more heartbeats.
+        Failures are logged; the API in force re-registers when it forgot this agent.
+        """
+        cancels: list[str] = []
+        endpoint = self.endpoint()
+        if endpoint is not None:
+            try:
+                reply = endpoint.client.heartbeat(endpoint.agent_id, self._beat(runs_of(endpoint.api)))
+            except ApiNotFound:
+                self.forget(endpoint.agent_id, "the API no longer knows this agent")
+                self.register_once()
+            except ApiError as exc:
+                logger.debug("heartbeat failed: %s", exc)
+            else:
+                self._on_contact()
+                cancels.extend(reply.cancel)
+        with self._lock:
+            left_behind = list(self._left_behind.items())
+        for api, old in left_behind:
+            running = runs_of(api)
+            if not running and not keep(api):
+                self._drop_left_behind(api, old, "the last run it handed out has ended")
+                continue
+            try:
+                cancels.extend(old.client.heartbeat(old.agent_id, self._beat(running)).cancel)
+            except ApiNotFound:
+                self._drop_left_behind(api, old, "it no longer knows this agent")
+            except ApiError as exc:
+                logger.debug("heartbeat to %s (left behind) failed: %s", api, exc)
+        return cancels
+
+    def _drop_left_behind(self, api: str, old: _LeftBehind, why: str) -> None:
+        with self._lock:
+            if self._left_behind.get(api) is not old:
+                return
+            del self._left_behind[api]
+        old.client.close()
+        logger.info("no more heartbeats to the previous API %s (agent %s): %s", api, old.agent_id, why)
 
     def report_failure(self, what: str, exc: ApiError, retry_in: float) -> None:
         """Log an API failure: a warning when an outage starts, debug while it lasts."""
@@ -208,6 +317,7 @@ class AgentSession:
     def close(self) -> None:
         with self._lock:
             clients = [c for c in (self._client, *self._retired) if c is not None]
-            self._client, self._retired = None, []
+            clients.extend(old.client for old in self._left_behind.values())
+            self._client, self._retired, self._left_behind = None, [], {}
         for client in clients:
             client.close()

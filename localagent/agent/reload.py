@@ -15,9 +15,12 @@ its way (``..data``); a burst ends in one call once the directories have been qu
 
 :class:`ReloadCoordinator` is the one reload path, for file changes and SIGHUP alike: it re-runs ``load``
 (same files, environment as at start, original flags), skips a result whose hash equals the config in
-force, keeps ``server.database`` of a running embedded API, hands the rest to ``agent.apply_config`` and
-logs one line per reload: ``config generation 4: agent.labels ['a'] -> ['a', 'b']``. An invalid config
-goes to ``agent.reject_config`` (logged as ``config validate`` prints it, reported until fixed).
+force (a SIGHUP that finds nothing changed says so in one INFO line), keeps ``server.database`` of a
+running embedded API, moves the embedded API first when ``server.address`` or the key changed (through
+``on_server_change``; if it cannot move, the old address and key are kept and the error logged), hands the
+config to ``agent.apply_config`` and logs one line per reload: ``config generation 4: agent.labels ['a']
+-> ['a', 'b']``. An invalid config goes to ``agent.reject_config`` (logged as ``config validate`` prints
+it, reported until fixed).
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ class ReloadTarget(Protocol):
 
 
 ServerChange = Callable[["LoadedConfig", "LoadedConfig"], None]
-"""Called with ``(old, new)`` after a reload that changed how the embedded API should listen."""
+"""Called with ``(old, new)`` before a reload that changes how the embedded API listens is applied; raises
+when the embedded API cannot follow (the reload then keeps the old address and key)."""
 
 
 def _link_chain(path: Path) -> list[Path]:
@@ -255,11 +259,27 @@ class ReloadCoordinator:
                 self._agent.reject_config(exc)
                 return False
             if loaded.hash == self._loaded_hash and not self._failing:
-                logger.debug("config unchanged after %s (hash %s)", trigger, loaded.hash[:12])
+                # An operator who sends SIGHUP wants to see it was handled; file events stay quiet.
+                log = logger.info if trigger == "SIGHUP" else logger.debug
+                log(
+                    "config reload (%s): nothing changed, keeping generation %d (hash %s)",
+                    trigger,
+                    self._agent.generation,
+                    loaded.hash[:12],
+                )
                 return False
             old = self._agent.loaded
             raw_hash = loaded.hash
             loaded = self._keep_embedded(old, loaded)
+            if self._on_server_change is not None and self._server_moved(old, loaded):
+                try:
+                    self._on_server_change(old, loaded)
+                except Exception as exc:
+                    loaded = self._keep_server(old, loaded, [])
+                    raw_hash = loaded.hash  # so that the next reload tries again
+                    logger.error(
+                        "the embedded API could not follow the new config (%s): it keeps its address and key", exc
+                    )
             changes = diff_configs(old, loaded)
             self._agent.apply_config(loaded)
             self._loaded_hash, self._failing = raw_hash, False
@@ -270,11 +290,6 @@ class ReloadCoordinator:
                 trigger,
                 loaded.hash[:12],
             )
-            if self._on_server_change is not None and self._server_moved(old, loaded):
-                try:
-                    self._on_server_change(old, loaded)
-                except Exception as exc:
-                    logger.error("embedded API could not follow the new config: %s", exc)
         if self._on_applied is not None:
             self._on_applied()
         return True
@@ -288,26 +303,35 @@ class ReloadCoordinator:
         if not self._embedded_running() or new.config.api.url != "embedded":
             return new
         kept: list[str] = []
-        server_update: dict[str, object] = {}
-        config = new.config
-        api_key = new.api_key
-        if config.database_url() != old.config.database_url():
-            server_update["database"] = old.config.database_url()
+        if new.config.database_url() != old.config.database_url():
+            server = new.config.server.model_copy(update={"database": old.config.database_url()})
+            config = new.config.model_copy(update={"server": server})
+            new = dataclasses.replace(new, config=config, hash=config_hash(config, new.api_key))
             kept.append(f"server.database {redact_url(old.config.database_url())}")
         if self._on_server_change is None:
-            if config.server.address != old.config.server.address:
-                server_update["address"] = old.config.server.address
-                kept.append(f"server.address {old.config.server.address}")
-            if new.api_key != old.api_key:
-                api = config.api.model_copy(update={"key": old.config.api.key, "key_file": old.config.api.key_file})
-                config = config.model_copy(update={"api": api})
-                api_key = old.api_key
-                kept.append("the API key")
-        if not kept:
+            new = self._keep_server(old, new, kept)
+        if kept:
+            logger.warning(
+                "the running embedded API keeps %s: restart the agent to apply the new value", ", ".join(kept)
+            )
+        return new
+
+    @staticmethod
+    def _keep_server(old: LoadedConfig, new: LoadedConfig, kept: list[str]) -> LoadedConfig:
+        """``new`` with the embedded API's address and key of ``old``; what was kept is added to ``kept``."""
+        config, api_key = new.config, new.api_key
+        if config.server.address != old.config.server.address:
+            config = config.model_copy(
+                update={"server": config.server.model_copy(update={"address": old.config.server.address})}
+            )
+            kept.append(f"server.address {old.config.server.address}")
+        if api_key != old.api_key:
+            api = config.api.model_copy(update={"key": old.config.api.key, "key_file": old.config.api.key_file})
+            config = config.model_copy(update={"api": api})
+            api_key = old.api_key
+            kept.append("the API key")
+        if config is new.config:
             return new
-        if server_update:
-            config = config.model_copy(update={"server": config.server.model_copy(update=server_update)})
-        logger.warning("the running embedded API keeps %s: restart the agent to apply the new value", ", ".join(kept))
         return dataclasses.replace(new, config=config, api_key=api_key, hash=config_hash(config, api_key))
 
     def _server_moved(self, old: LoadedConfig, new: LoadedConfig) -> bool:

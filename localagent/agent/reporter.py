@@ -1,21 +1,27 @@
-"""Delivering a run's state changes to the API, in order, through outages.
+"""Delivering a run's state changes to the API through outages, and knowing what is still undelivered.
 
-Each run has one :class:`StateReporter` thread. An update is retried with back-off while the API is
-unreachable (or answers 5xx), so a final state reaches the API once it returns; an update the API
-refuses (409: the server already moved the run on, e.g. Crashed; 404/401) is logged, not retried.
+A run's updates are sent one after the other by its delivery thread (see
+:mod:`localagent.agent.execution`), each retried with back-off while the API is unreachable (or answers
+5xx), so a final state reaches the API once it returns; an update the API refuses (409: the server already
+moved the run on, e.g. Crashed; 404/401) is logged, not retried. Retrying stops when the run's
+:class:`GiveUp` is set or its deadline passes (the agent is going away).
+
+A run frees its slot as soon as its final state is *queued*; :data:`PENDING` tracks the deliveries still
+under way so a shutdown can wait for them (:func:`wait_for_deliveries`) before the API goes away.
 
 Usage::
 
-    reporter = StateReporter(api, run_id); reporter.start()
-    reporter.report(StateUpdate(state=StateName.RUNNING, pid=42))
-    reporter.close(); reporter.join()
+    give_up = GiveUp()
+    reporter = StateReporter(api, run_id, give_up=give_up)
+    reporter.deliver(StateUpdate(state=StateName.RUNNING, pid=42))   # blocks until answered or given up
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
-from collections import deque
+import time
 from typing import TYPE_CHECKING, Protocol
 
 from localagent.errors import ApiConflict, ApiRejected, ApiUnavailable
@@ -26,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("localagent.run")
 
 MAX_BACKOFF = 5.0
+EXIT_DELIVERY_GRACE = 10.0  # at interpreter exit, how long deliveries still under way may take
 
 
 class StateSink(Protocol):
@@ -34,60 +41,108 @@ class StateSink(Protocol):
     def set_state(self, run_id: str, update: StateUpdate) -> FlowRun: ...
 
 
-class StateReporter:
-    """Sends one run's state updates one after the other, each until the API has answered."""
+class GiveUp:
+    """When a run's deliveries stop retrying: at once (:meth:`set`) or at a deadline (:meth:`set_deadline`)."""
 
-    def __init__(self, api: StateSink, run_id: str, *, initial_backoff: float = 0.5) -> None:
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._now = False
+        self._deadline: float | None = None
+
+    def set(self) -> None:
+        with self._changed:
+            self._now = True
+            self._changed.notify_all()
+
+    def set_deadline(self, deadline: float) -> None:
+        """Give up at ``deadline`` (``time.monotonic()``); an earlier deadline already set is kept."""
+        with self._changed:
+            if self._deadline is None or deadline < self._deadline:
+                self._deadline = deadline
+            self._changed.notify_all()
+
+    def is_set(self) -> bool:
+        return self._now or (self._deadline is not None and time.monotonic() >= self._deadline)
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` unless giving up first; ``True`` when it is time to give up."""
+        end = time.monotonic() + timeout
+        with self._changed:
+            while not self.is_set():
+                remaining = end - time.monotonic()
+                if self._deadline is not None:
+                    remaining = min(remaining, self._deadline - time.monotonic())
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            return self.is_set()
+
+
+class PendingDeliveries:
+    """The runs whose output or final state is still being delivered after their slot was freed."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._pending: dict[str, GiveUp] = {}
+        self._hooked = False
+
+    def add(self, run_id: str, give_up: GiveUp) -> None:
+        with self._changed:
+            self._pending[run_id] = give_up
+            if not self._hooked:
+                self._hooked = True
+                atexit.register(self.wait, EXIT_DELIVERY_GRACE)
+
+    def discard(self, run_id: str) -> None:
+        with self._changed:
+            self._pending.pop(run_id, None)
+            self._changed.notify_all()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for every delivery; then make the rest give up. ``True`` if all finished."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            for give_up in self._pending.values():
+                give_up.set_deadline(deadline)
+            done = self._changed.wait_for(lambda: not self._pending, timeout)
+            if not done:
+                for give_up in self._pending.values():
+                    give_up.set()
+                log.error("%d run(s) ended before their final state or output reached the API", len(self._pending))
+                done = self._changed.wait_for(lambda: not self._pending, 2.0)
+            return done
+
+
+PENDING = PendingDeliveries()
+
+
+def wait_for_deliveries(timeout: float) -> bool:
+    """Wait (at most ``timeout``) for the final states and output of runs that already freed their slot.
+
+    Call it on shutdown before the API goes away (the embedded API in particular); it also runs at
+    interpreter exit. ``True`` when nothing is left undelivered.
+    """
+    return PENDING.wait(timeout)
+
+
+class StateReporter:
+    """Delivers one run's state updates, each until the API has answered (or the run gives up)."""
+
+    def __init__(
+        self, api: StateSink, run_id: str, *, give_up: GiveUp | None = None, initial_backoff: float = 0.5
+    ) -> None:
         self._api = api
         self._run_id = run_id
         self._initial_backoff = initial_backoff
-        self._queue: deque[StateUpdate] = deque()
-        self._changed = threading.Condition()
-        self._closed = False
-        self._give_up = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.give_up = give_up or GiveUp()
         self.delivered: list[StateUpdate] = []
         self.refused: list[tuple[StateUpdate, str]] = []
 
-    def start(self, *, name: str = "state-reporter") -> None:
-        self._thread = threading.Thread(target=self._deliver_all, name=name, daemon=True)
-        self._thread.start()
-
-    def report(self, update: StateUpdate) -> None:
-        with self._changed:
-            self._queue.append(update)
-            self._changed.notify_all()
-
-    def close(self) -> None:
-        """No more updates; :meth:`join` returns once the queued ones are delivered."""
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-
-    def join(self, timeout: float | None = None) -> bool:
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
-
-    def give_up(self) -> None:
-        """Stop retrying (the agent is going away and the API is unreachable)."""
-        self._give_up.set()
-        with self._changed:
-            self._changed.notify_all()
-
-    def _deliver_all(self) -> None:
-        while True:
-            with self._changed:
-                self._changed.wait_for(lambda: bool(self._queue) or self._closed or self._give_up.is_set())
-                if not self._queue or self._give_up.is_set():
-                    for update in self._queue:
-                        log.error("run %s: state %s was not delivered (API unreachable)", self._run_id, update.state)
-                    return
-                update = self._queue.popleft()
-            self._deliver(update)
-
-    def _deliver(self, update: StateUpdate) -> None:
+    def deliver(self, update: StateUpdate) -> bool:
+        """Send ``update`` until the API answers; ``True`` if it was stored or refused for good."""
         backoff = self._initial_backoff
         warned = False
         while True:
@@ -96,23 +151,23 @@ class StateReporter:
             except ApiConflict as exc:
                 log.warning("run %s: the API refused state %s: %s", self._run_id, update.state.value, exc)
                 self.refused.append((update, str(exc)))
-                return
+                return True
             except (ApiUnavailable, ApiRejected) as exc:
                 if isinstance(exc, ApiRejected) and exc.status_code < 500:
                     log.error("run %s: the API refused state %s: %s", self._run_id, update.state.value, exc)
                     self.refused.append((update, str(exc)))
-                    return
+                    return True
                 if not warned:
                     log.warning(
                         "run %s: cannot report state %s yet, retrying: %s", self._run_id, update.state.value, exc
                     )
                     warned = True
-                if self._give_up.wait(backoff):
+                if self.give_up.wait(backoff):
                     log.error("run %s: state %s was not delivered (API unreachable)", self._run_id, update.state)
-                    return
+                    return False
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             if warned:
                 log.info("run %s: state %s delivered after the API came back", self._run_id, update.state.value)
             self.delivered.append(update)
-            return
+            return True

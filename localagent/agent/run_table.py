@@ -4,11 +4,14 @@ Usage::
 
     table = RunTable(execution_factory=RunExecution, reaper=reaper, console=console, metrics=metrics,
                      on_change=wake_up)
-    table.start(claimed_runs, config, client_for=lambda claimed: ApiClient(url, key=claimed.token))
-    table.cancel(["run-id"]); len(table); table.shutdown_all(immediate=False)
+    table.start(claimed_runs, config, client_for=lambda claimed: ApiClient(url, key=claimed.token),
+                origin=RunOrigin(api="embedded", url=url))
+    table.cancel(["run-id"]); len(table); table.ids(api="embedded"); table.shutdown_all(immediate=False)
     table.close_intake()   # runs handed out after this are reported Cancelled, never started
 
-Each run gets its own run-scoped client, closed when the run finishes.
+Each run gets its own run-scoped client, closed when the run finishes, and remembers its origin: the API
+that handed it out (it is listed in that API's heartbeats) and the url its client reports to (an embedded
+API that moved keeps its old listener while a run still uses it).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from localagent.agent.metrics import AgentMetrics
@@ -31,6 +35,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger("localagent.agent")
 
 SHUTDOWN_MESSAGE = "agent shut down"
+
+
+@dataclass(frozen=True)
+class RunOrigin:
+    """Where a run came from: ``api`` names the API (its url, or ``"embedded"``), ``url`` is where it reports."""
+
+    api: str
+    url: str
 
 
 class RunHandle(Protocol):
@@ -87,25 +99,39 @@ class RunTable:
         self._lock = threading.Lock()
         self._runs: dict[str, RunHandle] = {}
         self._clients: dict[str, ApiClient] = {}
+        self._origins: dict[str, RunOrigin] = {}
         self._cancel_sent: set[str] = set()
         self._accepting = True
 
     def __len__(self) -> int:
         return len(self._runs)
 
-    def ids(self) -> list[str]:
+    def ids(self, api: str | None = None) -> list[str]:
+        """Ids of the runs in the table; only those handed out by ``api`` when given."""
         with self._lock:
-            return sorted(self._runs)
+            if api is None:
+                return sorted(self._runs)
+            return sorted(run_id for run_id in self._runs if self._origins[run_id].api == api)
+
+    def origins(self) -> set[RunOrigin]:
+        """Where the runs in the table came from (each origin once)."""
+        with self._lock:
+            return {self._origins[run_id] for run_id in self._runs}
 
     def running(self) -> list[RunHandle]:
         """Runs not yet finished (a handle whose ``done`` is set but that never reported finishing is gone)."""
         with self._lock:
             for run_id in [run_id for run_id, handle in self._runs.items() if handle.done.is_set()]:
                 self._runs.pop(run_id, None)
+                self._origins.pop(run_id, None)
             return list(self._runs.values())
 
     def start(
-        self, claimed_runs: list[ClaimedRun], config: AgentConfig, client_for: Callable[[ClaimedRun], ApiClient]
+        self,
+        claimed_runs: list[ClaimedRun],
+        config: AgentConfig,
+        client_for: Callable[[ClaimedRun], ApiClient],
+        origin: RunOrigin,
     ) -> None:
         """Start every claimed run with ``config`` (the config in force at the claim) and its own client."""
         for claimed in claimed_runs:
@@ -130,6 +156,7 @@ class RunTable:
                 with self._lock:  # in the table before start(): a fast run may finish inside start()
                     self._runs[run.id] = handle
                     self._clients[run.id] = client
+                    self._origins[run.id] = origin
                 logger.debug("run %s (%s/%s) claimed: starting", run.id, run.flow, run.name)
                 handle.start()
             except Exception as exc:
@@ -137,6 +164,7 @@ class RunTable:
                 with self._lock:
                     self._runs.pop(run.id, None)
                     self._clients.pop(run.id, None)
+                    self._origins.pop(run.id, None)
                 self._report(run.id, client, StateName.FAILED, f"the agent could not start this run: {exc}")
                 client.close()
 
@@ -173,6 +201,7 @@ class RunTable:
         run_id = str(handle.run_id)
         with self._lock:
             self._runs.pop(run_id, None)
+            self._origins.pop(run_id, None)
             client = self._clients.pop(run_id, None)
             self._cancel_sent.discard(run_id)
         if client is not None:

@@ -14,13 +14,13 @@ Shut-down runs in reverse. A ``ConfigError`` from the first load propagates; a s
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from localagent.agent.embedded import EmbeddedApi
 from localagent.agent.logs import configure_logging
 from localagent.agent.loop import Agent
 from localagent.agent.metrics import AgentMetrics
@@ -54,9 +54,12 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         reaper.start()
         stack.callback(logger.debug, "child reaper stopped")
         stack.callback(reaper.stop)
+        embedded: EmbeddedApi | None = None
         embedded_url = None
         if config.api.url == "embedded":
-            embedded_url = stack.enter_context(_embedded_api(loaded))
+            embedded = EmbeddedApi()
+            embedded_url = embedded.start(loaded)
+            stack.callback(embedded.stop)
         agent = Agent(
             loaded,
             load=load,
@@ -66,7 +69,9 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
             inbox=inbox,
             embedded_url=embedded_url,
         )
-        watcher = _watch_config(agent, load, embedded=embedded_url is not None)
+        if embedded is not None:
+            agent.set_listener_sweep(embedded.sweep)
+        watcher = _watch_config(agent, load, embedded)
         try:
             return agent.run()
         finally:
@@ -74,8 +79,13 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
     raise AssertionError("unreachable")  # pragma: no cover  (ExitStack does not swallow exceptions here)
 
 
-def _watch_config(agent: Agent, load: Callable[[], LoadedConfig], *, embedded: bool) -> ConfigWatcher:
-    """Hot reload: file changes and SIGHUP both go through one ReloadCoordinator; the watch ends with the agent."""
+def _watch_config(agent: Agent, load: Callable[[], LoadedConfig], embedded: EmbeddedApi | None) -> ConfigWatcher:
+    """Hot reload: file changes and SIGHUP both go through one ReloadCoordinator; the watch ends with the agent.
+
+    With an embedded API, a reload that changes ``server.address`` or the API key moves it first
+    (:meth:`EmbeddedApi.follow`) and points the agent's claims at the new listener (same database, same
+    agent id); the old listener stops once no run reports to it (the agent's listener sweep).
+    """
     from localagent.agent.reload import ConfigWatcher, ReloadCoordinator
 
     watcher: ConfigWatcher | None = None
@@ -84,7 +94,17 @@ def _watch_config(agent: Agent, load: Callable[[], LoadedConfig], *, embedded: b
         if watcher is not None:
             watcher.refresh()  # api.key_file may have moved
 
-    coordinator = ReloadCoordinator(agent, load, embedded_running=lambda: embedded, on_applied=follow_config)
+    def move_server(old: LoadedConfig, new: LoadedConfig) -> None:
+        if embedded is not None:
+            agent.set_embedded_url(embedded.follow(old, new))
+
+    coordinator = ReloadCoordinator(
+        agent,
+        load,
+        embedded_running=lambda: embedded is not None,
+        on_server_change=move_server,
+        on_applied=follow_config,
+    )
     agent.set_reload_handler(coordinator.reload)
     watcher = ConfigWatcher(coordinator.watched_paths, coordinator.reload, stop_event=agent.closed)
     watcher.start()
@@ -101,47 +121,3 @@ def ensure_state_dir(path: Path) -> None:
         ) from exc
     if not os.access(path, os.W_OK | os.X_OK):
         raise ServiceError(f"agent.state_dir {path} is not writable; choose a writable agent.state_dir")
-
-
-@contextlib.contextmanager
-def _embedded_api(loaded: LoadedConfig) -> Iterator[str]:
-    """Serve the API in this process on ``server.address``; yield its url."""
-    from localagent.server.runner import ServerThread
-
-    config = loaded.config
-    server = ServerThread(
-        address=config.server.address,
-        database_url=config.database_url(),
-        api_keys=(loaded.api_key,) if loaded.api_key else (),
-    )
-    try:
-        server.start()
-    except ServiceError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
-            raise ServiceError(
-                f"the embedded API cannot listen on {config.server.address}: the address is already in use; "
-                "stop what listens there, or change server.address (or point api.url at a running API)"
-            ) from cause
-        raise
-    except OSError as exc:
-        raise ServiceError(
-            f"cannot start the embedded API on {config.server.address}: {exc.strerror or exc}; "
-            "free the port or change server.address"
-        ) from exc
-    logger.info("embedded API listening on %s (database %s)", server.url, _redact(config.database_url()))
-    try:
-        yield server.url
-    finally:
-        server.stop()
-        logger.debug("embedded API stopped")
-
-
-def _redact(database_url: str) -> str:
-    """A database URL without its password."""
-    scheme, sep, rest = database_url.partition("://")
-    if sep and "@" in rest:
-        credentials, _, host = rest.rpartition("@")
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return database_url

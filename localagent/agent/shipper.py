@@ -2,7 +2,8 @@
 
 The shipper follows the run's :class:`~localagent.agent.spool.RunSpool` at its own pace, so a slow or
 unreachable API never slows the child: output waits on disk. Lines are numbered from the claim's
-``next_log_seq`` in spool order; a batch goes out when it holds ~1 MiB, when its oldest line is
+``next_log_seq`` in spool order; each batch's JSON body is built once, as bytes, straight from the lines
+(no model per line), and goes out when it holds ~1 MiB or 5,000 lines, when its oldest line is
 ``flush_interval`` old, or when the output has ended. While the API is unreachable the same batch is
 retried with back-off; the server stores a resent seq once, so a resend after a lost answer is harmless.
 
@@ -14,36 +15,34 @@ Usage::
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Protocol
 
-from pydantic import TypeAdapter
-
+from localagent.agent.reporter import GiveUp
 from localagent.agent.spool import LineReader, OutputLine, RunSpool
-from localagent.api.models import LogLine
 from localagent.errors import ApiNotFound, ApiRejected, ApiUnauthorized, ApiUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from localagent.api.models import LogBatchResult
 
 log = logging.getLogger("localagent.run")
 
-MAX_BATCH_BYTES = 1 << 20
-MAX_BATCH_LINES = 10_000
+MAX_BATCH_BYTES = 1 << 20  # the encoded JSON body of one batch stays under ~1 MiB
+MAX_BATCH_LINES = 5_000
 FLUSH_INTERVAL = 0.5
-_LINES: TypeAdapter[list[LogLine]] = TypeAdapter(list[LogLine])
 MAX_BACKOFF = 5.0
+_LINE_OVERHEAD = 72  # JSON around one line's text: {"seq":N,"time":"...","stream":"stdout","text":""},
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class LogSink(Protocol):
     """The part of :class:`~localagent.api.client.ApiClient` the shipper uses."""
 
-    def append_logs(self, run_id: str, lines: Sequence[LogLine]) -> LogBatchResult: ...
+    def append_logs_raw(self, run_id: str, body: bytes, count: int) -> LogBatchResult: ...
 
 
 class LogMetrics(Protocol):
@@ -63,6 +62,7 @@ class LogShipper:
         metrics: LogMetrics | None = None,
         flush_interval: float = FLUSH_INTERVAL,
         initial_backoff: float = 0.5,
+        give_up: GiveUp | None = None,
     ) -> None:
         self._spool = spool
         self._api = api
@@ -72,16 +72,17 @@ class LogShipper:
         self._metrics = metrics
         self._flush_interval = flush_interval
         self._initial_backoff = initial_backoff
-        self._give_up = threading.Event()
+        self._give_up = give_up or GiveUp()
         self._thread: threading.Thread | None = None
+        self._times: dict[float, str] = {}
         self.shipped = 0
         self.dropped = 0
         self.delivered = False  # every line of the closed spool reached the API
         self.refused = False  # the API refuses this run's output for good (run gone, token revoked)
-        self._times: dict[float, datetime] = {}
 
     def start(self, *, name: str = "log-shipper") -> None:
-        self._thread = threading.Thread(target=self._ship_all, name=name, daemon=True)
+        """Ship on a thread of its own (:meth:`run` ships on the caller's thread)."""
+        self._thread = threading.Thread(target=self.run, name=name, daemon=True)
         self._thread.start()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -94,78 +95,80 @@ class LogShipper:
         """Stop retrying (the agent is going away); what is not delivered stays in the spool."""
         self._give_up.set()
 
-    def _ship_all(self) -> None:
-        batch: list[LogLine] = []
-        batch_bytes = 0
-        batch_started = 0.0
-        reader = self._reader
+    def run(self) -> None:
+        """Ship until the closed spool is delivered, the API refuses the run's output, or giving up."""
         try:
-            while not self._give_up.is_set():
-                lines = reader.read_lines(MAX_BATCH_LINES - len(batch))
-                if lines:
-                    if not batch:
-                        batch_started = time.monotonic()
-                    batch_bytes += self._extend(batch, lines)
-                ended = reader.finished
-                age = time.monotonic() - batch_started
-                if batch and (
-                    len(batch) >= MAX_BATCH_LINES
-                    or batch_bytes >= MAX_BATCH_BYTES
-                    or ended
-                    or age >= self._flush_interval
-                ):
-                    if not self._deliver(batch):
-                        return
-                    batch, batch_bytes = [], 0
-                    continue
-                if ended:
-                    self.delivered = True
-                    return
-                if not lines:
-                    wait = self._flush_interval - age if batch else 1.0
-                    self._spool.wait_beyond(reader.offset, wait)
+            self._ship_all()
         except Exception:
             log.exception("shipping the output of run %s failed", self._run_id)
 
-    def _extend(self, batch: list[LogLine], lines: list[OutputLine]) -> int:
+    def _ship_all(self) -> None:
+        batch: list[dict[str, object]] = []
+        batch_bytes = 0
+        batch_started = 0.0
+        reader = self._reader
+        while not self._give_up.is_set():
+            lines = reader.read_lines(MAX_BATCH_LINES - len(batch))
+            if lines:
+                if not batch:
+                    batch_started = time.monotonic()
+                batch_bytes += self._extend(batch, lines)
+            ended = reader.finished
+            age = time.monotonic() - batch_started
+            if batch and (
+                len(batch) >= MAX_BATCH_LINES or batch_bytes >= MAX_BATCH_BYTES or ended or age >= self._flush_interval
+            ):
+                count = len(batch)
+                body = _encode({"lines": batch}).encode()
+                batch, batch_bytes = [], 0  # only the encoded bytes are held while delivering
+                if not self._deliver(body, count):
+                    return
+                continue
+            if ended:
+                self.delivered = True
+                return
+            if not lines:
+                wait = self._flush_interval - age if batch else 1.0
+                self._spool.wait_beyond(reader.offset, wait)
+
+    def _extend(self, batch: list[dict[str, object]], lines: list[OutputLine]) -> int:
+        """Append ``lines`` as wire dicts (seq numbered, time as ISO text); their approximate JSON size."""
         size = 0
         times = self._times
         seq = self._next_seq
-        raw = []
-        for line in lines:
-            when = times.get(line.time)
-            if when is None:
+        append = batch.append
+        for stream, when, text in lines:
+            iso = times.get(when)
+            if iso is None:
                 if len(times) > 256:
                     times.clear()
-                when = times[line.time] = datetime.fromtimestamp(line.time, timezone.utc)
-            raw.append({"seq": seq, "time": when, "stream": line.stream, "text": line.text})
+                iso = times[when] = datetime.fromtimestamp(when, timezone.utc).isoformat()
+            append({"seq": seq, "time": iso, "stream": stream, "text": text})
             seq += 1
-            size += len(line.text) + 64
-        # One validation call for the whole list is several times cheaper than a model per line.
-        batch.extend(_LINES.validate_python(raw))
+            size += len(text) + _LINE_OVERHEAD
         self._next_seq = seq
         return size
 
-    def _deliver(self, batch: list[LogLine]) -> bool:
-        """Send ``batch`` until it is stored; ``False`` when shipping must stop."""
+    def _deliver(self, body: bytes, count: int) -> bool:
+        """Send one encoded batch until it is stored; ``False`` when shipping must stop."""
         backoff = self._initial_backoff
         failed_before = False
         while True:
             try:
-                self._api.append_logs(self._run_id, batch)
+                self._api.append_logs_raw(self._run_id, body, count)
             except (ApiNotFound, ApiUnauthorized) as exc:
                 log.error("run %s: the API refuses its output (%s); output is no longer shipped", self._run_id, exc)
-                self._count(dropped=len(batch))
+                self._count(dropped=count)
                 self.refused = True
                 return False
             except (ApiUnavailable, ApiRejected) as exc:
                 if isinstance(exc, ApiRejected) and exc.status_code < 500:
-                    log.error("run %s: the API rejected %d output lines: %s", self._run_id, len(batch), exc)
-                    self._count(dropped=len(batch))
+                    log.error("run %s: the API rejected %d output lines: %s", self._run_id, count, exc)
+                    self._count(dropped=count)
                     return True
                 if not failed_before:
                     log.warning("run %s: output waits in the spool, the API is unreachable: %s", self._run_id, exc)
-                    self._count(spooled=len(batch))
+                    self._count(spooled=count)
                     failed_before = True
                 if self._give_up.wait(backoff):
                     return False
@@ -173,7 +176,7 @@ class LogShipper:
                 continue
             if failed_before:
                 log.info("run %s: the API is back, shipping spooled output", self._run_id)
-            self._count(shipped=len(batch))
+            self._count(shipped=count)
             return True
 
     def _count(self, *, shipped: int = 0, spooled: int = 0, dropped: int = 0) -> None:

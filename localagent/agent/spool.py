@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import shutil
 import struct
@@ -47,16 +48,28 @@ class RunSpool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / self.FILE_NAME
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
-        self._read_fd = os.open(self.path, os.O_RDONLY)
+        self._fd = -1  # the file is made on the first append: a run without output never touches the disk
+        self._read_fd = -1
         self._changed = threading.Condition()
         self._size = 0  # a spool left by an earlier attempt of this run is started afresh
         self._closed = False
+        self._created = False
 
     @classmethod
     def create(cls, directory: Path) -> RunSpool:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """A spool in ``directory``; the directory and file are created when the first frame is written."""
         return cls(directory)
+
+    def _open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        try:
+            read_fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            os.close(fd)
+            raise
+        with self._changed:
+            self._fd, self._read_fd, self._created = fd, read_fd, True
 
     @property
     def size(self) -> int:
@@ -68,6 +81,10 @@ class RunSpool:
         return self._closed
 
     def append(self, stream: int, when: float, data: bytes) -> None:
+        if self._fd < 0:
+            if self._closed:
+                raise OSError(f"{self.path}: the spool is closed")
+            self._open()
         header = _HEADER.pack(stream, when, len(data))
         written = os.writev(self._fd, [header, data])
         if written != len(header) + len(data):  # a short write to a regular file: disk full or similar
@@ -80,7 +97,8 @@ class RunSpool:
         with self._changed:
             if not self._closed:
                 self._closed = True
-                os.close(self._fd)
+                if self._fd >= 0:
+                    os.close(self._fd)
             self._changed.notify_all()
 
     def wait_beyond(self, offset: int, timeout: float | None) -> bool:
@@ -102,14 +120,24 @@ class RunSpool:
     def release(self) -> None:
         """Close every file descriptor, keeping the file (undelivered output stays on disk)."""
         self.close()
-        if self._read_fd >= 0:
-            os.close(self._read_fd)
-            self._read_fd = -1
+        with self._changed:
+            if self._read_fd >= 0:
+                os.close(self._read_fd)
+                self._read_fd = -1
 
     def remove(self) -> None:
-        """Close and delete the spool directory (once everything in it has been delivered)."""
+        """Close and delete the spool file and its directory (once everything in it has been delivered)."""
         self.release()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if not self._created:
+            return  # never written: nothing was made on disk
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        try:
+            os.rmdir(self.directory)
+        except FileNotFoundError:
+            pass
+        except OSError:  # something else was put there: remove it all (rare, off the hot path)
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class LineReader:

@@ -5,7 +5,12 @@ Usage::
     with ApiClient("http://127.0.0.1:4300", key=None, timeout=10.0) as api:
         flows = api.list_flows()
 
-One ``requests.Session`` per client. Idempotent calls (every GET, ``append_logs``, ``set_state`` and
+One ``requests.Session`` (one keep-alive connection pool) per API: :meth:`ApiClient.scoped` gives a client
+with another bearer key on the same pool, so every run of an agent shares a few connections instead of
+opening one each. The key travels as a per-request header, never as session state, and the session keeps no
+cookies, so scoped clients used from several threads at once cannot see each other's credentials (the
+session's urllib3 pool is thread-safe; the session object itself is only read after construction).
+Idempotent calls (every GET, ``append_logs``, ``set_state`` and
 ``heartbeat``) are retried with exponential back-off on connection errors and 5xx answers; the others are
 sent once. Every foreign exception (requests, a body that is not JSON, a body that is not the expected
 model) is translated into the ``localagent.errors`` tree in one place, :meth:`ApiClient._call`.
@@ -18,12 +23,14 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from http.cookiejar import DefaultCookiePolicy
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from requests.adapters import HTTPAdapter
 
 from localagent import __version__
 from localagent.api.models import (
@@ -61,6 +68,8 @@ _MAX_DETAIL = 500
 _FLOW_LIST: TypeAdapter[list[Flow]] = TypeAdapter(list[Flow])
 _RUN_LIST: TypeAdapter[list[FlowRun]] = TypeAdapter(list[FlowRun])
 _AGENT_LIST: TypeAdapter[list[Agent]] = TypeAdapter(list[Agent])
+_POOL_SIZE = 32  # keep-alive connections kept per host: every run slot, the claim and the heartbeat at once
+_JSON = "application/json"
 
 
 class ApiClient:
@@ -90,11 +99,25 @@ class ApiClient:
         self._timeout = timeout
         self._retries = max(0, retries)
         self._backoff = max(0.0, backoff)
-        self._session = requests.Session()
-        self._session.headers["User-Agent"] = f"localagent/{__version__}"
-        self._session.headers["Accept"] = "application/json"
-        if key:
-            self._session.headers["Authorization"] = f"Bearer {key}"
+        self._auth = {"Authorization": f"Bearer {key}"} if key else {}
+        self._owns_session = True
+        self._session = _new_session()
+
+    def scoped(self, key: str) -> ApiClient:
+        """A client of the same API with bearer ``key``, sharing this client's connection pool.
+
+        Closing the scoped client leaves the pool open; closing this client closes it (a scoped client used
+        after that opens new connections on demand).
+        """
+        clone = object.__new__(ApiClient)
+        clone._url = self._url
+        clone._timeout = self._timeout
+        clone._retries = self._retries
+        clone._backoff = self._backoff
+        clone._auth = {"Authorization": f"Bearer {key}"}
+        clone._owns_session = False
+        clone._session = self._session
+        return clone
 
     @property
     def url(self) -> str:
@@ -102,7 +125,8 @@ class ApiClient:
         return self._url
 
     def close(self) -> None:
-        self._session.close()
+        if self._owns_session:
+            self._session.close()
 
     def __enter__(self) -> ApiClient:
         return self
@@ -169,6 +193,15 @@ class ApiClient:
         path = f"/api/flow_runs/{_segment(run_id)}/logs"
         return self._call("POST", path, LogBatchResult.model_validate, body=batch, idempotent=True)
 
+    def append_logs_raw(self, run_id: str, body: bytes, count: int) -> LogBatchResult:
+        """Send a log batch already encoded as the JSON of a ``LogBatch`` holding ``count`` lines.
+
+        The agent's shipper builds each batch's bytes once, so no model per line is made on this side.
+        """
+        path = f"/api/flow_runs/{_segment(run_id)}/logs"
+        what = f"{count} log lines"
+        return self._call("POST", path, LogBatchResult.model_validate, data=body, idempotent=True, what=what)
+
     def read_logs(self, run_id: str, *, after: int = -1, limit: int = 1000, wait: float = 0.0) -> LogPage:
         params = {"after": after, "limit": limit, "wait": wait}
         path = f"/api/flow_runs/{_segment(run_id)}/logs"
@@ -199,18 +232,26 @@ class ApiClient:
         *,
         body: BaseModel | None = None,
         params: Mapping[str, Any] | None = None,
+        data: bytes | None = None,
         idempotent: bool = False,
         wait: float = 0.0,
+        what: str = "",
     ) -> T:
-        """Send one request (retrying it if ``idempotent``) and validate the answer as ``reply``."""
-        what = f"{method} {path}"
-        payload = body.model_dump(mode="json") if body is not None else None
+        """Send one request (retrying it if ``idempotent``) and validate the answer as ``reply``.
+
+        The body is ``body`` serialised by pydantic in one pass, or ``data`` (JSON bytes) as given.
+        """
+        what = f"{method} {path}" + (f" ({what})" if what else "")
+        payload = body.model_dump_json().encode() if body is not None else data
+        headers = {**self._auth, "Content-Type": _JSON} if payload is not None else self._auth
         timeout = (self._timeout, self._timeout + max(0.0, wait))
         attempts = 1 + (self._retries if idempotent else 0)
         for attempt, delay in zip(range(1, attempts + 1), self._delays(), strict=False):
             last = attempt == attempts
             try:
-                response = self._session.request(method, self._url + path, params=params, json=payload, timeout=timeout)
+                response = self._session.request(
+                    method, self._url + path, params=params, data=payload, headers=headers, timeout=timeout
+                )
             except requests.Timeout as exc:
                 if last:
                     raise ApiUnavailable(
@@ -256,6 +297,17 @@ class ApiClient:
                 f"the API at {self._url} answered {what} with an unexpected body ({where}: {first['msg']}); "
                 "are the client and server versions compatible?",
             ) from exc
+
+
+def _new_session() -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = f"localagent/{__version__}"
+    session.headers["Accept"] = _JSON
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))  # no state shared between keys
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=_POOL_SIZE)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def _segment(value: str) -> str:

@@ -66,6 +66,7 @@ class FakeServer:
         self.claims: list[ClaimRequest] = []
         self.registrations: list[AgentRegister] = []
         self.heartbeats: list[Heartbeat] = []
+        self.beats_to: list[tuple[str, str, Heartbeat]] = []  # (url, agent id, heartbeat)
         self.states: list[tuple[str, StateUpdate, str | None]] = []
         self.cancels: list[str] = []
         self.down = False
@@ -134,6 +135,7 @@ class FakeClient:
             if self.server.forget_agent:
                 raise ApiNotFound(404, f"agent {agent_id} not found")
             self.server.heartbeats.append(beat)
+            self.server.beats_to.append((self.url, agent_id, beat))
             self.server.changed.notify_all()
             return HeartbeatReply(cancel=list(self.server.cancels))
 
@@ -144,7 +146,7 @@ class FakeClient:
                 raise ApiNotFound(404, f"agent {agent_id} not found")
             self.server.claims.append(request)
             self.server.changed.notify_all()
-            if not self.server.waiting and not self.server.cancels:
+            if (not self.server.waiting or request.slots == 0) and not self.server.cancels:
                 self.server.changed.wait(timeout=min(request.wait, 0.05))
             taken = self.server.waiting[: request.slots]
             del self.server.waiting[: request.slots]

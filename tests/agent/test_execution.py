@@ -15,6 +15,7 @@ from localagent.agent.console import ConsolePrinter
 from localagent.agent.execution import RunExecution
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.reaper import ChildReaper
+from localagent.agent.reporter import wait_for_deliveries
 from localagent.api.client import ApiClient
 from localagent.api.models import (
     AgentRegister,
@@ -313,3 +314,34 @@ def test_shutdown_with_the_api_gone_still_stops_the_run_and_finishes(
         assert execution.done.wait(30)
     assert execution.final_state == StateName.CANCELLED
     assert execution.pid is not None and proc_state(execution.pid) is None
+
+
+def test_the_slot_is_freed_once_the_final_state_is_queued_and_delivery_goes_on(
+    admin: ApiClient, api_server: ServerThread, reaper: ChildReaper, tmp_path: Path
+) -> None:
+    claimed = claim_one(admin, FlowSpec(name="late", command=["sh", "-c", "seq 1 20000; exit 4"]))
+    seen: list[tuple[StateName | None, bool]] = []
+    config = agent_config(tmp_path)
+    with ApiClient(api_server.url, key=claimed.token) as client:
+        execution = RunExecution(
+            claimed,
+            config,
+            client,
+            reaper=reaper,
+            console=ConsolePrinter(),
+            on_finished=lambda ex: seen.append((ex.final_state, ex.done.is_set())),
+        )
+        execution.start()
+        assert wait_for_deliveries(60)  # a shutdown waits for what was queued
+        assert execution.done.is_set()
+    assert seen and seen[0][0] == StateName.FAILED
+    run = admin.get_run(execution.run_id)
+    assert (run.state, run.exit_code) == (StateName.FAILED, 4)
+    assert [line.text for line in all_logs(admin, run.id)] == [str(i) for i in range(1, 20001)]
+    assert not (config.agent.state_dir / "spool" / run.id).exists()
+
+
+def test_a_run_without_output_never_makes_a_spool(start_run: RunFactory, admin: ApiClient, tmp_path: Path) -> None:
+    execution, claimed = start_run(["true"])
+    assert finish(execution, admin).state == StateName.SUCCESS
+    assert not (tmp_path / "state" / "spool" / claimed.run.id).exists()

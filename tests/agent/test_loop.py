@@ -15,7 +15,7 @@ import pytest
 
 from localagent.agent.loop import Agent
 from localagent.agent.metrics import AgentMetrics
-from localagent.agent.run_table import RunTable
+from localagent.agent.run_table import RunOrigin, RunTable
 from localagent.agent.signals import SignalInbox
 from localagent.api.models import StateName
 from localagent.config import LoadedConfig
@@ -113,9 +113,10 @@ def test_never_claims_beyond_free_slots(tmp_path: Path) -> None:
     server.add_runs(*(claimed_run(f"r{i}") for i in range(5)))
     harness = Harness(loaded_config(tmp_path, agent={"max_concurrent_runs": 2}), server)
     wait_until(lambda: len(harness.executions) == 2)
-    claims_when_full = len(server.claims)
-    threading.Event().wait(0.5)  # longer than two poll intervals: a full agent must not claim
-    assert len(server.claims) == claims_when_full
+    claims_when_full = len([claim for claim in server.claims if claim.slots > 0])
+    threading.Event().wait(0.5)  # longer than two poll intervals: a full agent must not claim runs
+    assert len([claim for claim in server.claims if claim.slots > 0]) == claims_when_full
+    assert server.claims[-1].slots == 0, "a full agent still long-polls (for cancels) with slots = 0"
     assert all(claim.slots <= 2 for claim in server.claims)
     harness.executions[0].finish(StateName.SUCCESS)
     wait_until(lambda: len(harness.executions) == 3)
@@ -148,6 +149,39 @@ def test_cancel_from_a_claim_reply_cancels_the_run_once(tmp_path: Path) -> None:
     assert harness.executions[0].cancel_messages == ["cancelled on request"]
     assert harness.executions[1].cancel_messages == []
     harness.executions[1].finish(StateName.SUCCESS)
+    harness.inbox.deliver(signal.SIGTERM)
+    assert harness.join() == 0
+
+
+def test_a_full_agent_long_polls_with_no_slots_and_gets_a_cancel_from_the_claim_reply(tmp_path: Path) -> None:
+    server = FakeServer()
+    server.add_runs(claimed_run("r1"), claimed_run("r2"))
+    # Heartbeats every 10 s: a cancel arriving well before that came through a claim reply.
+    loaded = loaded_config(tmp_path, agent={"max_concurrent_runs": 1, "poll_interval": 30})
+    harness = Harness(loaded, server)
+    wait_until(lambda: len(harness.executions) == 1)
+    server.wait_for(lambda: bool(server.claims) and server.claims[-1].slots == 0)
+    heartbeats = len(server.heartbeats)
+    server.cancel("r1")
+    wait_until(lambda: harness.executions[0].done.is_set(), timeout=5.0)
+    assert len(server.heartbeats) == heartbeats, "the cancel came with the slots = 0 claim reply"
+    wait_until(lambda: len(harness.executions) == 2, timeout=5.0)  # the freed slot claims at once
+    harness.executions[1].finish(StateName.SUCCESS)
+    harness.inbox.deliver(signal.SIGTERM)
+    assert harness.join() == 0
+
+
+def test_applying_a_config_sends_a_heartbeat_with_the_new_labels_at_once(tmp_path: Path) -> None:
+    server = FakeServer()
+    first = loaded_config(tmp_path, agent={"labels": ["a"], "hostname_label": False, "poll_interval": 30})
+    second = loaded_config(tmp_path, agent={"labels": ["a", "b"], "hostname_label": False, "poll_interval": 30})
+    harness = Harness(first, server)
+    server.wait_for(lambda: len(server.claims) >= 1)
+    assert server.heartbeats == []  # the first periodic heartbeat is 10 s away
+    harness.agent.apply_config(second)
+    server.wait_for(lambda: len(server.heartbeats) == 1, timeout=5.0)
+    assert server.heartbeats[0].labels == ["a", "b"]
+    assert server.heartbeats[0].config_generation == 2
     harness.inbox.deliver(signal.SIGTERM)
     assert harness.join() == 0
 
@@ -215,10 +249,11 @@ def test_sigterm_drains_running_runs_then_exits_0(tmp_path: Path) -> None:
     harness = Harness(loaded_config(tmp_path), server)
     wait_until(lambda: len(harness.executions) == 1)
     harness.inbox.deliver(signal.SIGTERM)
-    claims_at_signal = len(server.claims)
+    claims_at_signal = len([claim for claim in server.claims if claim.slots > 0])
     threading.Event().wait(0.4)
     assert harness.thread.is_alive(), "the agent waits for the running run"
-    assert len(server.claims) <= claims_at_signal + 1, "no claims while draining"
+    assert len([claim for claim in server.claims if claim.slots > 0]) <= claims_at_signal + 1, "no claims of runs"
+    assert server.claims[-1].slots == 0, "while draining, the agent still long-polls for cancels"
     server.add_runs(claimed_run("late"))
     harness.executions[0].finish(StateName.SUCCESS)
     assert harness.join() == 0
@@ -321,12 +356,26 @@ def test_a_new_api_url_moves_claims_but_not_started_runs(tmp_path: Path) -> None
     wait_until(lambda: len(harness.executions) == 1)
     harness.agent.apply_config(second)
     server.wait_for(lambda: len(server.registrations) == 2)  # registered again on the new API
+    assert server.registrations[1].name == "a1"
     server.add_runs(claimed_run("r2"))
     wait_until(lambda: len(harness.executions) == 2)
     assert harness.executions[0].api.url == "http://api.test"
     assert harness.executions[1].api.url == "http://other.test"
-    for execution in harness.executions:
-        execution.finish(StateName.SUCCESS)
+
+    def beats(url: str) -> list[tuple[str, list[str]]]:
+        return [(agent_id, beat.running_runs) for to, agent_id, beat in list(server.beats_to) if to == url]
+
+    # The old API keeps getting heartbeats from the old registration, listing only the run it handed out.
+    server.wait_for(lambda: ("agent-2", ["r2"]) in beats("http://other.test"))
+    server.wait_for(lambda: ("agent-1", ["r1"]) in beats("http://api.test"))
+    assert {tuple(runs) for _, runs in beats("http://other.test")} <= {(), ("r2",)}
+    harness.executions[0].finish(StateName.SUCCESS)
+    wait_until(lambda: harness.agent.health_report()[1]["api"]["left_behind"] == [])
+    old_beats = len(beats("http://api.test"))
+    server.wait_for(lambda: len(beats("http://other.test")) >= 3)  # a few more heartbeats: none to the old API
+    assert len(beats("http://api.test")) == old_beats
+    assert all(runs == ["r1"] for _, runs in beats("http://api.test")[1:])
+    harness.executions[1].finish(StateName.SUCCESS)
     harness.inbox.deliver(signal.SIGTERM)
     assert harness.join() == 0
 
@@ -391,7 +440,10 @@ def test_runs_handed_out_after_shutdown_are_reported_cancelled_not_started(tmp_p
     config = loaded_config(tmp_path).config
     table.close_intake()
     table.start(
-        [claimed_run("late")], config, lambda claimed: server.client_factory("http://api.test", claimed.token, 1)
+        [claimed_run("late")],
+        config,
+        lambda claimed: server.client_factory("http://api.test", claimed.token, 1),
+        RunOrigin("http://api.test", "http://api.test"),
     )
     assert executions == []
     ((run_id, update, key),) = server.states

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from localagent.agent.shipper import LogShipper
 from localagent.agent.spool import STDERR, STDOUT, LineReader, RunSpool
-from localagent.api.models import LogBatchResult, LogLine
+from localagent.api.models import LogBatch, LogBatchResult, LogLine
 from localagent.errors import ApiRejected, ApiUnavailable
 
 
@@ -22,6 +22,11 @@ class FlakyLogApi:
         self.stored: dict[int, LogLine] = {}
         self.calls = 0
         self.failures = 0
+
+    def append_logs_raw(self, run_id: str, body: bytes, count: int) -> LogBatchResult:
+        lines = LogBatch.model_validate_json(body).lines
+        assert len(lines) == count
+        return self.append_logs(run_id, lines)
 
     def append_logs(self, run_id: str, lines: Sequence[LogLine]) -> LogBatchResult:
         self.calls += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -19,7 +20,7 @@ from localagent.api.models import (
     StateName,
     StateUpdate,
 )
-from localagent.errors import ApiConflict, ApiNotFound, ApiUnauthorized
+from localagent.errors import ApiConflict, ApiNotFound, ApiRejected, ApiUnauthorized
 
 
 def lines(start: int, *texts: str) -> list[LogLine]:
@@ -164,3 +165,61 @@ def test_a_run_token_reaches_only_its_own_run(make_api_server: Any) -> None:
             run_api.get_run(not_mine)
         with pytest.raises(ApiUnauthorized):
             run_api.list_flows()
+
+
+def test_scoped_clients_share_one_pool_with_their_own_keys(make_api_server: Any) -> None:
+    server = make_api_server(api_keys=("k1",))
+    with ApiClient(server.url, key="k1") as api:
+        api.register_flow(FlowSpec(name="hello", command="true"))
+        runs = [api.create_run(FlowRunCreate(flow="hello")) for _ in range(2)]
+        agent = api.register_agent(AgentRegister(name="host-1", run_unlabeled=True))
+        claimed = api.claim(agent.id, ClaimRequest(slots=2, run_unlabeled=True)).runs
+        assert {c.run.id for c in claimed} == {r.id for r in runs}
+        scoped = [api.scoped(c.token) for c in claimed]
+        errors: list[BaseException] = []
+
+        def report(client: ApiClient, run_id: str) -> None:
+            try:
+                for _ in range(20):
+                    client.set_state(run_id, StateUpdate(state=StateName.RUNNING, pid=7))
+            except BaseException as exc:  # surfaced by the assert below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=report, args=(s, c.run.id)) for s, c in zip(scoped, claimed, strict=True)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == []
+        # each token reaches only its own run, although the connections are shared
+        with pytest.raises(ApiUnauthorized):
+            scoped[0].get_run(claimed[1].run.id)
+        with pytest.raises(ApiUnauthorized):
+            scoped[0].list_flows()
+        scoped[0].close()  # closing a scoped client leaves the shared pool to the others
+        assert scoped[1].get_run(claimed[1].run.id).state is StateName.RUNNING
+        assert api.list_flows()[0].name == "hello"
+        assert api.scoped("not-a-key")._session is api._session
+
+
+def test_pre_encoded_log_batches_are_stored_like_models(api: ApiClient) -> None:
+    api.register_flow(FlowSpec(name="raw", command="true"))
+    run = api.create_run(FlowRunCreate(flow="raw"))
+    agent = api.register_agent(AgentRegister(name="host-1", run_unlabeled=True))
+    claimed = api.claim(agent.id, ClaimRequest(slots=1, wait=0, run_unlabeled=True)).runs[0]
+    body = json.dumps(
+        {
+            "lines": [
+                {"seq": 0, "time": "2026-01-01T00:00:00+00:00", "stream": "stdout", "text": "ünïcode"},
+                {"seq": 1, "time": "2026-01-01T00:00:01+00:00", "stream": "stderr", "text": "two"},
+            ]
+        },
+        ensure_ascii=False,
+    ).encode()
+    run_api = api.scoped(claimed.token)
+    assert run_api.append_logs_raw(run.id, body, 2).stored == 2
+    assert run_api.append_logs_raw(run.id, body, 2).stored == 0  # a resend is stored once
+    page = run_api.read_logs(run.id)
+    assert [(line.stream, line.text) for line in page.lines] == [("stdout", "ünïcode"), ("stderr", "two")]
+    with pytest.raises(ApiRejected):
+        run_api.append_logs_raw(run.id, b'{"lines": [{"seq": -1}]}', 1)

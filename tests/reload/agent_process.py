@@ -5,6 +5,9 @@ Used by the end-to-end reload tests and by benchmarks/reload_bench.py::
     with AgentProcess(tmp_path, labels=["base"]) as agent:
         agent.save(labels=["base", "gpu"])       # atomic-rename save of agent.toml
         agent.health()["config"]["generation"]
+        agent.api_port = free_port(); agent.save(labels=["base"])   # move the embedded API
+
+``api="http://..."`` points the agent at a separate API instead; ``api_key`` writes ``api.key``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ def localagent_command() -> list[str]:
 class AgentProcess:
     """``localagent run -c <tmp>/conf/agent.toml`` in a child process; ``stop()`` sends SIGTERM and waits."""
 
-    def __init__(self, root: Path, *, labels: list[str], poll_interval: str = "1s", extra: str = "") -> None:
+    def __init__(
+        self, root: Path, *, labels: list[str], poll_interval: str = "1s", extra: str = "", api: str = "embedded"
+    ) -> None:
         self.root = root
         self.config = root / "conf" / "agent.toml"
         self.config.parent.mkdir(parents=True, exist_ok=True)
@@ -47,20 +52,24 @@ class AgentProcess:
         self.health_port = free_port()
         self.poll_interval = poll_interval
         self.extra = extra
+        self.api = api  # "embedded", or the url of a separate API
+        self.api_key: str | None = None  # written as api.key when set
         self.save(labels=labels, atomic=False)
         self.log_path = root / "agent.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"http://127.0.0.1:{self.api_port}" if self.api == "embedded" else self.api
 
     def text(self, labels: list[str], extra: str | None = None) -> str:
         quoted = ", ".join(json.dumps(label) for label in labels)
+        key = f'key = "{self.api_key}"\n' if self.api_key else ""
+        server = f'[server]\naddress = "127.0.0.1:{self.api_port}"\n' if self.api == "embedded" else ""
         return (
             f'[agent]\nname = "reload-test"\nlabels = [{quoted}]\nhostname_label = false\n'
             f'poll_interval = "{self.poll_interval}"\nstate_dir = "{self.root / "state"}"\n'
-            f'[api]\nurl = "embedded"\n[server]\naddress = "127.0.0.1:{self.api_port}"\n'
+            f'[api]\nurl = "{self.api}"\n{key}{server}'
             f'[health]\naddress = "127.0.0.1:{self.health_port}"\n'
             f"{self.extra if extra is None else extra}"
         )
@@ -116,7 +125,7 @@ class AgentProcess:
         )
 
     def client(self) -> ApiClient:
-        return ApiClient(self.api_url, key=None, timeout=10.0)
+        return ApiClient(self.api_url, key=self.api_key, timeout=10.0)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
