@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from localagent.agent.reload import ReloadCoordinator
+from localagent.errors import ServiceError
 from tests.reload.helpers import RecordingAgent, loader, write_config
 
 
@@ -98,3 +99,38 @@ def test_without_a_server_hook_the_embedded_address_and_key_wait_for_a_restart(t
     assert agent.loaded.config.server.address == "127.0.0.1:4301"
     assert agent.loaded.api_key == "k1"
     assert agent.loaded.config.agent.labels == ("b",)
+
+
+def test_a_server_that_cannot_move_keeps_its_address_and_key_and_the_rest_applies(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "agent.toml"
+    write_config(config, tmp_path / "state", ["a"], extra='[api]\nkey = "k1"\n[server]\naddress = "127.0.0.1:4301"\n')
+    load = loader(config)
+    agent = RecordingAgent(load())
+
+    def refuse(old: object, new: object) -> None:
+        raise ServiceError("the embedded API cannot listen on 127.0.0.1:4302: the address is already in use")
+
+    coordinator = ReloadCoordinator(agent, load, embedded_running=lambda: True, on_server_change=refuse)
+    write_config(config, tmp_path / "state", ["b"], extra='[api]\nkey = "k2"\n[server]\naddress = "127.0.0.1:4302"\n')
+    with caplog.at_level(logging.INFO, logger="localagent.agent.reload"):
+        assert coordinator.reload("SIGHUP")
+    assert agent.loaded.config.server.address == "127.0.0.1:4301"
+    assert agent.loaded.api_key == "k1"
+    assert agent.loaded.config.agent.labels == ("b",)
+    assert any("already in use" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
+    assert coordinator.reload("SIGHUP"), "the next reload tries to move the server again"
+
+
+def test_a_sighup_that_finds_nothing_changed_says_so_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = tmp_path / "agent.toml"
+    write_config(config, tmp_path / "state", ["a"])
+    load = loader(config)
+    coordinator = ReloadCoordinator(RecordingAgent(load()), load)
+    with caplog.at_level(logging.INFO, logger="localagent.agent.reload"):
+        assert not coordinator.reload("SIGHUP")
+        assert not coordinator.reload("file change")  # file events that change nothing stay quiet
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(lines) == 1
+    assert lines[0].startswith("config reload (SIGHUP): nothing changed, keeping generation 1 (hash ")
