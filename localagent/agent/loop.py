@@ -32,6 +32,7 @@ from localagent.agent.health import HealthServer
 from localagent.agent.logs import configure_logging
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.registration import RUN_CONFIG_TYPES, AgentSession, ClientFactory
+from localagent.agent.reporter import wait_for_deliveries
 from localagent.agent.run_table import ExecutionFactory, RunOrigin, RunTable, default_execution_factory
 from localagent.agent.signals import RELOAD_SIGNALS, SignalInbox
 from localagent.api.models import ClaimedRun, ClaimRequest
@@ -51,6 +52,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # the claim loop failed unexpectedly (logged with its traceback)
 EXIT_RUNS_STOPPED = 1  # max_polls reached, but runs outlived drain_timeout and had to be stopped
 _FIRST_RETRY = 0.25  # seconds before the cancel watch looks again for a registration
+DELIVERY_GRACE_ON_EXIT = 10.0  # seconds a shutdown waits for queued final states and output
 
 
 class Agent:
@@ -330,6 +332,10 @@ class Agent:
                 # The claim thread may sit in a long poll; the process exit closes that connection.
                 thread.join(timeout=0.5)
         self._health.stop()
+        # Runs free their slot once their final state is queued; deliver those before the API (the
+        # embedded one in particular) goes away.
+        if not wait_for_deliveries(DELIVERY_GRACE_ON_EXIT):
+            logger.warning("some final states or output were not delivered before shutdown; see the spool")
         self._session.close()
         self._runs.close()
         logger.info("agent stopped")

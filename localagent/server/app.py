@@ -11,12 +11,14 @@ the caller's thread; the sweep runs while the app is served (lifespan).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from localagent import __version__
+from localagent.api.models import LogBatch
 from localagent.server.http_errors import install_error_handlers
 from localagent.server.routes import agents, flows, health, logs, runs
 from localagent.server.services import Services
@@ -55,4 +57,27 @@ def create_app(settings: ServerSettings) -> FastAPI:
     install_error_handlers(app)
     for module in (health, flows, runs, logs, agents):
         app.include_router(module.router)
+    app.openapi = _with_body_models(app.openapi, LogBatch)  # type: ignore[method-assign]
     return app
+
+
+def _with_body_models(build: Callable[[], dict[str, Any]], *models: type[LogBatch]) -> Callable[[], dict[str, Any]]:
+    """FastAPI documents only the models of declared parameters; the log endpoint reads its body itself
+    (``routes.logs``), so its ``LogBatch`` component is added here, exactly as FastAPI would render it."""
+    document: dict[str, Any] | None = None
+
+    def openapi() -> dict[str, Any]:
+        nonlocal document
+        if document is None:
+            built = build()
+            schemas = built.setdefault("components", {}).setdefault("schemas", {})
+            for model in models:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, definition in schema.pop("$defs", {}).items():
+                    schemas.setdefault(name, definition)
+                schemas.setdefault(model.__name__, schema)
+            built["components"]["schemas"] = dict(sorted(schemas.items()))
+            document = built
+        return document
+
+    return openapi

@@ -61,6 +61,16 @@ def _describe_one(error: Any) -> str:
     return f"{where}: {error.get('msg', 'invalid value')}"
 
 
+def require_json(request: Request) -> None:
+    """For endpoints that read their body themselves: refuse a non-JSON content type as FastAPI would."""
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return
+    subtype = content_type.partition(";")[0].strip().lower().rpartition("/")[2]
+    if subtype != "json" and not subtype.endswith("+json"):
+        raise RequestValidationError([{"type": "model_attributes_type", "loc": ("body",), "msg": "not JSON"}])
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,17 +1,22 @@
-"""``/api/flow_runs/{id}/logs``: append numbered batches (a resend is stored once); read and follow."""
+"""``/api/flow_runs/{id}/logs``: append numbered batches (a resent seq is stored once); read and follow.
+
+Both endpoints skip FastAPI's per-line models (see ``log_wire``); the OpenAPI document still describes the
+body as ``LogBatch`` and the page as ``LogPage``.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from localagent.api.models import LogBatch, LogBatchResult, LogPage
+from localagent.api.models import LogBatchResult, LogPage
 from localagent.server.auth import require_run_access
-from localagent.server.checks import INT64_MAX, int64, utc
-from localagent.server.http_errors import ERROR_RESPONSES
+from localagent.server.checks import INT64_MAX
+from localagent.server.http_errors import ERROR_RESPONSES, require_json
+from localagent.server.log_wire import parse_batch, render_page
 from localagent.server.notify import logs_topic
 from localagent.server.services import Services, services
 
@@ -22,29 +27,41 @@ router = APIRouter(
     dependencies=[Depends(require_run_access)],
 )
 
+LOG_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LogBatch"}}},
+    }
+}
+"""The request body as FastAPI would document a ``LogBatch`` parameter (``app`` adds the component)."""
 
-@router.post("", summary="Append a batch of numbered lines")
-async def append_logs(run_id: str, batch: LogBatch, svc: Services = Depends(services)) -> LogBatchResult:
-    lines = []
-    for index, line in enumerate(batch.lines):
-        int64(line.seq, f"body.lines.{index}.seq")
-        lines.append(line.model_copy(update={"time": utc(line.time, f"body.lines.{index}.time")}))
-    return await run_in_threadpool(svc.logs.append, run_id, lines)
+
+@router.post("", summary="Append a batch of numbered lines", openapi_extra=LOG_BATCH_BODY)
+async def append_logs(run_id: str, request: Request, svc: Services = Depends(services)) -> LogBatchResult:
+    require_json(request)
+    rows = parse_batch(run_id, await request.body(), nul_free=svc.logs.nul_free)
+    return await run_in_threadpool(svc.logs.append, run_id, rows)
 
 
-@router.get("", summary="Lines after a cursor, oldest first; wait > 0 long-polls for new ones")
+@router.get(
+    "",
+    summary="Lines after a cursor, oldest first; wait > 0 long-polls for new ones",
+    response_model=LogPage,
+)
 async def read_logs(
     run_id: str,
     after: Annotated[int, Query(ge=-1, le=INT64_MAX)] = -1,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     wait: Annotated[float, Query(ge=0, le=300)] = 0.0,
     svc: Services = Depends(services),
-) -> LogPage:
+) -> Response:
     deadline = time.monotonic() + wait
     while True:
         with svc.notifier.subscribe(logs_topic(run_id)) as wakeup:
             page = await run_in_threadpool(svc.logs.read, run_id, after=after, limit=limit)
             remaining = deadline - time.monotonic()
-            if page.lines or page.finished or remaining <= 0 or svc.notifier.closed:
-                return page
-            await wakeup.wait(min(remaining, svc.settings.recheck_interval))
+            if page.rows or page.finished or remaining <= 0 or svc.notifier.closed:
+                body = render_page(page.rows, next_after=page.next_after, finished=page.finished)
+                return Response(content=body, media_type="application/json")
+            # In-process writers wake us; other server processes sharing the database do not.
+            await wakeup.wait(min(remaining, svc.settings.recheck_interval) if svc.database.shared else remaining)
