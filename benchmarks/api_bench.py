@@ -1,13 +1,18 @@
-"""Measure the API server: claims per second and log lines stored per second (SQLite in a temp dir).
+"""Measure the API server: run creation, claims, state reports and log lines per second (SQLite in a temp dir).
 
     python benchmarks/api_bench.py [--runs 2000] [--slots 16] [--log-lines 100000] [--batch 1000]
 
-Everything goes over real HTTP to a ServerThread on 127.0.0.1, as an agent would talk to it.
+Everything goes over real HTTP (one ``requests.Session``, one request at a time) to a ServerThread on
+127.0.0.1, as an agent would talk to it. The client runs in the same process as the server, as in the
+embedded mode, so its own work (building and encoding JSON) shares the GIL with the server: the log
+figure is printed both with the batches encoded inside the timing (like a client that encodes per call)
+and with bodies encoded beforehand (the server's own rate).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -57,16 +62,43 @@ def bench(runs: int, slots: int, log_lines: int, batch: int) -> None:
             http.post(f"{url}/api/agents/{agent}/claim", json={"slots": 1}, timeout=30).raise_for_status()
             single.append(time.perf_counter() - t0)
 
-        now = datetime.now(timezone.utc).isoformat()
-        started = time.perf_counter()
-        for offset in range(0, log_lines, batch):
-            lines = [
-                {"seq": seq, "time": now, "stream": "stdout", "text": f"line {seq} of the benchmark output"}
-                for seq in range(offset, min(offset + batch, log_lines))
+        state_latency = []
+        for run in http.get(f"{url}/api/flow_runs", params={"state": "Submitted", "limit": 200}, timeout=30).json():
+            for body in ({"state": "Running", "pid": 1}, {"state": "Success", "exit_code": 0}):
+                t0 = time.perf_counter()
+                http.post(f"{url}/api/flow_runs/{run['id']}/state", json=body, timeout=30).raise_for_status()
+                state_latency.append(time.perf_counter() - t0)
+
+        def batches(first_seq: int) -> list[list[dict[str, object]]]:
+            now = datetime.now(timezone.utc).isoformat()
+            return [
+                [
+                    {"seq": seq, "time": now, "stream": "stdout", "text": f"line {seq} of the benchmark output"}
+                    for seq in range(offset, min(offset + batch, first_seq + log_lines))
+                ]
+                for offset in range(first_seq, first_seq + log_lines, batch)
             ]
-            result = http.post(f"{url}/api/flow_runs/{first_run}/logs", json={"lines": lines}, timeout=60)
-            result.raise_for_status()
+
+        logs_url = f"{url}/api/flow_runs/{first_run}/logs"
+        started = time.perf_counter()
+        for lines in batches(0):
+            http.post(logs_url, json={"lines": lines}, timeout=60).raise_for_status()
         log_seconds = time.perf_counter() - started
+        bodies = [json.dumps({"lines": lines}).encode() for lines in batches(log_lines)]
+        headers = {"Content-Type": "application/json"}
+        started = time.perf_counter()
+        for body in bodies:
+            http.post(logs_url, data=body, headers=headers, timeout=60).raise_for_status()
+        encoded_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        after, read = -1, 0
+        while True:
+            page = http.get(logs_url, params={"after": after, "limit": batch}, timeout=60).json()
+            read += len(page["lines"])
+            after = page["next_after"]
+            if not page["lines"]:
+                break
+        read_seconds = time.perf_counter() - started
 
     print(f"runs created over HTTP:  {create_rate:8.0f} /s (one request each)")
     print(
@@ -74,7 +106,14 @@ def bench(runs: int, slots: int, log_lines: int, batch: int) -> None:
         f"{requests_made} requests, {claim_seconds * 1000 / requests_made:.1f} ms per request)"
     )
     print(f"claim of 1 waiting run:  {sorted(single)[len(single) // 2] * 1000:8.1f} ms median")
-    print(f"log lines stored:        {log_lines / log_seconds:8.0f} lines/s (batches of {batch})")
+    state_latency.sort()
+    print(
+        f"state reports:           {len(state_latency) / sum(state_latency):8.0f} /s "
+        f"(p50 {state_latency[len(state_latency) // 2] * 1000:.1f} ms, Running then Success)"
+    )
+    print(f"log lines stored:        {log_lines / log_seconds:8.0f} lines/s (batches of {batch}, encoded per call)")
+    print(f"log lines stored:        {log_lines / encoded_seconds:8.0f} lines/s (batches of {batch}, pre-encoded)")
+    print(f"log lines read:          {read / read_seconds:8.0f} lines/s (pages of {batch})")
 
 
 def main() -> None:

@@ -20,15 +20,49 @@ from sqlalchemy.engine import Connection
 from localagent.api.models import Agent, AgentRegister, Heartbeat, HeartbeatReply, StateName
 from localagent.config.units import format_duration
 from localagent.errors import ApiNotFound
+from localagent.server.agent_labels import AgentLabels, LabelSet
 from localagent.server.database import Database, dump_json, load_json
 from localagent.server.flows_store import FlowStore
-from localagent.server.notify import RUNS, Notifier, logs_topic
+from localagent.server.notify import RUNS, Notifier, agent_topic, logs_topic
 from localagent.server.settings import ServerSettings
 from localagent.server.tables import agents, flow_runs
 from localagent.server.transitions import ACTIVE_STATES, apply_transition
 
 S = StateName
 _SETTLED = (S.SUCCESS.value, S.FAILED.value, S.CANCELLED.value)
+_BEAT = (
+    sa.update(agents)
+    .where(agents.c.id == sa.bindparam("agent_id"))
+    .values(
+        {
+            column: sa.bindparam(f"new_{column}", type_=agents.c[column].type)
+            for column in (
+                "last_heartbeat",
+                "running_runs",
+                "labels",
+                "run_unlabeled",
+                "config_generation",
+                "config_hash",
+                "config_error",
+            )
+        }
+    )
+)
+_CANCELLING_OF_AGENT = sa.select(flow_runs.c.id).where(
+    flow_runs.c.agent_id == sa.bindparam("agent_id"), flow_runs.c.state == S.CANCELLING.value
+)
+_OWNERS = sa.select(flow_runs.c.id, flow_runs.c.agent_id, flow_runs.c.state).where(
+    flow_runs.c.id.in_(sa.bindparam("run_ids", expanding=True))
+)
+_SUBMITTED_BEFORE = (
+    sa.select(flow_runs)
+    .where(
+        flow_runs.c.agent_id == sa.bindparam("agent_id"),
+        flow_runs.c.state == S.SUBMITTED.value,
+        flow_runs.c.submitted_at < sa.bindparam("cutoff", type_=flow_runs.c.submitted_at.type),
+    )
+    .order_by(flow_runs.c.id)
+)
 
 
 class AgentStore:
@@ -47,6 +81,7 @@ class AgentStore:
         self._notifier = notifier
         self._settings = settings
         self._clock = clock
+        self._labels = AgentLabels(forget_after=10 * settings.agent_timeout)
 
     def register(self, request: AgentRegister) -> Agent:
         now = self._clock()
@@ -69,6 +104,7 @@ class AgentStore:
                     last_heartbeat=now,
                 )
             )
+        self._labels.record(agent_id, LabelSet.of(request.labels, request.run_unlabeled))
         return self.get(agent_id)
 
     def get(self, agent_id: str) -> Agent:
@@ -84,35 +120,34 @@ class AgentStore:
             rows = conn.execute(sa.select(agents).order_by(agents.c.name, agents.c.registered)).all()
         return [self._model(row, now) for row in rows]
 
-    def touch(self, agent_id: str) -> str:
-        """Record that the agent is alive (a claim counts as a heartbeat); returns its name."""
-        with self._db.begin() as conn:
-            result = conn.execute(sa.update(agents).where(agents.c.id == agent_id).values(last_heartbeat=self._clock()))
-            if result.rowcount != 1:
-                raise ApiNotFound(404, f"agent {agent_id!r} not found; register it again")
-            return str(conn.execute(sa.select(agents.c.name).where(agents.c.id == agent_id)).scalar_one())
+    def label_changes(self, agent_id: str) -> int:
+        """A marker to pass to ``labels_since`` (taken before a claim starts waiting)."""
+        return self._labels.changes(agent_id)
+
+    def labels_since(self, agent_id: str, seen: int) -> LabelSet | None:
+        """The labels the agent heartbeated with after ``label_changes`` returned ``seen``, if it did."""
+        return self._labels.since(agent_id, seen)
 
     def heartbeat(self, agent_id: str, beat: Heartbeat) -> HeartbeatReply:
         now = self._clock()
         running = list(dict.fromkeys(beat.running_runs))
+        values = {
+            "agent_id": agent_id,
+            "new_last_heartbeat": now,
+            "new_running_runs": dump_json(running),
+            "new_labels": dump_json(beat.labels),
+            "new_run_unlabeled": beat.run_unlabeled,
+            "new_config_generation": beat.config_generation,
+            "new_config_hash": beat.config_hash,
+            "new_config_error": beat.config_error,
+        }
         with self._db.begin() as conn:
-            result = conn.execute(
-                sa.update(agents)
-                .where(agents.c.id == agent_id)
-                .values(
-                    last_heartbeat=now,
-                    running_runs=dump_json(running),
-                    labels=dump_json(beat.labels),
-                    run_unlabeled=beat.run_unlabeled,
-                    config_generation=beat.config_generation,
-                    config_hash=beat.config_hash,
-                    config_error=beat.config_error,
-                )
-            )
-            if result.rowcount != 1:
+            if conn.execute(_BEAT, values).rowcount != 1:
                 raise ApiNotFound(404, f"agent {agent_id!r} not found; register it again")
             crashed = self._crash_unstarted(conn, agent_id, set(running), now)
             cancel = _cancels_for(conn, agent_id, running)
+        if self._labels.record(agent_id, LabelSet.of(beat.labels, beat.run_unlabeled)):
+            self._notifier.notify(agent_topic(agent_id))  # its waiting claims may ask with old labels
         if crashed:
             self._notifier.notify(RUNS, *(logs_topic(run_id) for run_id in crashed))
         return HeartbeatReply(cancel=cancel)
@@ -130,6 +165,7 @@ class AgentStore:
             # PostgreSQL database) or a sweep and a heartbeat cannot deadlock.
             .order_by(flow_runs.c.id)
         )
+        self._labels.forget_silent()
         crashed: list[str] = []
         with self._db.begin() as conn:
             for row in conn.execute(query).all():
@@ -145,15 +181,7 @@ class AgentStore:
     def _crash_unstarted(self, conn: Connection, agent_id: str, running: set[str], now: datetime) -> list[str]:
         """Submitted runs the agent does not know about, well after the claim: the claim reply was lost."""
         cutoff = now - timedelta(seconds=self._settings.submitted_grace)
-        rows = conn.execute(
-            sa.select(flow_runs)
-            .where(
-                flow_runs.c.agent_id == agent_id,
-                flow_runs.c.state == S.SUBMITTED.value,
-                flow_runs.c.submitted_at < cutoff,
-            )
-            .order_by(flow_runs.c.id)
-        ).all()
+        rows = conn.execute(_SUBMITTED_BEFORE, {"agent_id": agent_id, "cutoff": cutoff}).all()
         crashed = []
         for row in rows:
             if row.id in running:
@@ -185,19 +213,9 @@ class AgentStore:
 def _cancels_for(conn: Connection, agent_id: str, running: list[str]) -> list[str]:
     """This agent's Cancelling runs, plus runs it still runs that the server has taken from it
     (crashed after it was thought lost, retried elsewhere, or unknown)."""
-    cancel = [
-        row.id
-        for row in conn.execute(
-            sa.select(flow_runs.c.id).where(flow_runs.c.agent_id == agent_id, flow_runs.c.state == S.CANCELLING.value)
-        )
-    ]
+    cancel = list(conn.execute(_CANCELLING_OF_AGENT, {"agent_id": agent_id}).scalars())
     if running:
-        known = {
-            row.id: row
-            for row in conn.execute(
-                sa.select(flow_runs.c.id, flow_runs.c.agent_id, flow_runs.c.state).where(flow_runs.c.id.in_(running))
-            )
-        }
+        known = {row.id: row for row in conn.execute(_OWNERS, {"run_ids": running})}
         for run_id in running:
             row = known.get(run_id)
             if (

@@ -61,7 +61,10 @@ async def require_run_access(run_id: str, principal: Principal = Depends(authent
     return principal
 
 
+_RUN_OF_TOKEN = sa.select(flow_runs.c.id).where(flow_runs.c.token_hash == sa.bindparam("token_hash"))
+
+
 def _run_of_token(svc: Services, token: str) -> str | None:
     with svc.database.connect() as conn:
-        run_id = conn.execute(sa.select(flow_runs.c.id).where(flow_runs.c.token_hash == hash_token(token))).scalar()
+        run_id = conn.execute(_RUN_OF_TOKEN, {"token_hash": hash_token(token)}).scalar()
     return None if run_id is None else str(run_id)

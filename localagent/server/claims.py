@@ -1,12 +1,16 @@
-"""Claims: hand due runs to exactly one agent each, atomically, and long-poll when there is nothing to do.
+"""Claims: hand due runs to exactly one agent each, atomically.
 
 A claim scans Scheduled, due runs of the accepted run-config types in scheduling order, applies the label
-rule in Python, and takes each match with a compare-and-set ``UPDATE ... WHERE state = 'Scheduled'``. On
-SQLite writers are serialised; on PostgreSQL the update first locks its candidates with ``FOR UPDATE SKIP
-LOCKED``, so a claimer (in this or another server process) passes over rows another one is taking, and the
-re-checked state condition rejects rows taken since the scan. Either way a run goes to one agent only. Usage::
+rule in Python, and takes the matches with one compare-and-set ``UPDATE ... WHERE state = 'Scheduled'
+RETURNING`` (the claimed rows come back from it; they are not read again). On SQLite writers are
+serialised; on PostgreSQL the candidates are first locked with ``FOR UPDATE SKIP LOCKED``, so a claimer
+(in this or another server process) passes over rows another one is taking, and the re-checked state
+condition rejects rows taken since the scan. Either way a run goes to one agent only. Usage::
 
-    reply = await claims.claim_wait(agent_id, ClaimRequest(slots=4, wait=10, labels=["etl"]))
+    attempt = claims.claim_now(agent_id, ClaimRequest(slots=4, labels=["etl"]))
+    attempt.reply.runs, attempt.next_due
+
+The long-poll around it lives in ``claim_poll``.
 """
 
 from __future__ import annotations
@@ -14,29 +18,82 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from starlette.concurrency import run_in_threadpool
 
 from localagent.api.models import ClaimedRun, ClaimReply, ClaimRequest, StateName
-from localagent.server.agents_store import AgentStore
+from localagent.errors import ApiNotFound
 from localagent.server.database import Database, load_json
 from localagent.server.flows_store import FlowStore
-from localagent.server.notify import RUNS, Notifier
-from localagent.server.runs_store import load_runs
-from localagent.server.settings import ServerSettings
-from localagent.server.tables import flow_runs, run_logs
+from localagent.server.run_rows import runs_with_history
+from localagent.server.tables import agents, flow_runs, run_logs
 from localagent.server.transitions import record_histories
 
 S = StateName
-_SCAN_BATCH = 256
+_FIRST_PAGE = 32
+_PAGE = 256
+_NOW = sa.bindparam("now", type_=flow_runs.c.scheduled_start.type)
+_RAW_START = sa.type_coerce(flow_runs.c.scheduled_start, sa.Double)
+_DUE = (
+    sa.select(flow_runs.c.id, flow_runs.c.labels, _RAW_START)
+    .where(
+        flow_runs.c.state == S.SCHEDULED.value,
+        flow_runs.c.scheduled_start <= _NOW,
+        flow_runs.c.run_config_type.in_(sa.bindparam("types", expanding=True)),
+    )
+    .order_by(flow_runs.c.scheduled_start, flow_runs.c.id)
+    .limit(sa.bindparam("page"))
+)
+# Keyset paging on (scheduled_start, id), compared as raw epoch seconds.
+_DUE_AFTER = _DUE.where(
+    sa.tuple_(_RAW_START, flow_runs.c.id)
+    > sa.tuple_(sa.bindparam("after_start", type_=sa.Double), sa.bindparam("after_id", type_=sa.String))
+)
+_NEXT_DUE = sa.select(sa.func.min(flow_runs.c.scheduled_start)).where(
+    flow_runs.c.state == S.SCHEDULED.value, flow_runs.c.scheduled_start > _NOW
+)
+_CANCELLING_OF_AGENT = sa.select(flow_runs.c.id).where(
+    flow_runs.c.agent_id == sa.bindparam("agent_id"), flow_runs.c.state == S.CANCELLING.value
+)
+_LOCK_SCHEDULED = (
+    sa.select(flow_runs.c.id)
+    .where(flow_runs.c.id.in_(sa.bindparam("run_ids", expanding=True)), flow_runs.c.state == S.SCHEDULED.value)
+    .order_by(flow_runs.c.id)
+    .with_for_update(skip_locked=True)
+)
+_TAKE = (
+    sa.update(flow_runs)
+    .where(flow_runs.c.id.in_(sa.bindparam("run_ids", expanding=True)), flow_runs.c.state == S.SCHEDULED.value)
+    .values(
+        state=S.SUBMITTED.value,
+        state_message=sa.bindparam("message", type_=sa.Text),
+        agent_id=sa.bindparam("agent", type_=sa.String),
+        agent_name=sa.bindparam("agent_name", type_=sa.String),
+        submitted_at=_NOW,
+        updated=_NOW,
+    )
+    .returning(*flow_runs.c)
+)
 _SET_TOKEN = (
-    sa.update(flow_runs).where(flow_runs.c.id == sa.bindparam("run_id")).values(token_hash=sa.bindparam("token_hash"))
+    sa.update(flow_runs)
+    .where(flow_runs.c.id == sa.bindparam("run_id"))
+    .values(token_hash=sa.bindparam("new_token_hash", type_=sa.String))
+)
+_TOUCH_AGENT = (
+    sa.update(agents)
+    .where(agents.c.id == sa.bindparam("agent_id"))
+    .values(last_heartbeat=sa.bindparam("now", type_=agents.c.last_heartbeat.type))
+    .returning(agents.c.name)
+)
+_LAST_SEQS = (
+    sa.select(run_logs.c.run_id, sa.func.max(run_logs.c.seq))
+    .where(run_logs.c.run_id.in_(sa.bindparam("run_ids", expanding=True)))
+    .group_by(run_logs.c.run_id)
 )
 
 
@@ -53,157 +110,126 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-class ClaimService:
-    """Claims and their long-poll."""
+class ClaimAbandoned(Exception):
+    """Raised inside a claim's transaction to roll it back: its client is gone."""
 
-    def __init__(
-        self,
-        database: Database,
-        flow_store: FlowStore,
-        agent_store: AgentStore,
-        notifier: Notifier,
-        settings: ServerSettings,
-        clock: Callable[[], datetime],
-    ) -> None:
+
+@dataclass(frozen=True)
+class ClaimAttempt:
+    """One claim: the reply, whether it carries a cancel no claim delivered before, and when the next
+    Scheduled run that is not due yet comes due (None: none is waiting)."""
+
+    reply: ClaimReply
+    news: bool
+    next_due: datetime | None
+
+
+class ClaimService:
+    """One-shot claims (``claim_now``); ``claim_poll.ClaimPoll`` waits between them."""
+
+    def __init__(self, database: Database, flow_store: FlowStore, clock: Callable[[], datetime]) -> None:
         self._db = database
         self._flows = flow_store
-        self._agents = agent_store
-        self._notifier = notifier
-        self._settings = settings
         self._clock = clock
         self._delivered_lock = threading.Lock()
         self._delivered_cancels: dict[str, set[str]] = {}
 
-    async def claim_wait(self, agent_id: str, request: ClaimRequest) -> ClaimReply:
-        """Answer at once when runs were claimed or a new cancel is pending, else wait for a change.
+    def claim_now(
+        self, agent_id: str, request: ClaimRequest, still_wanted: Callable[[], bool] | None = None
+    ) -> ClaimAttempt:
+        """Claim up to ``request.slots`` runs now; the claim counts as a heartbeat of the agent.
 
-        The wait is capped at half of ``agent_timeout`` so that an agent in a long poll is never lost.
+        ``still_wanted`` is asked before committing runs: when it says False (the client went away),
+        nothing is handed out and the runs stay Scheduled.
         """
-        agent_name = await run_in_threadpool(self._agents.touch, agent_id)
-        deadline = time.monotonic() + min(request.wait, self._settings.agent_timeout / 2)
-        while True:
-            with self._notifier.subscribe(RUNS) as wakeup:
-                reply, news = await run_in_threadpool(self.claim_now, agent_id, agent_name, request)
-                remaining = deadline - time.monotonic()
-                if reply.runs or news or remaining <= 0 or self._notifier.closed:
-                    return reply
-                await wakeup.wait(min(remaining, self._settings.recheck_interval))
-
-    def claim_now(self, agent_id: str, agent_name: str, request: ClaimRequest) -> tuple[ClaimReply, bool]:
-        """One attempt; returns the reply and whether it carries a cancel not delivered by a claim before."""
         now = self._clock()
-        with self._db.begin() as conn:
-            cancel = [
-                row.id
-                for row in conn.execute(
-                    sa.select(flow_runs.c.id).where(
-                        flow_runs.c.agent_id == agent_id, flow_runs.c.state == S.CANCELLING.value
-                    )
-                )
-            ]
-            taken: dict[str, str] = {}
-            if request.slots > 0 and request.run_config_types:
-                for batch in self._matching(conn, request, now):
-                    for run_id in self._take(conn, batch[: request.slots - len(taken)], agent_id, agent_name, now):
-                        taken[run_id] = secrets.token_urlsafe(32)
-                    if len(taken) >= request.slots:
-                        break
-                if taken:
-                    conn.execute(
-                        _SET_TOKEN, [{"run_id": run_id, "token_hash": hash_token(t)} for run_id, t in taken.items()]
-                    )
-                    record_histories(conn, list(taken), S.SUBMITTED, now, f"claimed by agent {agent_name}")
-            claimed = self._describe(conn, taken) if taken else []
-        if taken:
-            self._notifier.notify(RUNS)
-        return ClaimReply(runs=claimed, cancel=cancel), self._note_cancels(agent_id, cancel)
+        claimed: list[ClaimedRun] = []
+        try:
+            with self._db.begin() as conn:
+                agent_name = conn.execute(_TOUCH_AGENT, {"agent_id": agent_id, "now": now}).scalar()
+                if agent_name is None:
+                    raise ApiNotFound(404, f"agent {agent_id!r} not found; register it again")
+                cancel = list(conn.execute(_CANCELLING_OF_AGENT, {"agent_id": agent_id}).scalars())
+                if request.slots > 0 and request.run_config_types:
+                    claimed = self._claim(conn, agent_id, str(agent_name), request, now)
+                    if claimed and still_wanted is not None and not still_wanted():
+                        raise ClaimAbandoned
+                next_due = None if claimed else conn.execute(_NEXT_DUE, {"now": now}).scalar()
+        except ClaimAbandoned:
+            return ClaimAttempt(ClaimReply(), news=False, next_due=None)
+        return ClaimAttempt(ClaimReply(runs=claimed, cancel=cancel), self._note_cancels(agent_id, cancel), next_due)
+
+    def _claim(
+        self, conn: Connection, agent_id: str, agent_name: str, request: ClaimRequest, now: datetime
+    ) -> list[ClaimedRun]:
+        taken: list[Any] = []
+        for batch in self._matching(conn, request, now):
+            taken += self._take(conn, batch[: request.slots - len(taken)], agent_id, agent_name, now)
+            if len(taken) >= request.slots:
+                break
+        if not taken:
+            return []
+        tokens = {row.id: secrets.token_urlsafe(32) for row in taken}
+        conn.execute(_SET_TOKEN, [{"run_id": run_id, "new_token_hash": hash_token(t)} for run_id, t in tokens.items()])
+        record_histories(conn, list(tokens), S.SUBMITTED, now, f"claimed by agent {agent_name}")
+        last_seqs = {run_id: seq for run_id, seq in conn.execute(_LAST_SEQS, {"run_ids": list(tokens)})}
+        return [
+            ClaimedRun(
+                run=run,
+                flow=self._flows.get(run.flow, run.flow_version, conn=conn),
+                token=tokens[run.id],
+                next_log_seq=int(last_seqs.get(run.id, -1)) + 1,
+            )
+            for run in runs_with_history(conn, taken)
+        ]
 
     def _matching(self, conn: Connection, request: ClaimRequest, now: datetime) -> Iterator[list[str]]:
-        """Batches of ids of due Scheduled runs this agent accepts, oldest schedule first (keyset-paged)."""
-        types = list(dict.fromkeys(request.run_config_types))
-        after: tuple[Any, str] | None = None
+        """Batches of ids of due Scheduled runs this agent accepts, oldest schedule first (keyset-paged).
+
+        The first page is small (a claim usually wants a few runs and the first due ones usually match);
+        later pages are larger, for agents whose labels match few of many waiting runs.
+        """
+        params: dict[str, Any] = {
+            "now": now,
+            "types": list(dict.fromkeys(request.run_config_types)),
+            "page": max(_FIRST_PAGE, 2 * request.slots),
+        }
+        query = _DUE
         while True:
-            query = (
-                sa.select(flow_runs.c.id, flow_runs.c.labels, flow_runs.c.scheduled_start)
-                .where(
-                    flow_runs.c.state == S.SCHEDULED.value,
-                    flow_runs.c.scheduled_start <= now,
-                    flow_runs.c.run_config_type.in_(types),
-                )
-                .order_by(flow_runs.c.scheduled_start, flow_runs.c.id)
-                .limit(_SCAN_BATCH)
-            )
-            if after is not None:
-                # Typed literals: an untyped datetime would reach PostgreSQL as a timestamp, not epoch seconds.
-                cursor = sa.tuple_(
-                    sa.literal(after[0], flow_runs.c.scheduled_start.type), sa.literal(after[1], flow_runs.c.id.type)
-                )
-                query = query.where(sa.tuple_(flow_runs.c.scheduled_start, flow_runs.c.id) > cursor)
-            rows = conn.execute(query).all()
+            rows = conn.execute(query, params).all()
             matches = [
-                row.id
-                for row in rows
-                if label_rule_accepts(load_json(row.labels), request.labels, request.run_unlabeled)
+                run_id
+                for run_id, labels, _start in rows
+                if label_rule_accepts(
+                    load_json(labels) if labels != "[]" else (), request.labels, request.run_unlabeled
+                )
             ]
             if matches:
                 yield matches
-            if len(rows) < _SCAN_BATCH:
+            if len(rows) < params["page"]:
                 return
-            after = (rows[-1].scheduled_start, rows[-1].id)
+            query = _DUE_AFTER
+            params.update(page=_PAGE, after_start=rows[-1][2], after_id=rows[-1][0])
 
-    def _take(self, conn: Connection, run_ids: list[str], agent_id: str, agent_name: str, now: datetime) -> list[str]:
-        """Compare-and-set Scheduled -> Submitted; returns the ids this agent won."""
+    def _take(self, conn: Connection, run_ids: list[str], agent_id: str, agent_name: str, now: datetime) -> list[Any]:
+        """Compare-and-set Scheduled -> Submitted; the rows this agent won, in scheduling order."""
         if self._db.backend == "postgresql":
             # Lock the candidates first, skipping rows another transaction holds (usually another claimer
             # taking them): claimers in any number of server processes never wait on each other and two
             # claims over overlapping batches cannot deadlock. The update below re-checks the state.
-            locked = set(
-                conn.execute(
-                    sa.select(flow_runs.c.id)
-                    .where(flow_runs.c.id.in_(run_ids), flow_runs.c.state == S.SCHEDULED.value)
-                    .order_by(flow_runs.c.id)
-                    .with_for_update(skip_locked=True)
-                ).scalars()
-            )
-            run_ids = [run_id for run_id in run_ids if run_id in locked]  # keeps the scheduling order
+            locked = set(conn.execute(_LOCK_SCHEDULED, {"run_ids": run_ids}).scalars())
+            run_ids = [run_id for run_id in run_ids if run_id in locked]
             if not run_ids:
                 return []
-        result = conn.execute(
-            sa.update(flow_runs)
-            .where(flow_runs.c.id.in_(run_ids), flow_runs.c.state == S.SCHEDULED.value)
-            .values(
-                state=S.SUBMITTED.value,
-                state_message=f"claimed by agent {agent_name}",
-                agent_id=agent_id,
-                agent_name=agent_name,
-                submitted_at=now,
-                updated=now,
-            )
-            .returning(flow_runs.c.id)
-        )
-        won = {row.id for row in result}
-        return [run_id for run_id in run_ids if run_id in won]
-
-    def _describe(self, conn: Connection, taken: dict[str, str]) -> list[ClaimedRun]:
-        runs = load_runs(conn, sa.select(flow_runs).where(flow_runs.c.id.in_(list(taken))))
-        last_seqs = dict(
-            conn.execute(
-                sa.select(run_logs.c.run_id, sa.func.max(run_logs.c.seq))
-                .where(run_logs.c.run_id.in_(list(taken)))
-                .group_by(run_logs.c.run_id)
-            ).all()
-        )
-        order = {run_id: index for index, run_id in enumerate(taken)}
-        runs.sort(key=lambda run: order[run.id])
-        return [
-            ClaimedRun(
-                run=run,
-                flow=self._flows.get(run.flow, run.flow_version),
-                token=taken[run.id],
-                next_log_seq=int(last_seqs.get(run.id, -1)) + 1,
-            )
-            for run in runs
-        ]
+        params = {
+            "run_ids": run_ids,
+            "now": now,
+            "message": f"claimed by agent {agent_name}",
+            "agent": agent_id,
+            "agent_name": agent_name,
+        }
+        won = {row.id: row for row in conn.execute(_TAKE, params)}
+        return [won[run_id] for run_id in run_ids if run_id in won]
 
     def _note_cancels(self, agent_id: str, cancel: list[str]) -> bool:
         """Remember which cancels a claim already delivered, so the next claim does not return at once."""

@@ -114,10 +114,8 @@ class Database:
                 stored += max(conn.exec_driver_sql(_SQLITE_INSERT_LOGS + values, flat).rowcount, 0)
             return stored
         if self.backend == "postgresql":
-            columns = list(zip(*rows))
-            result = conn.exec_driver_sql(
-                _PG_INSERT_LOGS, (rows[0][0], list(columns[1]), list(columns[2]), list(columns[3]), list(columns[4]))
-            )
+            _run_ids, seqs, times, streams, texts = (list(column) for column in zip(*rows, strict=True))
+            result = conn.exec_driver_sql(_PG_INSERT_LOGS, (rows[0][0], seqs, times, streams, texts))
             return max(result.rowcount, 0)
         raise StorageError(f"log storage is not supported on {self.backend}")
 

@@ -8,10 +8,12 @@ Usage::
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from localagent.api.models import Flow, FlowSpec
 from localagent.errors import ApiNotFound
@@ -19,6 +21,8 @@ from localagent.server.database import Database, InvalidData, dump_json, load_js
 from localagent.server.tables import flows
 
 _REGISTER_ATTEMPTS = 3
+_LATEST_VERSION = sa.select(sa.func.max(flows.c.version)).where(flows.c.name == sa.bindparam("name"))
+_VERSION = sa.select(flows).where(flows.c.name == sa.bindparam("name"), flows.c.version == sa.bindparam("version"))
 
 
 class FlowStore:
@@ -68,27 +72,35 @@ class FlowStore:
         with self._db.connect() as conn:
             return [_flow(row) for row in conn.execute(query)]
 
-    def get(self, name: str, version: int | None = None) -> Flow:
-        if version is not None:
+    def get(self, name: str, version: int | None = None, *, conn: Connection | None = None) -> Flow:
+        """A flow version (the latest without ``version``), read through ``conn`` if given.
+
+        Versions never change, so a known one costs no query; the latest costs one indexed ``max()``.
+        """
+        with self._reading(conn) as reader:
+            if version is None:
+                version = reader.execute(_LATEST_VERSION, {"name": name}).scalar()
+                if version is None:
+                    raise ApiNotFound(404, f"flow {name!r} not found")
             with self._cache_lock:
                 cached = self._cache.get((name, version))
             if cached is not None:
                 return cached
-        query = sa.select(flows).where(flows.c.name == name)
-        if version is None:
-            query = query.order_by(flows.c.version.desc()).limit(1)
-        else:
-            query = query.where(flows.c.version == version)
-        with self._db.connect() as conn:
-            row = conn.execute(query).first()
+            row = reader.execute(_VERSION, {"name": name, "version": version}).first()
         if row is None:
-            if version is None:
-                raise ApiNotFound(404, f"flow {name!r} not found")
             raise ApiNotFound(404, f"flow {name!r} has no version {version}")
         flow = _flow(row)
         with self._cache_lock:
             self._cache[(flow.name, flow.version)] = flow
         return flow
+
+    @contextmanager
+    def _reading(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self._db.connect() as own:
+                yield own
 
 
 def _flow(row: sa.Row[tuple[object, ...]]) -> Flow:

@@ -21,6 +21,11 @@ RUNS = "runs"
 """Topic for anything that can make work claimable or a cancel pending (created, cancelled, retried, ...)."""
 
 
+def agent_topic(agent_id: str) -> str:
+    """Topic for an agent's own news: a heartbeat that changed its labels (its waiting claims re-check)."""
+    return f"agent:{agent_id}"
+
+
 def logs_topic(run_id: str) -> str:
     """Topic for a run's new log lines and its reaching a final state."""
     return f"logs:{run_id}"

@@ -4,6 +4,10 @@ Usage::
 
     run = runs.create(FlowRunCreate(flow="hello"))
     runs.set_state(run.id, StateUpdate(state=StateName.RUNNING, pid=123))
+
+A state report is one ``UPDATE ... RETURNING`` guarded by the states it may come from, then the history
+insert and read, in one transaction; the row is read first only when that update matched nothing (a
+repeat, a 404 or a 409).
 """
 
 from __future__ import annotations
@@ -19,12 +23,21 @@ from sqlalchemy.engine import Connection
 
 from localagent.api.models import FlowRun, FlowRunCreate, StateName, StateRecord, StateUpdate
 from localagent.errors import ApiConflict, ApiNotFound
-from localagent.server.database import Database, dump_json, load_json
+from localagent.server.database import Database, dump_json
 from localagent.server.flows_store import FlowStore
 from localagent.server.names import generate_run_name
 from localagent.server.notify import RUNS, Notifier, logs_topic
+from localagent.server.run_rows import RUN_BY_ID, load_runs, run_model, run_with_history
 from localagent.server.tables import flow_runs, run_history
-from localagent.server.transitions import RETRYABLE, apply_transition, check_transition, record_history
+from localagent.server.transitions import (
+    MOVE_TO,
+    RETRYABLE,
+    apply_transition,
+    check_transition,
+    move_params,
+    record_history,
+    schedule_retry,
+)
 
 S = StateName
 _CAS_ATTEMPTS = 10
@@ -48,32 +61,32 @@ class RunStore:
         self._clock = clock
 
     def create(self, request: FlowRunCreate) -> FlowRun:
-        flow = self._flows.get(request.flow, request.version)
         now = self._clock()
         run_id = uuid.uuid4().hex
-        labels = merged_labels(flow.labels, flow.run_config.labels, request.labels)
-        row = {
-            "id": run_id,
-            "name": request.name or generate_run_name(),
-            "flow": flow.name,
-            "flow_version": flow.version,
-            "parameters": dump_json({**flow.parameters, **request.parameters}),
-            "labels": dump_json(labels),
-            "run_config_type": flow.run_config.type,
-            "scheduled_start": request.scheduled_start or now,
-            "state": S.SCHEDULED.value,
-            "state_message": "",
-            "attempt": 1,
-            "agent_id": None,
-            "agent_name": None,
-            "pid": None,
-            "exit_code": None,
-            "created": now,
-            "updated": now,
-            "started": None,
-            "ended": None,
-        }
         with self._db.begin() as conn:
+            flow = self._flows.get(request.flow, request.version, conn=conn)
+            labels = merged_labels(flow.labels, flow.run_config.labels, request.labels)
+            row = {
+                "id": run_id,
+                "name": request.name or generate_run_name(),
+                "flow": flow.name,
+                "flow_version": flow.version,
+                "parameters": dump_json({**flow.parameters, **request.parameters}),
+                "labels": dump_json(labels),
+                "run_config_type": flow.run_config.type,
+                "scheduled_start": request.scheduled_start or now,
+                "state": S.SCHEDULED.value,
+                "state_message": "",
+                "attempt": 1,
+                "agent_id": None,
+                "agent_name": None,
+                "pid": None,
+                "exit_code": None,
+                "created": now,
+                "updated": now,
+                "started": None,
+                "ended": None,
+            }
             conn.execute(_INSERT_RUN, row)
             record_history(conn, run_id, S.SCHEDULED, now, "created")
         self._notifier.notify(RUNS)
@@ -82,10 +95,7 @@ class RunStore:
 
     def get(self, run_id: str) -> FlowRun:
         with self._db.connect() as conn:
-            runs = load_runs(conn, sa.select(flow_runs).where(flow_runs.c.id == run_id))
-        if not runs:
-            raise ApiNotFound(404, f"flow run {run_id!r} not found")
-        return runs[0]
+            return run_with_history(conn, _row(conn, run_id))
 
     def list_runs(
         self,
@@ -131,29 +141,37 @@ class RunStore:
 
     def set_state(self, run_id: str, update: StateUpdate) -> FlowRun:
         """Apply an agent's (or the run's own) state report; a repeat of the current state is a no-op."""
+        move = MOVE_TO.get(update.state)
         for _ in range(_CAS_ATTEMPTS):
             now = self._clock()
             with self._db.begin() as conn:
+                params = move_params(run_id, update.message, now, pid=update.pid, exit_code=update.exit_code)
+                row = None if move is None else conn.execute(move, params).first()
+                if row is not None:
+                    record_history(conn, run_id, update.state, now, update.message)
+                    retried = update.state in RETRYABLE and schedule_retry(conn, row, now, self._flows)
+                    if retried:
+                        row = _row(conn, run_id)
+                    run = run_with_history(conn, row)
+                    break
+                # Nothing moved: a repeat, an unknown run, an illegal move, or a run changed in between.
                 row = _row(conn, run_id)
                 current = S(row.state)
                 if update.state is current or _is_retried_echo(conn, row, update.state):
-                    return self.get(run_id)
+                    return run_with_history(conn, row)
                 check_transition(run_id, current, update.state)
-                values: dict[str, Any] = {}
-                if update.pid is not None:
-                    values["pid"] = update.pid
-                if update.exit_code is not None:
-                    values["exit_code"] = update.exit_code
-                if apply_transition(conn, row, update.state, update.message, now, self._flows, values=values):
-                    break
         else:
             raise ApiConflict(409, f"flow run {run_id} keeps changing; try again")
-        self._notifier.notify(RUNS, logs_topic(run_id))
-        return self.get(run_id)
+        # Claims wait on RUNS: only a cancel to deliver or a retry to hand out concerns them.
+        if update.state is S.CANCELLING or retried:
+            self._notifier.notify(RUNS, logs_topic(run_id))
+        else:
+            self._notifier.notify(logs_topic(run_id))
+        return run
 
 
 def _row(conn: Connection, run_id: str) -> Any:
-    row = conn.execute(sa.select(flow_runs).where(flow_runs.c.id == run_id)).first()
+    row = conn.execute(RUN_BY_ID, {"run_id": run_id}).first()
     if row is None:
         raise ApiNotFound(404, f"flow run {run_id!r} not found")
     return row
@@ -167,43 +185,3 @@ def _is_retried_echo(conn: Connection, row: Any, requested: StateName) -> bool:
         sa.select(run_history.c.state).where(run_history.c.run_id == row.id).order_by(run_history.c.id.desc()).limit(2)
     ).all()
     return len(last_two) == 2 and last_two[1].state == requested.value
-
-
-def load_runs(conn: Connection, query: sa.Select[Any]) -> list[FlowRun]:
-    """Run rows from ``query`` as wire models, each with its history (one extra query in all)."""
-    rows = conn.execute(query).all()
-    if not rows:
-        return []
-    history: dict[str, list[StateRecord]] = {row.id: [] for row in rows}
-    for record in conn.execute(
-        sa.select(run_history)
-        .where(run_history.c.run_id.in_(list(history)))
-        .order_by(run_history.c.run_id, run_history.c.id)
-    ):
-        history[record.run_id].append(StateRecord(state=record.state, time=record.time, message=record.message))
-    return [run_model(row, history[row.id]) for row in rows]
-
-
-def run_model(row: Any, history: list[StateRecord]) -> FlowRun:
-    return FlowRun(
-        id=row.id,
-        name=row.name,
-        flow=row.flow,
-        flow_version=row.flow_version,
-        parameters=load_json(row.parameters),
-        labels=load_json(row.labels),
-        run_config_type=row.run_config_type,
-        scheduled_start=row.scheduled_start,
-        state=S(row.state),
-        state_message=row.state_message,
-        history=history,
-        attempt=row.attempt,
-        agent_id=row.agent_id,
-        agent_name=row.agent_name,
-        pid=row.pid,
-        exit_code=row.exit_code,
-        created=row.created,
-        updated=row.updated,
-        started=row.started,
-        ended=row.ended,
-    )

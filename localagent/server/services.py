@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from fastapi import Request
 
 from localagent.server.agents_store import AgentStore
+from localagent.server.claim_poll import ClaimPoll
 from localagent.server.claims import ClaimService
 from localagent.server.database import Database
 from localagent.server.flows_store import FlowStore
@@ -31,6 +32,7 @@ class Services:
     logs: LogStore
     agents: AgentStore
     claims: ClaimService
+    claim_poll: ClaimPoll
 
     @classmethod
     def build(cls, settings: ServerSettings) -> Services:
@@ -39,6 +41,7 @@ class Services:
         notifier = Notifier()
         flows = FlowStore(database, utc_now)
         agents = AgentStore(database, flows, notifier, settings, utc_now)
+        claims = ClaimService(database, flows, utc_now)
         return cls(
             settings=settings,
             database=database,
@@ -47,7 +50,8 @@ class Services:
             runs=RunStore(database, flows, notifier, utc_now),
             logs=LogStore(database, notifier),
             agents=agents,
-            claims=ClaimService(database, flows, agents, notifier, settings, utc_now),
+            claims=claims,
+            claim_poll=ClaimPoll(claims, agents, notifier, database, settings, utc_now),
         )
 
 

@@ -4,6 +4,10 @@ Usage::
 
     check_transition(run_id, StateName.RUNNING, StateName.SUCCESS)    # raises ApiConflict when illegal
     moved = apply_transition(conn, row, StateName.FAILED, "process exited with code 3", now, flows)
+    row = conn.execute(MOVE_TO[StateName.RUNNING], move_params(run_id, "", now, pid=42)).first()
+
+``MOVE_TO`` holds one prepared ``UPDATE ... WHERE state IN (<every state that may move there>) RETURNING``
+per target state: the hot path of state reports is that one statement, with no read before it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,44 @@ ALLOWED: dict[StateName, frozenset[StateName]] = {
 }
 ACTIVE_STATES = (S.SUBMITTED.value, S.RUNNING.value, S.CANCELLING.value)
 RETRYABLE = frozenset({S.FAILED, S.CRASHED})
+SOURCES: dict[StateName, tuple[StateName, ...]] = {
+    new: tuple(state for state, targets in ALLOWED.items() if new in targets) for new in StateName
+}
+"""The states from which each state may be reached through the API."""
+
+
+def _move_statement(new: StateName) -> sa.Update:
+    sources: list[sa.ColumnElement[Any]] = [
+        sa.literal_column(f"'{state.value}'") for state in SOURCES[new]
+    ]  # enum values: safe to inline
+    now = sa.bindparam("at", type_=flow_runs.c.updated.type)
+    values: dict[str, Any] = {
+        "state": new.value,
+        "state_message": sa.bindparam("new_message", type_=sa.Text),
+        "updated": now,
+        "pid": sa.func.coalesce(sa.bindparam("new_pid", type_=sa.BigInteger), flow_runs.c.pid),
+        "exit_code": sa.func.coalesce(sa.bindparam("new_exit_code", type_=sa.BigInteger), flow_runs.c.exit_code),
+    }
+    if new is S.RUNNING:
+        values["started"] = sa.func.coalesce(flow_runs.c.started, now)
+    if new.is_final:
+        values["ended"] = now
+    return (
+        sa.update(flow_runs)
+        .where(flow_runs.c.id == sa.bindparam("run_id"), flow_runs.c.state.in_(sources))
+        .values(values)
+        .returning(*flow_runs.c)
+    )
+
+
+MOVE_TO: dict[StateName, sa.Update] = {new: _move_statement(new) for new in StateName if SOURCES[new]}
+
+
+def move_params(
+    run_id: str, message: str, now: datetime, *, pid: int | None = None, exit_code: int | None = None
+) -> dict[str, Any]:
+    """The parameters of a ``MOVE_TO`` statement; ``pid``/``exit_code`` None keep the stored values."""
+    return {"run_id": run_id, "new_message": message, "at": now, "new_pid": pid, "new_exit_code": exit_code}
 
 
 def check_transition(run_id: str, current: StateName, new: StateName) -> None:
@@ -76,7 +118,7 @@ def apply_transition(
         return False
     record_history(conn, row.id, new, now, message)
     if retry and new in RETRYABLE:
-        _schedule_retry(conn, row, now, flow_store)
+        schedule_retry(conn, row, now, flow_store)
     return True
 
 
@@ -95,10 +137,11 @@ def record_histories(conn: Connection, run_ids: list[str], state: StateName, now
     )
 
 
-def _schedule_retry(conn: Connection, row: Any, now: datetime, flow_store: FlowStore) -> None:
+def schedule_retry(conn: Connection, row: Any, now: datetime, flow_store: FlowStore) -> bool:
+    """Put an ended ``row`` back to Scheduled (attempt + 1) if its flow has retries left; True if it did."""
     flow = flow_store.get(row.flow, row.flow_version)
     if row.attempt > flow.retries:
-        return
+        return False
     try:
         start = now + timedelta(seconds=flow.retry_delay)
     except OverflowError:
@@ -124,3 +167,4 @@ def _schedule_retry(conn: Connection, row: Any, now: datetime, flow_store: FlowS
         )
     )
     record_history(conn, row.id, S.SCHEDULED, now, message)
+    return True

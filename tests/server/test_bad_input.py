@@ -38,7 +38,9 @@ def _post_raw(
 @pytest.mark.parametrize(
     "body", [b"{not json", b"\x00\xff\xfe garbage", b"", b"[1, 2]", b'"a string"', b"null", b"{" * 5000]
 )
-@pytest.mark.parametrize("path", ["/api/flows", "/api/flow_runs", "/api/agents", "/api/agents/{agent}/claim"])
+@pytest.mark.parametrize(
+    "path", ["/api/flows", "/api/flow_runs", "/api/agents", "/api/agents/{agent}/claim", "/api/flow_runs/{run}/logs"]
+)
 def test_garbage_bodies(api_server: ServerThread, ready: dict[str, str], path: str, body: bytes) -> None:
     reply = _post_raw(api_server, path.format(**ready), body)
     assert 400 <= reply.status_code < 500, reply.text

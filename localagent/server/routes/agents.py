@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from localagent.api.models import Agent, AgentRegister, ClaimReply, ClaimRequest, Heartbeat, HeartbeatReply
@@ -34,5 +34,5 @@ async def heartbeat(agent_id: str, beat: Heartbeat, svc: Services = Depends(serv
 
 
 @router.post("/{agent_id}/claim", summary="Claim up to `slots` due runs; long-polls up to `wait` seconds")
-async def claim(agent_id: str, request: ClaimRequest, svc: Services = Depends(services)) -> ClaimReply:
-    return await svc.claims.claim_wait(agent_id, request)
+async def claim(agent_id: str, request: ClaimRequest, http: Request, svc: Services = Depends(services)) -> ClaimReply:
+    return await svc.claim_poll.claim(agent_id, request, http.is_disconnected)

@@ -1,0 +1,80 @@
+"""Flow-run rows to wire models: prepared reads of runs and their state histories.
+
+Usage::
+
+    runs = load_runs(conn, sa.select(flow_runs).where(flow_runs.c.state == "Running"))
+    run = run_with_history(conn, row)        # a row already in hand (e.g. from RETURNING) + its history
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from localagent.api.models import FlowRun, StateName, StateRecord
+from localagent.server.database import load_json
+from localagent.server.tables import flow_runs, run_history
+
+S = StateName
+RUN_BY_ID = sa.select(flow_runs).where(flow_runs.c.id == sa.bindparam("run_id"))
+_HISTORY_OF_ONE = (
+    sa.select(run_history.c.state, run_history.c.time, run_history.c.message)
+    .where(run_history.c.run_id == sa.bindparam("run_id"))
+    .order_by(run_history.c.id)
+)
+_HISTORY_OF_MANY = (
+    sa.select(run_history.c.run_id, run_history.c.state, run_history.c.time, run_history.c.message)
+    .where(run_history.c.run_id.in_(sa.bindparam("run_ids", expanding=True)))
+    .order_by(run_history.c.run_id, run_history.c.id)
+)
+
+
+def load_runs(conn: Connection, query: sa.Select[Any]) -> list[FlowRun]:
+    """Run rows from ``query`` as wire models, each with its history (one extra query in all)."""
+    return runs_with_history(conn, conn.execute(query).all())
+
+
+def runs_with_history(conn: Connection, rows: Iterable[Any]) -> list[FlowRun]:
+    """Rows already in hand as wire models, in the same order; their histories in one query."""
+    rows = list(rows)
+    if not rows:
+        return []
+    if len(rows) == 1:
+        return [run_with_history(conn, rows[0])]
+    history: dict[str, list[StateRecord]] = {row.id: [] for row in rows}
+    for record in conn.execute(_HISTORY_OF_MANY, {"run_ids": list(history)}):
+        history[record.run_id].append(StateRecord(state=record.state, time=record.time, message=record.message))
+    return [run_model(row, history[row.id]) for row in rows]
+
+
+def run_with_history(conn: Connection, row: Any) -> FlowRun:
+    records = conn.execute(_HISTORY_OF_ONE, {"run_id": row.id})
+    return run_model(row, [StateRecord(state=r.state, time=r.time, message=r.message) for r in records])
+
+
+def run_model(row: Any, history: list[StateRecord]) -> FlowRun:
+    return FlowRun(
+        id=row.id,
+        name=row.name,
+        flow=row.flow,
+        flow_version=row.flow_version,
+        parameters=load_json(row.parameters),
+        labels=load_json(row.labels),
+        run_config_type=row.run_config_type,
+        scheduled_start=row.scheduled_start,
+        state=S(row.state),
+        state_message=row.state_message,
+        history=history,
+        attempt=row.attempt,
+        agent_id=row.agent_id,
+        agent_name=row.agent_name,
+        pid=row.pid,
+        exit_code=row.exit_code,
+        created=row.created,
+        updated=row.updated,
+        started=row.started,
+        ended=row.ended,
+    )
