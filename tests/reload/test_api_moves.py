@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from localagent.api.client import ApiClient
 from localagent.api.models import FlowRunCreate, FlowSpec, StateName
 from localagent.errors import ApiError, ApiUnauthorized
@@ -129,11 +127,6 @@ def test_the_embedded_api_moves_and_rekeys_without_losing_a_run_or_the_agent_id(
     assert "embedded API restarted on" in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the server part: a claim long-poll returns once a heartbeat stored labels that differ from its "
-    "own (being built in localagent/server); remove this marker when it lands",
-)
 def test_a_label_added_while_a_long_poll_waits_is_taken_well_within_the_poll_interval(tmp_path: Path) -> None:
     """The acceptance check of hot reload, with the default poll_interval of 10 s.
 
