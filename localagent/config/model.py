@@ -27,6 +27,14 @@ def default_state_dir() -> Path:
     return Path(base) / "localagent"
 
 
+def expand_user(path: Path) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded; a ValueError (not a RuntimeError) when it cannot be."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        raise ValueError(f"cannot expand {str(path)!r}: no home directory for that user") from None
+
+
 def parse_address(value: str) -> tuple[str, int]:
     """``"127.0.0.1:4300"`` -> ``("127.0.0.1", 4300)``; ``"[::1]:80"`` works too."""
     host, sep, port_text = value.rpartition(":")
@@ -67,7 +75,7 @@ class AgentSection(_Section):
     @field_validator("state_dir")
     @classmethod
     def _expand_state_dir(cls, path: Path) -> Path:
-        return path.expanduser()
+        return expand_user(path)
 
     def effective_labels(self) -> tuple[str, ...]:
         """The labels used for claims: ``labels`` plus the host name when ``hostname_label``."""
@@ -99,7 +107,7 @@ class ApiSection(_Section):
     @field_validator("key_file")
     @classmethod
     def _expand_key_file(cls, path: Path | None) -> Path | None:
-        return path.expanduser() if path is not None else None
+        return expand_user(path) if path is not None else None
 
 
 class ServerSection(_Section):
@@ -141,7 +149,7 @@ class RunsSection(_Section):
     @field_validator("working_dir")
     @classmethod
     def _expand_working_dir(cls, path: Path | None) -> Path | None:
-        return path.expanduser() if path is not None else None
+        return expand_user(path) if path is not None else None
 
 
 class LogsSection(_Section):

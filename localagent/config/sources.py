@@ -129,7 +129,7 @@ class DefaultsSource:
 
         defaults = AgentConfig().model_dump(mode="python")
         base = self.environ.get("XDG_STATE_HOME") or str(Path(self.environ.get("HOME") or "~", ".local", "state"))
-        defaults["agent"]["state_dir"] = Path(base).expanduser() / "localagent"
+        defaults["agent"]["state_dir"] = Path(base) / "localagent"  # expanded by the model
         return [Setting(path, value, DEFAULT_ORIGIN) for path, value in _walk(defaults)], []
 
 

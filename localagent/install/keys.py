@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 from localagent.config import LoadedConfig
+from localagent.config.model import expand_user
 from localagent.errors import ConfigError, ConfigProblem
 
 KEY_FILE_NAME = "api.key"
@@ -44,7 +45,10 @@ def service_key_file(loaded: LoadedConfig, without_key: LoadedConfig, requested:
     if loaded.config.api.key is None:
         return None  # no key, or api.key_file: the service reads the same file
     path = requested if requested is not None else loaded.config.agent.state_dir / KEY_FILE_NAME
-    return path.expanduser().absolute()
+    try:
+        return expand_user(path).absolute()
+    except ValueError as exc:
+        raise ConfigError([ConfigProblem(source="flag --key-file", key="", message=str(exc))]) from None
 
 
 def _split_origin(origin: str) -> tuple[str, int | None]:

@@ -135,3 +135,11 @@ def test_config_error_message_lists_every_problem(write_toml: WriteToml) -> None
     with pytest.raises(ConfigError) as caught:
         load_config([path], environ={})
     assert str(caught.value).count("\n") == 1
+
+
+def test_a_home_that_cannot_be_expanded_is_a_config_error(write_toml: WriteToml) -> None:
+    path = write_toml("agent.toml", '[agent]\nstate_dir = "~no-such-user-here/x"\n[runs]\nworking_dir = "~0"\n')
+    assert problems([path]) == [
+        f"{path}:2: agent.state_dir: cannot expand '~no-such-user-here/x': no home directory for that user",
+        f"{path}:4: runs.working_dir: cannot expand '~0': no home directory for that user",
+    ]
