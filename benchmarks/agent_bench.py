@@ -245,6 +245,18 @@ def bench_latency(api: Api, work: Path, runs: int, res: Results) -> None:
         )
 
 
+def last_success(api: Api, flow: str, runs: int, *, timeout: float) -> float:
+    """Wait until all ``runs`` runs of ``flow`` ended Success; the time the last one ended."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # offset runs-1: at most one row comes back, and only once every run is Success
+        if api.get("/api/flow_runs", flow=flow, state="Success", limit=1, offset=runs - 1):
+            rows = api.get("/api/flow_runs", flow=flow, limit=1000)
+            return max(ts(r["ended"]) for r in rows if r["ended"])
+        time.sleep(0.25)
+    sys.exit(f"the {runs} runs of {flow} did not all end Success within {timeout:.0f} s")
+
+
 def bench_throughput(api: Api, runs: int, res: Results) -> None:
     print(f"(b) throughput: {runs} runs of `true`, max_concurrent_runs = 16", flush=True)
     api.flow("noop", ["true"])
@@ -252,16 +264,7 @@ def bench_throughput(api: Api, runs: int, res: Results) -> None:
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         created = list(pool.map(lambda _: api.create("noop")["id"], range(runs)))
     create_s = time.time() - first
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        # offset runs-1: at most one row comes back, and only once every run is Success
-        if api.get("/api/flow_runs", flow="noop", state="Success", limit=1, offset=runs - 1):
-            break
-        time.sleep(0.25)
-    else:
-        sys.exit("throughput runs did not all end Success within 10 minutes")
-    rows = api.get("/api/flow_runs", flow="noop", limit=1000)
-    ended = max(ts(r["ended"]) for r in rows if r["ended"])
+    ended = last_success(api, "noop", runs, timeout=600)
     assert len(created) == runs
     rate = runs / (ended - first)
     res.add("throughput (first create -> last Success)", f"{rate:.0f} runs/s", ">= 150 runs/s", rate >= 150)
@@ -280,15 +283,7 @@ def bench_queued_throughput(api: Api, runs: int, *, lead: float, res: Results) -
         list(pool.map(lambda _: api.post("/api/flow_runs", body), range(runs)))
     if datetime.now(timezone.utc) >= due:
         print("    (creating took longer than the lead: the figure below includes creation)", flush=True)
-    deadline = time.monotonic() + lead + 600
-    while time.monotonic() < deadline:
-        if api.get("/api/flow_runs", flow="noop-queued", state="Success", limit=1, offset=runs - 1):
-            break
-        time.sleep(0.25)
-    else:
-        sys.exit("queued throughput runs did not all end Success within 10 minutes")
-    rows = api.get("/api/flow_runs", flow="noop-queued", limit=1000)
-    ended = max(ts(r["ended"]) for r in rows if r["ended"])
+    ended = last_success(api, "noop-queued", runs, timeout=lead + 600)
     rate = runs / (ended - due.timestamp())
     res.add("throughput, runs queued ahead (due -> last Success)", f"{rate:.0f} runs/s", ">= 150 runs/s", rate >= 150)
 
