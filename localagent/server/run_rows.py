@@ -50,6 +50,36 @@ def runs_with_history(conn: Connection, rows: Iterable[Any]) -> list[FlowRun]:
     return [run_model(row, history[row.id]) for row in rows]
 
 
+_RUN_WITH_HISTORY = (
+    sa.select(
+        flow_runs,
+        run_history.c.state.label("history_state"),
+        run_history.c.time.label("history_time"),
+        run_history.c.message.label("history_message"),
+    )
+    .select_from(flow_runs.outerjoin(run_history, run_history.c.run_id == flow_runs.c.id))
+    .where(flow_runs.c.id == sa.bindparam("run_id"))
+    .order_by(run_history.c.id)
+)
+
+
+def read_run(conn: Connection, run_id: str) -> FlowRun | None:
+    """One run with its history, read by ONE statement so the two always agree.
+
+    Two statements would read two snapshots (SQLite outside a transaction, PostgreSQL in READ COMMITTED):
+    a reader could see a state in the history but the run row from before it (no exit code yet).
+    """
+    rows = conn.execute(_RUN_WITH_HISTORY, {"run_id": run_id}).all()
+    if not rows:
+        return None
+    history = [
+        StateRecord(state=row.history_state, time=row.history_time, message=row.history_message)
+        for row in rows
+        if row.history_state is not None
+    ]
+    return run_model(rows[0], history)
+
+
 def run_with_history(conn: Connection, row: Any) -> FlowRun:
     records = conn.execute(_HISTORY_OF_ONE, {"run_id": row.id})
     return run_model(row, [StateRecord(state=r.state, time=r.time, message=r.message) for r in records])

@@ -27,7 +27,7 @@ from localagent.server.database import Database, dump_json
 from localagent.server.flows_store import FlowStore
 from localagent.server.names import generate_run_name
 from localagent.server.notify import RUNS, Notifier, logs_topic
-from localagent.server.run_rows import RUN_BY_ID, load_runs, run_model, run_with_history
+from localagent.server.run_rows import RUN_BY_ID, load_runs, read_run, run_model, run_with_history
 from localagent.server.tables import flow_runs, run_history
 from localagent.server.transitions import (
     MOVE_TO,
@@ -95,7 +95,10 @@ class RunStore:
 
     def get(self, run_id: str) -> FlowRun:
         with self._db.connect() as conn:
-            return run_with_history(conn, _row(conn, run_id))
+            run = read_run(conn, run_id)
+        if run is None:
+            raise ApiNotFound(404, f"flow run {run_id!r} not found")
+        return run
 
     def list_runs(
         self,
