@@ -41,6 +41,7 @@ from localagent.errors import LaunchError
 if TYPE_CHECKING:
     from localagent.agent.metrics import AgentMetrics
     from localagent.agent.reaper import ChildProcess, ChildReaper
+    from localagent.agent.state_batch import StateBatcher
     from localagent.api.client import ApiClient
     from localagent.config.model import AgentConfig
 
@@ -82,6 +83,7 @@ class RunExecution:
         metrics: AgentMetrics | None = None,
         on_finished: Callable[[RunExecution], None] | None = None,
         delivery_grace: float = DELIVERY_GRACE,
+        state_batcher: StateBatcher | None = None,
     ) -> None:
         self.claimed = claimed
         self.config = config
@@ -100,7 +102,7 @@ class RunExecution:
         self._stop: _StopRequest | None = None
         self._delivery_grace = delivery_grace
         self._give_up = GiveUp()
-        self._reporter = StateReporter(api, self.run_id, give_up=self._give_up)
+        self._reporter = StateReporter(api, self.run_id, give_up=self._give_up, batcher=state_batcher)
         self._label = f"{claimed.run.flow}/{claimed.run.name}"
         self._final_queued = threading.Condition()
         self._final: StateUpdate | None = None

@@ -35,6 +35,7 @@ from localagent.agent.registration import RUN_CONFIG_TYPES, AgentSession, Client
 from localagent.agent.reporter import wait_for_deliveries
 from localagent.agent.run_table import ExecutionFactory, RunOrigin, RunTable, default_execution_factory
 from localagent.agent.signals import RELOAD_SIGNALS, SignalInbox
+from localagent.agent.state_batch import StateBatchers
 from localagent.api.models import ClaimedRun, ClaimRequest
 from localagent.errors import ApiError, ApiNotFound, ConfigError, ServiceError
 
@@ -89,6 +90,7 @@ class Agent:
         self._loaded = loaded
         self._generation = 1
         self._config_error: str | None = None
+        self._state_batchers = StateBatchers()
         self._runs = RunTable(
             execution_factory=execution_factory or default_execution_factory(),
             reaper=reaper,
@@ -335,6 +337,7 @@ class Agent:
         # Runs free their slot once their final state is queued; deliver those before the API (the
         # embedded one in particular) goes away.
         wait_for_deliveries(DELIVERY_GRACE_ON_EXIT)  # logs what it had to give up on
+        self._state_batchers.close()
         self._session.close()
         self._runs.close()
         logger.info("agent stopped")
@@ -391,7 +394,8 @@ class Agent:
                     self._metrics.observe_poll(time.monotonic() - began, ok=True)
                     self._mark_contact()
                     self._session.report_recovery()
-                    self._runs.start(reply.runs, config, self._run_clients(origin.url, config), origin)
+                    batcher = self._state_batchers.for_api(endpoint.client)
+                    self._runs.start(reply.runs, config, self._run_clients(origin.url, config), origin, batcher)
                     self._claiming = None
                     self._runs.cancel(reply.cancel)
                 if config.agent.max_polls and polls >= config.agent.max_polls:

@@ -24,9 +24,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from localagent.agent.state_batch import DELIVERED, GIVEN_UP, REFUSED
 from localagent.errors import ApiConflict, ApiRejected, ApiUnavailable
 
 if TYPE_CHECKING:
+    from localagent.agent.state_batch import StateBatcher
     from localagent.api.models import FlowRun, StateUpdate
 
 log = logging.getLogger("localagent.run")
@@ -132,9 +134,16 @@ class StateReporter:
     """Delivers one run's state updates, each until the API has answered (or the run gives up)."""
 
     def __init__(
-        self, api: StateSink, run_id: str, *, give_up: GiveUp | None = None, initial_backoff: float = 0.5
+        self,
+        api: StateSink,
+        run_id: str,
+        *,
+        give_up: GiveUp | None = None,
+        initial_backoff: float = 0.5,
+        batcher: StateBatcher | None = None,
     ) -> None:
         self._api = api
+        self._batcher = batcher
         self._run_id = run_id
         self._initial_backoff = initial_backoff
         self.give_up = give_up or GiveUp()
@@ -142,7 +151,25 @@ class StateReporter:
         self.refused: list[tuple[StateUpdate, str]] = []
 
     def deliver(self, update: StateUpdate) -> bool:
-        """Send ``update`` until the API answers; ``True`` if it was stored or refused for good."""
+        """Send ``update`` until the API answers; ``True`` if it was stored or refused for good.
+
+        With a batcher, the update goes out in the batcher's next batch; it is sent alone, with the run's
+        token, only when the API would not take it in a batch.
+        """
+        if self._batcher is not None:
+            ticket = self._batcher.submit(self._run_id, update, self.give_up)
+            ticket.wait()
+            if ticket.outcome == DELIVERED:
+                self.delivered.append(update)
+                return True
+            if ticket.outcome == REFUSED:
+                self.refused.append((update, ticket.detail))
+                return True
+            if ticket.outcome == GIVEN_UP:
+                return False
+        return self._deliver_alone(update)
+
+    def _deliver_alone(self, update: StateUpdate) -> bool:
         backoff = self._initial_backoff
         warned = False
         while True:

@@ -29,6 +29,7 @@ from localagent.errors import ApiError
 if TYPE_CHECKING:
     from localagent.agent.console import ConsolePrinter
     from localagent.agent.reaper import ChildReaper
+    from localagent.agent.state_batch import StateBatcher
     from localagent.api.client import ApiClient
     from localagent.config.model import AgentConfig
 
@@ -70,6 +71,7 @@ class ExecutionFactory(Protocol):
         console: ConsolePrinter,
         metrics: AgentMetrics | None = None,
         on_finished: Callable[[Any], None] | None = None,
+        state_batcher: StateBatcher | None = None,
     ) -> RunHandle: ...
 
 
@@ -132,8 +134,12 @@ class RunTable:
         config: AgentConfig,
         client_for: Callable[[ClaimedRun], ApiClient],
         origin: RunOrigin,
+        state_batcher: StateBatcher | None = None,
     ) -> None:
-        """Start every claimed run with ``config`` (the config in force at the claim) and its own client."""
+        """Start every claimed run with ``config`` (the config in force at the claim) and its own client.
+
+        ``state_batcher`` (of the API that handed the runs out) carries their state reports together.
+        """
         for claimed in claimed_runs:
             run = claimed.run
             client = client_for(claimed)
@@ -152,6 +158,7 @@ class RunTable:
                     console=self._console,
                     metrics=self._metrics,
                     on_finished=self._finished,
+                    state_batcher=state_batcher,
                 )
                 with self._lock:  # in the table before start(): a fast run may finish inside start()
                     self._runs[run.id] = handle

@@ -12,6 +12,7 @@ Every request and response body of the orchestration API is one of these. The en
     GET    /api/flow_runs/{id}                      -> FlowRun                (with history)
     POST   /api/flow_runs/{id}/cancel               -> FlowRun
     POST   /api/flow_runs/{id}/state  StateUpdate   -> FlowRun                (409 on an illegal transition)
+    POST   /api/flow_runs/states      StateReports  -> StateReportResults     (many runs at once; API key only)
     POST   /api/flow_runs/{id}/logs   LogBatch      -> LogBatchResult         (a resent seq is stored once)
     GET    /api/flow_runs/{id}/logs?after=-1&limit=1000&wait=0 -> LogPage    (wait > 0 long-polls)
     POST   /api/agents                AgentRegister -> Agent
@@ -166,6 +167,36 @@ class StateUpdate(_Wire):
     message: str = Field(default="", max_length=10_000)
     pid: int | None = None
     exit_code: int | None = None
+
+
+class StateReport(StateUpdate):
+    """One entry of ``POST /api/flow_runs/states``: a state update of the run ``run_id``."""
+
+    run_id: str = Field(min_length=1, max_length=200)
+
+
+class StateReports(_Wire):
+    """``POST /api/flow_runs/states``: state updates of many runs, applied in order in one transaction.
+
+    An agent sends the reports of all its runs that are due together, so the API does one request and one
+    commit for them instead of one each. Each report is applied exactly as ``POST /api/flow_runs/{id}/state``
+    would apply it; one that is refused (unknown run, illegal move) does not stop the others.
+    """
+
+    reports: list[StateReport] = Field(min_length=1, max_length=1000)
+
+
+class StateReportResult(_Wire):
+    """What became of one report: ``status`` is the HTTP status the single-run endpoint would have answered."""
+
+    run_id: str
+    status: int = Field(description="200 stored (or a repeat of the current state); 404 unknown run; 409 refused")
+    state: StateName | None = Field(default=None, description="the run's state after the report (None on 404)")
+    detail: str = Field(default="", description="why it was refused")
+
+
+class StateReportResults(_Wire):
+    results: list[StateReportResult] = Field(description="one per report, in the order sent")
 
 
 class LogLine(_Wire):

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from fastapi import Depends, Request
-from starlette.concurrency import run_in_threadpool
 
 from localagent.errors import ApiUnauthorized
 from localagent.server.claims import hash_token
-from localagent.server.services import Services, services
+from localagent.server.services import Services, quick, services
 from localagent.server.tables import flow_runs
 
 
@@ -43,7 +42,7 @@ async def authenticate(request: Request, svc: Services = Depends(services)) -> P
         raise ApiUnauthorized(401, "missing API key: send 'Authorization: Bearer <key>'")
     if any(hmac.compare_digest(credential.encode(), key.encode()) for key in keys):
         return OPERATOR
-    run_id = await run_in_threadpool(_run_of_token, svc, credential)
+    run_id = await quick(svc, _run_of_token, svc, credential)
     if run_id is None:
         raise ApiUnauthorized(401, "invalid API key or run token")
     return Principal(run_id=run_id)

@@ -73,7 +73,16 @@ class ClaimPoll:
             while True:
                 # Before any wait the client has just asked; after one, it may have gone meanwhile.
                 check = still_wanted if waited else None
-                attempt = await run_in_threadpool(self._claims.claim_now, agent_id, request, check)
+                if self._shared:
+                    attempt = await run_in_threadpool(self._claims.claim_now, agent_id, request, check)
+                else:
+                    # SQLite: inline on the loop like every short call (see services.quick). Nothing else runs
+                    # on the loop until it returns, so checking the client just before is as late as checking
+                    # inside it; the check inside (which asks the loop) would deadlock with the loop waiting
+                    # for the database.
+                    if check is not None and await is_disconnected():
+                        return ClaimReply()
+                    attempt = self._claims.claim_now(agent_id, request, None)
                 remaining = deadline - time.monotonic()
                 if attempt.reply.runs or attempt.news or remaining <= 0 or self._notifier.closed:
                     return attempt.reply

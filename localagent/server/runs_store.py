@@ -13,7 +13,8 @@ repeat, a 404 or a 409).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -21,7 +22,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from localagent.api.models import FlowRun, FlowRunCreate, StateName, StateRecord, StateUpdate
+from localagent.api.models import (
+    FlowRun,
+    FlowRunCreate,
+    StateName,
+    StateRecord,
+    StateReport,
+    StateReportResult,
+    StateUpdate,
+)
 from localagent.errors import ApiConflict, ApiNotFound
 from localagent.server.database import Database, dump_json
 from localagent.server.flows_store import FlowStore
@@ -144,33 +153,87 @@ class RunStore:
 
     def set_state(self, run_id: str, update: StateUpdate) -> FlowRun:
         """Apply an agent's (or the run's own) state report; a repeat of the current state is a no-op."""
-        move = MOVE_TO.get(update.state)
         for _ in range(_CAS_ATTEMPTS):
             now = self._clock()
             with self._db.begin() as conn:
-                params = move_params(run_id, update.message, now, pid=update.pid, exit_code=update.exit_code)
-                row = None if move is None else conn.execute(move, params).first()
-                if row is not None:
-                    record_history(conn, run_id, update.state, now, update.message)
-                    retried = update.state in RETRYABLE and schedule_retry(conn, row, now, self._flows)
-                    if retried:
-                        row = _row(conn, run_id)
-                    run = run_with_history(conn, row)
+                moved = _move(conn, run_id, update, now, self._flows)
+                if moved is not None:
+                    run = run_with_history(conn, moved.row)
                     break
-                # Nothing moved: a repeat, an unknown run, an illegal move, or a run changed in between.
-                row = _row(conn, run_id)
-                current = S(row.state)
-                if update.state is current or _is_retried_echo(conn, row, update.state):
-                    return run_with_history(conn, row)
-                check_transition(run_id, current, update.state)
         else:
             raise ApiConflict(409, f"flow run {run_id} keeps changing; try again")
+        self._notifier.notify(*moved.topics)
+        return run
+
+    def set_states(self, reports: Sequence[StateReport]) -> list[StateReportResult]:
+        """Apply many reports in order, in one transaction; each exactly as :meth:`set_state` would.
+
+        A refused report (404, 409) is answered in its result and does not stop the others.
+        """
+        results: list[StateReportResult] = []
+        topics: set[str] = set()
+        with self._db.begin() as conn:
+            for report in reports:
+                update = report
+                if self._db.backend == "postgresql" and "\x00" in report.message:
+                    update = report.model_copy(update={"message": report.message.replace("\x00", "\ufffd")})
+                try:
+                    for _ in range(_CAS_ATTEMPTS):
+                        moved = _move(conn, report.run_id, update, self._clock(), self._flows)
+                        if moved is not None:
+                            break
+                    else:
+                        raise ApiConflict(409, f"flow run {report.run_id} keeps changing; try again")
+                except (ApiNotFound, ApiConflict) as exc:
+                    state = None if isinstance(exc, ApiNotFound) else _state_of(conn, report.run_id)
+                    results.append(
+                        StateReportResult(run_id=report.run_id, status=exc.status_code, state=state, detail=str(exc))
+                    )
+                    continue
+                topics.update(moved.topics)
+                results.append(StateReportResult(run_id=report.run_id, status=200, state=S(moved.row.state)))
+        if topics:
+            self._notifier.notify(*topics)
+        return results
+
+
+@dataclass(frozen=True)
+class _Moved:
+    """A state report applied (or found to be a repeat): the run's row now, and what to wake."""
+
+    row: Any
+    topics: tuple[str, ...] = ()
+
+
+def _move(conn: Connection, run_id: str, update: StateUpdate, now: datetime, flows: FlowStore) -> _Moved | None:
+    """Apply one state report inside ``conn``'s transaction; None when the run changed in between (retry).
+
+    Raises ``ApiNotFound`` for an unknown run and ``ApiConflict`` for an illegal move.
+    """
+    move = MOVE_TO.get(update.state)
+    params = move_params(run_id, update.message, now, pid=update.pid, exit_code=update.exit_code)
+    row = None if move is None else conn.execute(move, params).first()
+    if row is not None:
+        record_history(conn, run_id, update.state, now, update.message)
+        retried = update.state in RETRYABLE and schedule_retry(conn, row, now, flows)
+        if retried:
+            row = _row(conn, run_id)
         # Claims wait on RUNS: only a cancel to deliver or a retry to hand out concerns them.
         if update.state is S.CANCELLING or retried:
-            self._notifier.notify(RUNS, logs_topic(run_id))
-        else:
-            self._notifier.notify(logs_topic(run_id))
-        return run
+            return _Moved(row, (RUNS, logs_topic(run_id)))
+        return _Moved(row, (logs_topic(run_id),))
+    # Nothing moved: a repeat, an unknown run, an illegal move, or a run changed in between.
+    row = _row(conn, run_id)
+    current = S(row.state)
+    if update.state is current or _is_retried_echo(conn, row, update.state):
+        return _Moved(row)
+    check_transition(run_id, current, update.state)
+    return None
+
+
+def _state_of(conn: Connection, run_id: str) -> StateName | None:
+    state = conn.execute(sa.select(flow_runs.c.state).where(flow_runs.c.id == run_id)).scalar()
+    return None if state is None else S(state)
 
 
 def _row(conn: Connection, run_id: str) -> Any:

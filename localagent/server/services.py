@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any, TypeVar
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from localagent.server.agents_store import AgentStore
 from localagent.server.claim_poll import ClaimPoll
@@ -16,6 +19,8 @@ from localagent.server.logs_store import LogStore
 from localagent.server.notify import Notifier
 from localagent.server.runs_store import RunStore
 from localagent.server.settings import ServerSettings
+
+T = TypeVar("T")
 
 
 def utc_now() -> datetime:
@@ -53,6 +58,20 @@ class Services:
             claims=claims,
             claim_poll=ClaimPoll(claims, agents, notifier, database, settings, utc_now),
         )
+
+
+async def quick(svc: Services, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a short storage call (one small transaction) for a request.
+
+    On SQLite it runs right here on the event loop: the database is a local file whose writers are this
+    process, a call takes well under a millisecond, and the hop to a worker thread and back costs more than
+    the call itself (about 0.6 ms of CPU per request, measured). On a shared database (PostgreSQL: network
+    round trips, row locks held by other processes) it runs in the thread pool so the loop never waits.
+    Calls that can take long (log batches, long lists) always use the thread pool.
+    """
+    if svc.database.shared:
+        return await run_in_threadpool(call, *args, **kwargs)
+    return call(*args, **kwargs)
 
 
 async def services(request: Request) -> Services:

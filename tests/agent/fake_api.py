@@ -179,6 +179,7 @@ class FakeExecution:
         console: Any,
         metrics: Any = None,
         on_finished: Callable[[Any], None] | None = None,
+        state_batcher: Any = None,
         auto_finish: StateName | None = None,
         log: list[FakeExecution] | None = None,
     ) -> None:

@@ -29,6 +29,7 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
         ("get", "/api/flow_runs/x"),
         ("post", "/api/flow_runs/x/cancel"),
         ("post", "/api/flow_runs/x/state"),
+        ("post", "/api/flow_runs/states"),
         ("get", "/api/flow_runs/x/logs"),
         ("post", "/api/flow_runs/x/logs"),
         ("get", "/api/agents"),

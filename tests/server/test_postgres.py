@@ -171,6 +171,24 @@ def test_a_failed_run_is_retried_and_claimed_through_the_other_server(pg_url: st
         ]  # fmt: skip
 
 
+def test_batched_state_reports_on_postgresql(pg_url: str) -> None:
+    with ServerThread(address="127.0.0.1:0", database_url=pg_url) as server:
+        http = Http(server)
+        http.flow()
+        runs = [http.run()["id"] for _ in range(3)]
+        agent = http.agent()["id"]
+        assert len(http.claim(agent, slots=3)["runs"]) == 3
+        reports = [{"run_id": run, "state": "Running", "pid": 7} for run in runs]
+        reports += [{"run_id": runs[0], "state": "Success", "message": "a NUL \x00 in a message"}]
+        reports += [{"run_id": "missing", "state": "Running"}]
+        reply = http.post("/api/flow_runs/states", json={"reports": reports})
+        assert reply.status_code == 200, reply.text
+        assert [r["status"] for r in reply.json()["results"]] == [200, 200, 200, 200, 404]
+        done = http.ok("get", f"/api/flow_runs/{runs[0]}")
+        assert (done["state"], done["state_message"]) == ("Success", "a NUL \ufffd in a message")
+        assert http.states(runs[1]) == ["Scheduled", "Submitted", "Running"]
+
+
 def test_a_claim_waiting_on_one_server_gets_a_run_created_on_the_other(pg_url: str) -> None:
     with (
         ServerThread(address="127.0.0.1:0", database_url=pg_url) as one,

@@ -9,7 +9,7 @@ from localagent.api.models import Agent, AgentRegister, ClaimReply, ClaimRequest
 from localagent.server.auth import require_operator
 from localagent.server.checks import int64
 from localagent.server.http_errors import ERROR_RESPONSES
-from localagent.server.services import Services, services
+from localagent.server.services import Services, quick, services
 
 router = APIRouter(
     prefix="/api/agents", tags=["agents"], responses=ERROR_RESPONSES, dependencies=[Depends(require_operator)]
@@ -19,7 +19,7 @@ router = APIRouter(
 @router.post("", summary="Register an agent (a new id every time)")
 async def register_agent(request: AgentRegister, svc: Services = Depends(services)) -> Agent:
     int64(request.config_generation, "body.config_generation")
-    return await run_in_threadpool(svc.agents.register, request)
+    return await quick(svc, svc.agents.register, request)
 
 
 @router.get("", summary="Every agent, with `lost` set for silent ones")
@@ -30,7 +30,7 @@ async def list_agents(svc: Services = Depends(services)) -> list[Agent]:
 @router.post("/{agent_id}/heartbeat", summary="The agent is alive; the reply lists runs to cancel")
 async def heartbeat(agent_id: str, beat: Heartbeat, svc: Services = Depends(services)) -> HeartbeatReply:
     int64(beat.config_generation, "body.config_generation")
-    return await run_in_threadpool(svc.agents.heartbeat, agent_id, beat)
+    return await quick(svc, svc.agents.heartbeat, agent_id, beat)
 
 
 @router.post("/{agent_id}/claim", summary="Claim up to `slots` due runs; long-polls up to `wait` seconds")

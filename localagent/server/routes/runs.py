@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
-from localagent.api.models import FlowRun, FlowRunCreate, StateName, StateUpdate
+from localagent.api.models import FlowRun, FlowRunCreate, StateName, StateReportResults, StateReports, StateUpdate
 from localagent.server.auth import require_operator, require_run_access
 from localagent.server.checks import int64, utc
 from localagent.server.http_errors import ERROR_RESPONSES
-from localagent.server.services import Services, services
+from localagent.server.services import Services, quick, services
 
 router = APIRouter(prefix="/api/flow_runs", tags=["flow runs"], responses=ERROR_RESPONSES)
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/flow_runs", tags=["flow runs"], responses=ERROR_
 async def create_run(request: FlowRunCreate, svc: Services = Depends(services)) -> FlowRun:
     if request.scheduled_start is not None:
         request = request.model_copy(update={"scheduled_start": utc(request.scheduled_start, "body.scheduled_start")})
-    return await run_in_threadpool(svc.runs.create, request)
+    return await quick(svc, svc.runs.create, request)
 
 
 @router.get("", summary="Runs, newest first", dependencies=[Depends(require_operator)])
@@ -37,12 +37,12 @@ async def list_runs(
 
 @router.get("/{run_id}", summary="One run with its state history", dependencies=[Depends(require_run_access)])
 async def get_run(run_id: str, svc: Services = Depends(services)) -> FlowRun:
-    return await run_in_threadpool(svc.runs.get, run_id)
+    return await quick(svc, svc.runs.get, run_id)
 
 
 @router.post("/{run_id}/cancel", summary="Cancel a run", dependencies=[Depends(require_operator)])
 async def cancel_run(run_id: str, svc: Services = Depends(services)) -> FlowRun:
-    return await run_in_threadpool(svc.runs.cancel, run_id)
+    return await quick(svc, svc.runs.cancel, run_id)
 
 
 @router.post(
@@ -53,4 +53,17 @@ async def cancel_run(run_id: str, svc: Services = Depends(services)) -> FlowRun:
 async def set_state(run_id: str, update: StateUpdate, svc: Services = Depends(services)) -> FlowRun:
     int64(update.pid, "body.pid")
     int64(update.exit_code, "body.exit_code")
-    return await run_in_threadpool(svc.runs.set_state, run_id, update)
+    return await quick(svc, svc.runs.set_state, run_id, update)
+
+
+@router.post(
+    "/states",
+    summary="Report the states of many runs at once (in order, one transaction; each as /{run_id}/state would)",
+    dependencies=[Depends(require_operator)],
+)
+async def set_states(request: StateReports, svc: Services = Depends(services)) -> StateReportResults:
+    for index, report in enumerate(request.reports):
+        int64(report.pid, f"body.reports.{index}.pid")
+        int64(report.exit_code, f"body.reports.{index}.exit_code")
+    results = await quick(svc, svc.runs.set_states, request.reports)
+    return StateReportResults(results=results)
