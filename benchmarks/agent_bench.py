@@ -3,6 +3,8 @@
     python benchmarks/agent_bench.py            # the full run, about 3 minutes on 2 cores
     python benchmarks/agent_bench.py --quick    # smaller counts, about 1 minute
     python benchmarks/agent_bench.py --keep     # keep the temp dir (agent logs, database) for a look
+    python benchmarks/agent_bench.py --only output   # just the output overhead (embedded system)
+    python benchmarks/agent_bench.py --only rss      # latency + throughput + output runs, then embedded RSS
 
 It starts the real system as a user would: ``localagent run -c <temp config>`` as a subprocess (embedded
 API on a free port, ``health.address`` on another, ``state_dir`` in a temp dir), and for the agent-only
@@ -375,6 +377,33 @@ def separate(work: Path) -> Iterator[tuple[Api, Proc]]:
         server.stop()
 
 
+def run_all(work: Path, scale: Scale, res: Results) -> None:
+    with embedded(work) as (api, agent):
+        res.add("RSS, embedded, at start", f"{rss_mib(agent.pid):.0f} MiB")
+        bench_latency(api, work, scale.latency_runs, res)
+        bench_throughput(api, scale.throughput_runs, res)
+        bench_output(api, work, scale.output_mb, res)
+        bench_idle(agent.pid, scale.idle_seconds, "embedded (after the runs above)", 120, res)
+    with separate(work) as (api, agent):
+        api.flow("warm", ["true"])
+        for run_id in [api.create("warm")["id"] for _ in range(50)]:
+            api.wait_final(run_id, poll=0.05)
+        bench_idle(agent.pid, scale.idle_seconds, "agent only (after 50 runs)", 60, res)
+
+
+def run_only(part: str, work: Path, scale: Scale, res: Results) -> None:
+    """One part of the embedded benchmark (``--only``), for a quick measure while working on it."""
+    with embedded(work) as (api, agent):
+        res.add("RSS, embedded, at start", f"{rss_mib(agent.pid):.0f} MiB")
+        if part == "rss":
+            bench_latency(api, work, scale.latency_runs, res)
+            bench_throughput(api, scale.throughput_runs, res)
+        bench_output(api, work, scale.output_mb, res)
+        time.sleep(3.0)  # let the last shipping and reporting settle, as bench_idle does
+        rss = rss_mib(agent.pid)
+        res.add("RSS, embedded (after the runs above)", f"{rss:.0f} MiB", "<= 120 MiB", rss <= 120)
+
+
 def print_table(res: Results, scale: Scale, command: str) -> None:
     print()
     print(f"localagent agent benchmark, {datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPUs, {command}")
@@ -391,28 +420,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts (about a minute)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with the agent logs")
+    parser.add_argument(
+        "--only",
+        choices=("output", "rss"),
+        help="output: just the output overhead run; rss: the embedded runs and its RSS (no idle CPU wait, "
+        "no agent-only part)",
+    )
     args = parser.parse_args()
     scale = QUICK if args.quick else FULL
     work = Path(tempfile.mkdtemp(prefix="localagent-agent-bench-"))
     res = Results()
     try:
-        with embedded(work) as (api, agent):
-            res.add("RSS, embedded, at start", f"{rss_mib(agent.pid):.0f} MiB")
-            bench_latency(api, work, scale.latency_runs, res)
-            bench_throughput(api, scale.throughput_runs, res)
-            bench_output(api, work, scale.output_mb, res)
-            bench_idle(agent.pid, scale.idle_seconds, "embedded (after the runs above)", 120, res)
-        with separate(work) as (api, agent):
-            api.flow("warm", ["true"])
-            for run_id in [api.create("warm")["id"] for _ in range(50)]:
-                api.wait_final(run_id, poll=0.05)
-            bench_idle(agent.pid, scale.idle_seconds, "agent only (after 50 runs)", 60, res)
+        if args.only is not None:
+            run_only(args.only, work, scale, res)
+        else:
+            run_all(work, scale, res)
     finally:
         if args.keep:
             print(f"\nagent logs and databases kept in {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print_table(res, scale, "python benchmarks/agent_bench.py" + (" --quick" if args.quick else ""))
+    command = "python benchmarks/agent_bench.py" + (" --quick" if args.quick else "")
+    print_table(res, scale, command + (f" --only {args.only}" if args.only else ""))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -18,6 +19,7 @@ from localagent.agent.spool import LineReader, RunSpool
 
 _BATCH_LINES = 2000
 _IDLE_WAIT = 1.0
+_MAX_DEFER = 1.0  # while the spool is busy (the child outpaces the agent), print at most this often
 
 
 class ConsolePrinter:
@@ -74,13 +76,18 @@ class ConsoleFollower:
 
     def _follow(self) -> None:
         reader = self._reader
+        spool = self._spool
+        last_printed = time.monotonic()
         while not self._stop.is_set() and not reader.finished:
             if not self._console.enabled:
                 reader.skip_to_end()
             else:
+                if spool.busy:
+                    spool.wait_while_busy(last_printed + _MAX_DEFER)
                 lines = reader.read_lines(_BATCH_LINES)
                 if lines:
                     self._console.print_lines(self._prefix, [line.text for line in lines])
+                    last_printed = time.monotonic()
                     continue
             if self._spool.closed and reader.offset >= self._spool.size:
                 if not self._console.enabled or reader.finished:

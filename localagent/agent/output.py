@@ -7,6 +7,10 @@ is kept, the middle is only counted and the tail is kept in memory (bounded); at
 saying how much was cut is written between them. The run's own thread may call :meth:`OutputPump.run`
 with a ``tick`` to watch its process between reads, so one thread serves both.
 
+A read that finds a lot in the pipe (:data:`BUSY_READ`) means the child writes faster than we read: the
+pump marks the spool busy (:meth:`~localagent.agent.spool.RunSpool.mark_busy`) so its readers (shipper,
+console) hold back and leave the GIL to it, instead of making it wait while the child blocks on a full pipe.
+
 Usage::
 
     pump = OutputPump(spool, max_output=64 << 20)
@@ -34,6 +38,7 @@ log = logging.getLogger("localagent.run")
 READ_CHUNK = 1 << 20
 MAX_TAIL = 8 << 20  # the tail kept past max_run_output is at most this (and at most half the cap)
 _MAX_READS = 16
+BUSY_READ = 64 << 10  # a read this big: the writer outpaces us (a line-at-a-time writer leaves far less)
 _F_SETPIPE_SZ = 1031  # Linux: a bigger pipe lets the child write more before it has to wait for us
 
 
@@ -159,6 +164,8 @@ class OutputPump:
                     self._on_data()
                 return False
             got = True
+            if len(data) >= BUSY_READ:
+                self._spool.mark_busy(time.monotonic())
             if not self.failed:
                 try:
                     self._take(stream, data)

@@ -6,6 +6,9 @@ unreachable API never slows the child: output waits on disk. Lines are numbered 
 (no model per line), and goes out when it holds ~1 MiB or 5,000 lines, when its oldest line is
 ``flush_interval`` old, or when the output has ended. While the API is unreachable the same batch is
 retried with back-off; the server stores a resent seq once, so a resend after a lost answer is harmless.
+While the run writes faster than the agent reads (the spool is *busy*), the shipper holds back, sending
+at most one batch per ``max_defer`` seconds, so it does not take the GIL from the pipe reader; what waits
+stays on disk and goes out at full speed once the writer slows down or ends.
 
 Usage::
 
@@ -22,6 +25,7 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Protocol
 
+from localagent.agent.memory import release_free_memory
 from localagent.agent.reporter import GiveUp
 from localagent.agent.spool import LineReader, OutputLine, RunSpool
 from localagent.errors import ApiNotFound, ApiRejected, ApiUnauthorized, ApiUnavailable
@@ -34,7 +38,10 @@ log = logging.getLogger("localagent.run")
 MAX_BATCH_BYTES = 1 << 20  # the encoded JSON body of one batch stays under ~1 MiB
 MAX_BATCH_LINES = 5_000
 FLUSH_INTERVAL = 0.5
+MAX_DEFER = 1.0  # while the spool is busy, at most this long between batches
 MAX_BACKOFF = 5.0
+TRIM_AFTER_BYTES = 1 << 20  # a run that shipped this much hands the freed heap back to the OS at its end
+FORCE_TRIM_BYTES = 16 << 20  # ... and past this much, even if another run trimmed a moment ago
 _LINE_OVERHEAD = 72  # JSON around one line's text: {"seq":N,"time":"...","stream":"stdout","text":""},
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -61,6 +68,7 @@ class LogShipper:
         first_seq: int = 0,
         metrics: LogMetrics | None = None,
         flush_interval: float = FLUSH_INTERVAL,
+        max_defer: float = MAX_DEFER,
         initial_backoff: float = 0.5,
         give_up: GiveUp | None = None,
     ) -> None:
@@ -71,11 +79,13 @@ class LogShipper:
         self._next_seq = first_seq
         self._metrics = metrics
         self._flush_interval = flush_interval
+        self._max_defer = max_defer
         self._initial_backoff = initial_backoff
         self._give_up = give_up or GiveUp()
         self._thread: threading.Thread | None = None
         self._times: dict[float, str] = {}
         self.shipped = 0
+        self.shipped_bytes = 0  # JSON bytes of the batches the API stored
         self.dropped = 0
         self.delivered = False  # every line of the closed spool reached the API
         self.refused = False  # the API refuses this run's output for good (run gone, token revoked)
@@ -101,13 +111,20 @@ class LogShipper:
             self._ship_all()
         except Exception:
             log.exception("shipping the output of run %s failed", self._run_id)
+        if self.shipped_bytes >= TRIM_AFTER_BYTES:
+            # The batches (and, embedded, the server's parsed rows) are garbage now; a big run always trims.
+            release_free_memory(force=self.shipped_bytes >= FORCE_TRIM_BYTES)
 
     def _ship_all(self) -> None:
         batch: list[dict[str, object]] = []
         batch_bytes = 0
         batch_started = 0.0
         reader = self._reader
+        spool = self._spool
+        last_sent = time.monotonic()
         while not self._give_up.is_set():
+            if spool.busy:
+                spool.wait_while_busy(last_sent + self._max_defer)
             lines = reader.read_lines(MAX_BATCH_LINES - len(batch))
             if lines:
                 if not batch:
@@ -123,6 +140,7 @@ class LogShipper:
                 batch, batch_bytes = [], 0  # only the encoded bytes are held while delivering
                 if not self._deliver(body, count):
                     return
+                last_sent = time.monotonic()
                 continue
             if ended:
                 self.delivered = True
@@ -176,6 +194,7 @@ class LogShipper:
                 continue
             if failed_before:
                 log.info("run %s: the API is back, shipping spooled output", self._run_id)
+            self.shipped_bytes += len(body)
             self._count(shipped=count)
             return True
 

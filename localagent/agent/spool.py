@@ -7,6 +7,11 @@ their own pace with a :class:`LineReader`, which splits lines, splits very long 
 UTF-8. The file lives in ``<state_dir>/spool/<run_id>/``, so output waiting for an unreachable API costs
 disk, not memory.
 
+While the writer is *busy* (each read finds a lot waiting: the child writes as fast as it can), readers
+hold back with :meth:`RunSpool.wait_while_busy`: in one process they all share the GIL with the pipe
+reader, and every moment it waits for the GIL the child may be blocked on a full pipe. Readers decide how
+long they are willing to hold back; the end of the output (the spool is closed) releases them at once.
+
 Usage::
 
     spool = RunSpool.create(state_dir / "spool" / run_id)
@@ -22,6 +27,7 @@ import os
 import shutil
 import struct
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -30,6 +36,8 @@ STDOUT, STDERR, SYSTEM = 0, 1, 2
 StreamName = Literal["stdout", "stderr", "system"]
 STREAM_NAMES: tuple[StreamName, StreamName, StreamName] = ("stdout", "stderr", "system")
 MAX_LINE_CHARS = 64 * 1024  # longer lines are split into pieces of this size
+
+BUSY_HOLD = 0.1  # seconds a reader holds back after the writer last found a lot waiting in the pipe
 
 _HEADER = struct.Struct("<BdI")  # stream, read time (epoch seconds), length
 
@@ -53,6 +61,8 @@ class RunSpool:
         self._changed = threading.Condition()
         self._size = 0  # a spool left by an earlier attempt of this run is started afresh
         self._closed = False
+        self._ended = threading.Event()  # set with _closed: wakes readers holding back for a busy writer
+        self._busy_until = 0.0  # time.monotonic() until which the writer counts as busy
         self._created = False
 
     @classmethod
@@ -80,6 +90,27 @@ class RunSpool:
         """No frame will be appended any more (the run's output has ended)."""
         return self._closed
 
+    @property
+    def busy(self) -> bool:
+        """The writer found a lot waiting in the pipe a moment ago and the output has not ended."""
+        return not self._closed and time.monotonic() < self._busy_until
+
+    def mark_busy(self, now: float) -> None:
+        """The writer (at ``now``, ``time.monotonic()``) is busy: readers hold back for :data:`BUSY_HOLD`."""
+        self._busy_until = now + BUSY_HOLD
+
+    def wait_while_busy(self, deadline: float) -> None:
+        """Sleep while the writer is busy, until ``deadline`` (``time.monotonic()``) at the latest.
+
+        Wakes at once when the output ends: its tail is shipped and printed without delay.
+        """
+        while not self._closed:
+            now = time.monotonic()
+            until = min(self._busy_until, deadline)
+            if now >= until:
+                return
+            self._ended.wait(until - now)
+
     def append(self, stream: int, when: float, data: bytes) -> None:
         if self._fd < 0:
             if self._closed:
@@ -100,6 +131,7 @@ class RunSpool:
                 if self._fd >= 0:
                     os.close(self._fd)
             self._changed.notify_all()
+        self._ended.set()
 
     def wait_beyond(self, offset: int, timeout: float | None) -> bool:
         """Wait until the file grows past ``offset`` or is closed; ``True`` if either happened."""
