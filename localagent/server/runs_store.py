@@ -40,7 +40,9 @@ from localagent.server.run_rows import RUN_BY_ID, load_runs, read_run, run_model
 from localagent.server.tables import flow_runs, run_history
 from localagent.server.transitions import (
     MOVE_TO,
+    MOVE_TO_SLIM,
     RETRYABLE,
+    HistoryRows,
     apply_transition,
     check_transition,
     move_params,
@@ -172,6 +174,7 @@ class RunStore:
         """
         results: list[StateReportResult] = []
         topics: set[str] = set()
+        history = HistoryRows()
         with self._db.begin() as conn:
             for report in reports:
                 update = report
@@ -179,7 +182,7 @@ class RunStore:
                     update = report.model_copy(update={"message": report.message.replace("\x00", "\ufffd")})
                 try:
                     for _ in range(_CAS_ATTEMPTS):
-                        moved = _move(conn, report.run_id, update, self._clock(), self._flows)
+                        moved = _move(conn, report.run_id, update, self._clock(), self._flows, history=history)
                         if moved is not None:
                             break
                     else:
@@ -192,6 +195,7 @@ class RunStore:
                     continue
                 topics.update(moved.topics)
                 results.append(StateReportResult(run_id=report.run_id, status=200, state=S(moved.row.state)))
+            history.flush(conn)
         if topics:
             self._notifier.notify(*topics)
         return results
@@ -205,16 +209,30 @@ class _Moved:
     topics: tuple[str, ...] = ()
 
 
-def _move(conn: Connection, run_id: str, update: StateUpdate, now: datetime, flows: FlowStore) -> _Moved | None:
+def _move(
+    conn: Connection,
+    run_id: str,
+    update: StateUpdate,
+    now: datetime,
+    flows: FlowStore,
+    *,
+    history: HistoryRows | None = None,
+) -> _Moved | None:
     """Apply one state report inside ``conn``'s transaction; None when the run changed in between (retry).
 
-    Raises ``ApiNotFound`` for an unknown run and ``ApiConflict`` for an illegal move.
+    Raises ``ApiNotFound`` for an unknown run and ``ApiConflict`` for an illegal move. With ``history`` (a
+    batch), the history record is gathered there and the row returned by a move holds only ``SLIM_COLUMNS``.
     """
-    move = MOVE_TO.get(update.state)
+    move = (MOVE_TO if history is None else MOVE_TO_SLIM).get(update.state)
     params = move_params(run_id, update.message, now, pid=update.pid, exit_code=update.exit_code)
     row = None if move is None else conn.execute(move, params).first()
     if row is not None:
-        record_history(conn, run_id, update.state, now, update.message)
+        if history is None:
+            record_history(conn, run_id, update.state, now, update.message)
+        else:
+            history.add(run_id, update.state, now, update.message)
+            if update.state in RETRYABLE:
+                history.flush(conn)  # a retry adds its own record next
         retried = update.state in RETRYABLE and schedule_retry(conn, row, now, flows)
         if retried:
             row = _row(conn, run_id)
@@ -223,6 +241,8 @@ def _move(conn: Connection, run_id: str, update: StateUpdate, now: datetime, flo
             return _Moved(row, (RUNS, logs_topic(run_id)))
         return _Moved(row, (logs_topic(run_id),))
     # Nothing moved: a repeat, an unknown run, an illegal move, or a run changed in between.
+    if history is not None:
+        history.flush(conn)  # the echo check below reads the run's history
     row = _row(conn, run_id)
     current = S(row.state)
     if update.state is current or _is_retried_echo(conn, row, update.state):

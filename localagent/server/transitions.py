@@ -43,7 +43,7 @@ SOURCES: dict[StateName, tuple[StateName, ...]] = {
 """The states from which each state may be reached through the API."""
 
 
-def _move_statement(new: StateName) -> sa.Update:
+def _move_statement(new: StateName, *, slim: bool = False) -> sa.Update:
     sources: list[sa.ColumnElement[Any]] = [
         sa.literal_column(f"'{state.value}'") for state in SOURCES[new]
     ]  # enum values: safe to inline
@@ -63,11 +63,15 @@ def _move_statement(new: StateName) -> sa.Update:
         sa.update(flow_runs)
         .where(flow_runs.c.id == sa.bindparam("run_id"), flow_runs.c.state.in_(sources))
         .values(values)
-        .returning(*flow_runs.c)
+        .returning(*(SLIM_COLUMNS if slim else flow_runs.c))
     )
 
 
+SLIM_COLUMNS = (flow_runs.c.id, flow_runs.c.state, flow_runs.c.attempt, flow_runs.c.flow, flow_runs.c.flow_version)
+"""What a batched state report needs back (its result, and a retry): no times to convert, no JSON to parse."""
+
 MOVE_TO: dict[StateName, sa.Update] = {new: _move_statement(new) for new in StateName if SOURCES[new]}
+MOVE_TO_SLIM: dict[StateName, sa.Update] = {new: _move_statement(new, slim=True) for new in StateName if SOURCES[new]}
 
 
 def move_params(
@@ -127,6 +131,24 @@ _INSERT_HISTORY = run_history.insert()
 
 def record_history(conn: Connection, run_id: str, state: StateName, now: datetime, message: str) -> None:
     conn.execute(_INSERT_HISTORY, {"run_id": run_id, "state": state.value, "time": now, "message": message})
+
+
+class HistoryRows:
+    """History records gathered while a batch of reports is applied, inserted in one ``executemany``.
+
+    Flush before anything reads a run's history or adds to it directly (a retry), so the order holds.
+    """
+
+    def __init__(self) -> None:
+        self._rows: list[dict[str, Any]] = []
+
+    def add(self, run_id: str, state: StateName, now: datetime, message: str) -> None:
+        self._rows.append({"run_id": run_id, "state": state.value, "time": now, "message": message})
+
+    def flush(self, conn: Connection) -> None:
+        if self._rows:
+            conn.execute(_INSERT_HISTORY, self._rows)
+            self._rows = []
 
 
 def record_histories(conn: Connection, run_ids: list[str], state: StateName, now: datetime, message: str) -> None:
