@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from localagent.config.render import MASK, SECRET_ENV_NAME
+from localagent.config.render import MASK, SECRET_ENV_NAME, redact_url
 
 if TYPE_CHECKING:
     from localagent.config import LoadedConfig
@@ -54,16 +54,6 @@ def _is_secret(key: str) -> bool:
     if key == "api.key":
         return True
     return key.startswith("runs.env.") and SECRET_ENV_NAME.search(key.removeprefix("runs.env.")) is not None
-
-
-def redact_url(url: str) -> str:
-    """``scheme://user:password@host/db`` -> ``scheme://user:********@host/db``; other text unchanged."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user, has_password, _ = credentials.partition(":")
-    return f"{scheme}://{user}:{MASK}@{host}" if has_password else url
 
 
 def show(key: str, value: Any) -> str:

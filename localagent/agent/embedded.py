@@ -23,7 +23,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from localagent.agent.config_diff import redact_url
+from localagent.config.render import redact_url
 from localagent.errors import ServiceError
 
 if TYPE_CHECKING:

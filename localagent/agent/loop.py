@@ -37,6 +37,7 @@ from localagent.agent.run_table import ExecutionFactory, RunOrigin, RunTable, de
 from localagent.agent.signals import RELOAD_SIGNALS, SignalInbox
 from localagent.agent.state_batch import StateBatchers
 from localagent.api.models import ClaimedRun, ClaimRequest
+from localagent.config.render import public_hash
 from localagent.errors import ApiError, ApiNotFound, ConfigError, ServiceError
 
 if TYPE_CHECKING:
@@ -218,7 +219,7 @@ class Agent:
             logger.info("config reload: nothing changed (generation %d)", self._generation)
             return
         self.apply_config(loaded)
-        logger.info("config reloaded: generation %d (hash %s)", self._generation, loaded.hash[:12])
+        logger.info("config reloaded: generation %d (hash %s)", self._generation, public_hash(loaded)[:12])
 
     # -- run ----------------------------------------------------------------------------------------
 
@@ -519,7 +520,7 @@ class Agent:
             "config": {
                 "files": [str(path) for path in loaded.files],
                 "generation": generation,
-                "hash": loaded.hash,
+                "hash": public_hash(loaded),
                 "error": error,
             },
             "last_poll": self._last_contact_wall.isoformat() if self._last_contact_wall else None,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from localagent import __version__
 from localagent.api.models import AgentRegister, Heartbeat
+from localagent.config.render import public_hash
 from localagent.errors import ApiError, ApiNotFound
 
 if TYPE_CHECKING:
@@ -211,7 +212,7 @@ class AgentSession:
                 hostname=socket.gethostname(),
                 version=__version__,
                 config_generation=generation,
-                config_hash=loaded.hash,
+                config_hash=public_hash(loaded),
                 config_error=error,
             )
             try:
@@ -243,7 +244,7 @@ class AgentSession:
             labels=list(loaded.config.agent.effective_labels()),
             run_unlabeled=loaded.config.agent.run_unlabeled,
             config_generation=generation,
-            config_hash=loaded.hash,
+            config_hash=public_hash(loaded),
             config_error=error,
         )
 

@@ -34,8 +34,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from localagent.agent.config_diff import describe_changes, diff_configs, redact_url
+from localagent.agent.config_diff import describe_changes, diff_configs
 from localagent.config.loader import config_hash
+from localagent.config.render import public_hash, redact_url
 from localagent.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -265,7 +266,7 @@ class ReloadCoordinator:
                     "config reload (%s): nothing changed, keeping generation %d (hash %s)",
                     trigger,
                     self._agent.generation,
-                    loaded.hash[:12],
+                    public_hash(loaded)[:12],
                 )
                 return False
             old = self._agent.loaded
@@ -288,7 +289,7 @@ class ReloadCoordinator:
                 self._agent.generation,
                 describe_changes(changes),
                 trigger,
-                loaded.hash[:12],
+                public_hash(loaded)[:12],
             )
         if self._on_applied is not None:
             self._on_applied()

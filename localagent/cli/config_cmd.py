@@ -32,6 +32,7 @@ def validate(options: RunOptions) -> None:
       localagent config validate -c base.toml -c host.toml
     """
     from localagent.config import load_config
+    from localagent.config.render import public_hash
     from localagent.errors import ConfigError
 
     try:
@@ -43,7 +44,7 @@ def validate(options: RunOptions) -> None:
         typer.echo(f"config is invalid: {count} problem{'s' if count != 1 else ''}", err=True)
         raise typer.Exit(EXIT_INVALID) from None
     what = ", ".join(str(path) for path in options.config) or "built-in defaults"
-    typer.echo(f"OK: {what} is valid (hash {loaded.hash[:12]})")
+    typer.echo(f"OK: {what} is valid (hash {public_hash(loaded)[:12]})")
 
 
 @app.command("show")

@@ -48,7 +48,10 @@ class LoadedConfig:
     ``origins`` maps each dotted key (``agent.labels``, ``runs.env.TZ``) to ``default``,
     ``<file>:<line>``, ``env LOCALAGENT_...`` or ``flag --...`` (joined by `` + `` when a flag added to
     an array). ``hash`` is a sha256 of the effective config, secrets included (so a rotated key counts
-    as a change) but never shown. ``api_key`` is ``api.key``, else the content of ``api.key_file``.
+    as a change), for this process only; what is shown or sent to the API is
+    :func:`localagent.config.render.public_hash`, which leaves the secrets out (a hash over a weak key
+    could be guessed offline by someone who knows the rest of the config). ``api_key`` is ``api.key``,
+    else the content of ``api.key_file``.
     """
 
     config: AgentConfig

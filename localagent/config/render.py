@@ -13,6 +13,7 @@ because TOML has no null.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -36,6 +37,29 @@ def masked_document(loaded: LoadedConfig) -> dict[str, Any]:
         if SECRET_ENV_NAME.search(name):
             env[name] = MASK
     return document
+
+
+def public_hash(loaded: LoadedConfig) -> str:
+    """sha256 hex of the effective config with its secrets masked: what is shown, logged and reported.
+
+    ``loaded.hash`` covers the secrets too (a rotated key is a change), but a hash over a weak key could be
+    guessed offline by anyone who knows the rest of the config, so it never leaves the process.
+    """
+    document = masked_document(loaded)
+    if document["server"].get("database"):
+        document["server"]["database"] = redact_url(document["server"]["database"])
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def redact_url(url: str) -> str:
+    """``scheme://user:password@host/db`` -> ``scheme://user:********@host/db``; other text unchanged."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user, has_password, _ = credentials.partition(":")
+    return f"{scheme}://{user}:{MASK}@{host}" if has_password else url
 
 
 def toml_key(key: str) -> str:
@@ -110,7 +134,7 @@ def _write_table(
 
 def render_toml(loaded: LoadedConfig, sources: bool = False) -> str:
     """The effective config as TOML; with ``sources`` each key says where its value came from."""
-    header = [f"# effective configuration (hash {loaded.hash[:12]})"]
+    header = [f"# effective configuration (hash {public_hash(loaded)[:12]})"]
     if loaded.files:
         header.append("# files: " + ", ".join(str(f) for f in loaded.files))
     comments = dict(loaded.origins) if sources else {}

@@ -19,6 +19,7 @@ from localagent.agent.run_table import RunOrigin, RunTable
 from localagent.agent.signals import SignalInbox
 from localagent.api.models import StateName
 from localagent.config import LoadedConfig
+from localagent.config.render import public_hash
 from localagent.errors import ConfigError, ConfigProblem
 from tests.agent.fake_api import FakeConsole, FakeExecution, FakeServer, claimed_run, loaded_config
 
@@ -194,7 +195,8 @@ def test_heartbeat_reports_running_runs_and_config(tmp_path: Path) -> None:
     beat = server.heartbeats[-1]
     assert beat.labels == ["x"]
     assert beat.config_generation == 1
-    assert beat.config_hash == harness.agent.loaded.hash
+    assert beat.config_hash == public_hash(harness.agent.loaded)
+    assert beat.config_hash != harness.agent.loaded.hash  # the one with secrets never leaves the process
     assert beat.config_error is None
     harness.executions[0].finish(StateName.SUCCESS)
     harness.inbox.deliver(signal.SIGTERM)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from localagent.config import FlagOverrides, FlagSetting, load_config
+from localagent.config.render import public_hash
 from tests.config.conftest import WriteToml
 
 
@@ -126,3 +127,17 @@ def test_hash_is_stable_and_changes_with_content(write_toml: WriteToml) -> None:
     other = load_config([path], FlagOverrides(labels=("x",)), {}).hash
     assert same
     assert other != load_config([path], environ={}).hash
+
+
+def test_public_hash_leaves_secrets_out(write_toml: WriteToml) -> None:
+    path = write_toml(
+        "agent.toml",
+        '[api]\nkey = "${TOKEN}"\n[runs.env]\nDB_PASSWORD = "${PW}"\nTZ = "UTC"\n'
+        '[server]\ndatabase = "postgresql://app:${PW}@db/la"\n',
+    )
+    weak = load_config([path], environ={"TOKEN": "1234", "PW": "a"})
+    strong = load_config([path], environ={"TOKEN": "9f8e7d6c5b4a", "PW": "b"})
+    assert weak.hash != strong.hash  # inside the process a rotated secret is a change
+    assert public_hash(weak) == public_hash(strong)  # what is shown and reported cannot reveal them
+    other_tz = write_toml("other.toml", '[api]\nkey = "1234"\n[runs.env]\nTZ = "CET"\n')
+    assert public_hash(load_config([other_tz], environ={})) != public_hash(weak)

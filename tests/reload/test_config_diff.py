@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from localagent.agent.config_diff import describe_changes, diff_configs, redact_url
+from localagent.agent.config_diff import describe_changes, diff_configs
 from localagent.config import LoadedConfig, load_config
+from localagent.config.render import redact_url
 
 
 def load(tmp_path: Path, body: str, name: str = "agent.toml") -> LoadedConfig:
