@@ -31,19 +31,8 @@ class CountingApi:
         return self.api.set_states(reports)
 
 
-def _claimed(server: ServerThread, count: int, key: str | None = None) -> list[dict[str, Any]]:
-    http = Http(server, key=key)
-    http.flow()
-    for _ in range(count):
-        http.run()
-    agent = http.agent()
-    runs: list[dict[str, Any]] = http.claim(agent["id"], slots=count, run_unlabeled=True)["runs"]
-    assert len(runs) == count
-    return runs
-
-
 def test_reports_queued_together_share_requests(api_server: ServerThread) -> None:
-    runs = _claimed(api_server, 40)
+    runs = Http(api_server).claimed_runs(40)
     with ApiClient(api_server.url) as client:
         api = CountingApi(client)
         batcher = StateBatcher(api)
@@ -59,7 +48,7 @@ def test_reports_queued_together_share_requests(api_server: ServerThread) -> Non
 
 
 def test_a_refused_report_is_not_retried_and_the_others_land(api_server: ServerThread) -> None:
-    (run,) = _claimed(api_server, 1)
+    (run,) = Http(api_server).claimed_runs(1)
     run_id = run["run"]["id"]
     with ApiClient(api_server.url) as client:
         batcher = StateBatcher(client)
@@ -76,7 +65,7 @@ def test_a_refused_report_is_not_retried_and_the_others_land(api_server: ServerT
 
 def test_a_refused_batch_falls_back_to_the_run_token(make_api_server: MakeApiServer) -> None:
     server = make_api_server(api_keys=("good",))
-    (run,) = _claimed(server, 1, key="good")
+    (run,) = Http(server, key="good").claimed_runs(1)
     run_id = run["run"]["id"]
     with ApiClient(server.url, key="revoked") as agent_client, ApiClient(server.url, key=run["token"]) as run_client:
         batcher = StateBatcher(agent_client)
@@ -93,7 +82,7 @@ def test_a_refused_batch_falls_back_to_the_run_token(make_api_server: MakeApiSer
 def test_reports_wait_out_an_outage(make_api_server: MakeApiServer, tmp_path: Any) -> None:
     database = f"sqlite:///{tmp_path / 'outage.db'}"
     server = make_api_server(database_url=database)
-    (run,) = _claimed(server, 1)
+    (run,) = Http(server).claimed_runs(1)
     run_id = run["run"]["id"]
     port = server.port
     server.stop()
@@ -110,7 +99,7 @@ def test_reports_wait_out_an_outage(make_api_server: MakeApiServer, tmp_path: An
 
 def test_giving_up_ends_the_retries(make_api_server: MakeApiServer) -> None:
     server = make_api_server()
-    (run,) = _claimed(server, 1)
+    (run,) = Http(server).claimed_runs(1)
     server.stop()
     give_up = GiveUp()
     with ApiClient(server.url, retries=0, timeout=2.0) as client:

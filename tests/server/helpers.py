@@ -48,5 +48,15 @@ class Http:
     def state(self, run_id: str, state: str, **body: Any) -> requests.Response:
         return self.post(f"/api/flow_runs/{run_id}/state", json={"state": state, **body})
 
+    def claimed_runs(self, count: int, **flow: Any) -> list[dict[str, Any]]:
+        """A flow, ``count`` runs of it, and all of them claimed by a new agent (each with its token)."""
+        self.flow(**flow)
+        for _ in range(count):
+            self.run()
+        agent = self.agent()
+        runs: list[dict[str, Any]] = self.claim(agent["id"], slots=count, run_unlabeled=True)["runs"]
+        assert len(runs) == count
+        return runs
+
     def states(self, run_id: str) -> list[str]:
         return [record["state"] for record in self.ok("get", f"/api/flow_runs/{run_id}")["history"]]

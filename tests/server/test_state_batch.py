@@ -11,23 +11,13 @@ from tests.conftest import MakeApiServer
 from tests.server.helpers import Http
 
 
-def _claimed(http: Http, count: int, **flow: Any) -> list[dict[str, Any]]:
-    http.flow(**flow)
-    for _ in range(count):
-        http.run()
-    agent = http.agent()
-    runs: list[dict[str, Any]] = http.claim(agent["id"], slots=count, run_unlabeled=True)["runs"]
-    assert len(runs) == count
-    return runs
-
-
 def _report(http: Http, *reports: dict[str, Any]) -> requests.Response:
     return http.post("/api/flow_runs/states", json={"reports": list(reports)})
 
 
 def test_reports_of_many_runs_apply_in_order(api_server: ServerThread) -> None:
     http = Http(api_server)
-    first, second = (claimed["run"]["id"] for claimed in _claimed(http, 2))
+    first, second = (claimed["run"]["id"] for claimed in http.claimed_runs(2))
     reply = _report(
         http,
         {"run_id": first, "state": "Running", "pid": 11},
@@ -50,7 +40,7 @@ def test_reports_of_many_runs_apply_in_order(api_server: ServerThread) -> None:
 
 def test_a_refused_report_does_not_stop_the_others(api_server: ServerThread) -> None:
     http = Http(api_server)
-    (claimed,) = _claimed(http, 1)
+    (claimed,) = http.claimed_runs(1)
     run_id = claimed["run"]["id"]
     reply = _report(
         http,
@@ -74,7 +64,7 @@ def test_a_refused_report_does_not_stop_the_others(api_server: ServerThread) -> 
 
 def test_a_resent_final_report_after_a_retry_is_a_no_op(api_server: ServerThread) -> None:
     http = Http(api_server)
-    (claimed,) = _claimed(http, 1, retries=1)
+    (claimed,) = http.claimed_runs(1, retries=1)
     run_id = claimed["run"]["id"]
     failed = {"run_id": run_id, "state": "Failed", "exit_code": 1}
     first = _report(http, {"run_id": run_id, "state": "Running"}, failed).json()["results"]
@@ -87,7 +77,7 @@ def test_a_resent_final_report_after_a_retry_is_a_no_op(api_server: ServerThread
 
 def test_bad_batches_get_a_422_naming_the_field(api_server: ServerThread) -> None:
     http = Http(api_server)
-    (claimed,) = _claimed(http, 1)
+    (claimed,) = http.claimed_runs(1)
     run_id = claimed["run"]["id"]
     empty = http.post("/api/flow_runs/states", json={"reports": []})
     assert empty.status_code == 422 and "body.reports" in empty.json()["detail"]
@@ -101,7 +91,7 @@ def test_bad_batches_get_a_422_naming_the_field(api_server: ServerThread) -> Non
 def test_batches_need_an_api_key_not_a_run_token(make_api_server: MakeApiServer) -> None:
     server = make_api_server(api_keys=("k",))
     http = Http(server, key="k")
-    (claimed,) = _claimed(http, 1)
+    (claimed,) = http.claimed_runs(1)
     run_id = claimed["run"]["id"]
     body = {"reports": [{"run_id": run_id, "state": "Running"}]}
     as_run = requests.post(
