@@ -95,6 +95,24 @@ class Database:
         with translate_errors(), self.engine.connect() as conn:
             yield conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A connection whose reads all see one consistent state of the database (nothing is committed).
+
+        For a read made of several statements (runs, then their histories): without it, a write committed
+        between two statements shows in the second but not the first. SQLite: an explicit ``BEGIN`` starts
+        a read transaction (WAL keeps its snapshot for later statements); PostgreSQL: ``REPEATABLE READ``.
+        """
+        with translate_errors(), self.engine.connect() as conn:
+            if self.backend == "sqlite":
+                conn.exec_driver_sql("BEGIN")
+            elif self.backend == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
     def insert_log_rows(self, conn: Connection, rows: Sequence[tuple[str, int, float, str, str]]) -> int:
         """Insert ``(run_id, seq, time, stream, text)`` rows into ``run_logs``, skipping a ``(run_id, seq)``
         already stored; returns exactly how many were new.

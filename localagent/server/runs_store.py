@@ -128,7 +128,7 @@ class RunStore:
         if agent is not None:
             query = query.where(sa.or_(flow_runs.c.agent_id == agent, flow_runs.c.agent_name == agent))
         query = query.order_by(flow_runs.c.created.desc(), flow_runs.c.id.desc()).limit(limit).offset(offset)
-        with self._db.connect() as conn:
+        with self._db.snapshot() as conn:  # the runs, then their histories: both as of one moment
             return load_runs(conn, query)
 
     def cancel(self, run_id: str) -> FlowRun:
