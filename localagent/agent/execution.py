@@ -12,9 +12,8 @@ Usage::
 Two threads per run: the *run* thread reads the output pipes and, between reads, watches the process (exit,
 timeout, cancel and shutdown); the *delivery* thread reports ``Running``, ships the output and then the
 final state. ``on_finished`` is called (the slot is free) as soon as the process is gone, its output is on
-disk and the final state is queued; delivery goes on in the background and is tracked in
-:data:`localagent.agent.reporter.PENDING` until it ends, so a shutdown can wait for it
-(:func:`localagent.agent.reporter.wait_for_deliveries`).
+disk and the final state is queued; delivery goes on in the background and is tracked in ``pending`` (the agent's
+:class:`~localagent.agent.reporter.PendingDeliveries`) until it ends, so a shutdown can wait for it.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING
 from localagent.agent.console import ConsoleFollower, ConsolePrinter
 from localagent.agent.launcher import plan_launch
 from localagent.agent.output import OutputPump
-from localagent.agent.reporter import PENDING, GiveUp, StateReporter
+from localagent.agent.reporter import GiveUp, PendingDeliveries, StateReporter
 from localagent.agent.shipper import LogShipper
 from localagent.agent.spool import RunSpool
 from localagent.api.models import ClaimedRun, StateName, StateUpdate
@@ -84,6 +83,7 @@ class RunExecution:
         on_finished: Callable[[RunExecution], None] | None = None,
         delivery_grace: float = DELIVERY_GRACE,
         state_batcher: StateBatcher | None = None,
+        pending: PendingDeliveries | None = None,
     ) -> None:
         self.claimed = claimed
         self.config = config
@@ -101,6 +101,7 @@ class RunExecution:
         self._wake = threading.Event()
         self._stop: _StopRequest | None = None
         self._delivery_grace = delivery_grace
+        self._pending = pending
         self._give_up = GiveUp()
         self._reporter = StateReporter(api, self.run_id, give_up=self._give_up, batcher=state_batcher)
         self._label = f"{claimed.run.flow}/{claimed.run.name}"
@@ -114,7 +115,8 @@ class RunExecution:
 
     def start(self) -> None:
         """Start the process on the caller's thread (no thread is made before it runs), then watch it."""
-        PENDING.add(self.run_id, self._give_up)
+        if self._pending is not None:
+            self._pending.add(self.run_id, self._give_up)
         name = self.claimed.run.name
         try:
             proc = self._launch()
@@ -317,7 +319,8 @@ class RunExecution:
             log.exception("run %s: delivering its states and output failed", self.run_id)
         finally:
             self.done.set()
-            PENDING.discard(self.run_id)
+            if self._pending is not None:
+                self._pending.discard(self.run_id)
 
     def _outcome(self, proc: ChildProcess, stopped_by_us: bool) -> StateUpdate:
         code = proc.returncode if proc.returncode is not None else -1

@@ -32,7 +32,7 @@ from localagent.agent.health import HealthServer
 from localagent.agent.logs import configure_logging
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.registration import RUN_CONFIG_TYPES, AgentSession, ClientFactory
-from localagent.agent.reporter import wait_for_deliveries
+from localagent.agent.reporter import PendingDeliveries
 from localagent.agent.run_table import ExecutionFactory, RunOrigin, RunTable, default_execution_factory
 from localagent.agent.signals import RELOAD_SIGNALS, SignalInbox
 from localagent.agent.state_batch import StateBatchers
@@ -92,12 +92,14 @@ class Agent:
         self._generation = 1
         self._config_error: str | None = None
         self._state_batchers = StateBatchers()
+        self._pending = PendingDeliveries()
         self._runs = RunTable(
             execution_factory=execution_factory or default_execution_factory(),
             reaper=reaper,
             console=console,
             metrics=metrics,
             on_change=self._run_finished,
+            pending=self._pending,
         )
         self._stopping = threading.Event()  # stop claiming
         self._closed = threading.Event()  # heartbeat and everything else stop
@@ -337,7 +339,7 @@ class Agent:
         self._health.stop()
         # Runs free their slot once their final state is queued; deliver those before the API (the
         # embedded one in particular) goes away.
-        wait_for_deliveries(DELIVERY_GRACE_ON_EXIT)  # logs what it had to give up on
+        self._pending.wait(DELIVERY_GRACE_ON_EXIT)  # logs what it had to give up on
         self._state_batchers.close()
         self._session.close()
         self._runs.close()

@@ -6,8 +6,8 @@ A run's updates are sent one after the other by its delivery thread (see
 moved the run on, e.g. Crashed; 404/401) is logged, not retried. Retrying stops when the run's
 :class:`GiveUp` is set or its deadline passes (the agent is going away).
 
-A run frees its slot as soon as its final state is *queued*; :data:`PENDING` tracks the deliveries still
-under way so a shutdown can wait for them (:func:`wait_for_deliveries`) before the API goes away.
+A run frees its slot as soon as its final state is *queued*; the agent's :class:`PendingDeliveries` tracks
+the deliveries still under way so a shutdown can wait for them before the API goes away.
 
 Usage::
 
@@ -18,7 +18,6 @@ Usage::
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
@@ -34,7 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("localagent.run")
 
 MAX_BACKOFF = 5.0
-EXIT_DELIVERY_GRACE = 10.0  # at interpreter exit, how long deliveries still under way may take
 
 
 class StateSink(Protocol):
@@ -86,14 +84,10 @@ class PendingDeliveries:
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._pending: dict[str, GiveUp] = {}
-        self._hooked = False
 
     def add(self, run_id: str, give_up: GiveUp) -> None:
         with self._changed:
             self._pending[run_id] = give_up
-            if not self._hooked:
-                self._hooked = True
-                atexit.register(self.wait, EXIT_DELIVERY_GRACE)
 
     def discard(self, run_id: str) -> None:
         with self._changed:
@@ -116,18 +110,6 @@ class PendingDeliveries:
                 log.error("%d run(s) ended before their final state or output reached the API", len(self._pending))
                 done = self._changed.wait_for(lambda: not self._pending, 2.0)
             return done
-
-
-PENDING = PendingDeliveries()
-
-
-def wait_for_deliveries(timeout: float) -> bool:
-    """Wait (at most ``timeout``) for the final states and output of runs that already freed their slot.
-
-    Call it on shutdown before the API goes away (the embedded API in particular); it also runs at
-    interpreter exit. ``True`` when nothing is left undelivered.
-    """
-    return PENDING.wait(timeout)
 
 
 class StateReporter:

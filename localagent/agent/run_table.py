@@ -29,6 +29,7 @@ from localagent.errors import ApiError
 if TYPE_CHECKING:
     from localagent.agent.console import ConsolePrinter
     from localagent.agent.reaper import ChildReaper
+    from localagent.agent.reporter import PendingDeliveries
     from localagent.agent.state_batch import StateBatcher
     from localagent.api.client import ApiClient
     from localagent.config.model import AgentConfig
@@ -72,6 +73,7 @@ class ExecutionFactory(Protocol):
         metrics: AgentMetrics | None = None,
         on_finished: Callable[[Any], None] | None = None,
         state_batcher: StateBatcher | None = None,
+        pending: PendingDeliveries | None = None,
     ) -> RunHandle: ...
 
 
@@ -92,8 +94,10 @@ class RunTable:
         console: ConsolePrinter,
         metrics: AgentMetrics,
         on_change: Callable[[], None],
+        pending: PendingDeliveries | None = None,
     ) -> None:
         self._execution_factory = execution_factory
+        self._pending = pending
         self._reaper = reaper
         self._console = console
         self._metrics = metrics
@@ -159,6 +163,7 @@ class RunTable:
                     metrics=self._metrics,
                     on_finished=self._finished,
                     state_batcher=state_batcher,
+                    pending=self._pending,
                 )
                 with self._lock:  # in the table before start(): a fast run may finish inside start()
                     self._runs[run.id] = handle

@@ -180,6 +180,7 @@ class FakeExecution:
         metrics: Any = None,
         on_finished: Callable[[Any], None] | None = None,
         state_batcher: Any = None,
+        pending: Any = None,
         auto_finish: StateName | None = None,
         log: list[FakeExecution] | None = None,
     ) -> None:

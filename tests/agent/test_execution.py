@@ -15,7 +15,7 @@ from localagent.agent.console import ConsolePrinter
 from localagent.agent.execution import RunExecution
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.reaper import ChildReaper
-from localagent.agent.reporter import wait_for_deliveries
+from localagent.agent.reporter import PendingDeliveries
 from localagent.api.client import ApiClient
 from localagent.api.models import (
     AgentRegister,
@@ -322,6 +322,7 @@ def test_the_slot_is_freed_once_the_final_state_is_queued_and_delivery_goes_on(
     claimed = claim_one(admin, FlowSpec(name="late", command=["sh", "-c", "seq 1 20000; exit 4"]))
     seen: list[tuple[StateName | None, bool]] = []
     config = agent_config(tmp_path)
+    pending = PendingDeliveries()
     with ApiClient(api_server.url, key=claimed.token) as client:
         execution = RunExecution(
             claimed,
@@ -330,9 +331,10 @@ def test_the_slot_is_freed_once_the_final_state_is_queued_and_delivery_goes_on(
             reaper=reaper,
             console=ConsolePrinter(),
             on_finished=lambda ex: seen.append((ex.final_state, ex.done.is_set())),
+            pending=pending,
         )
         execution.start()
-        assert wait_for_deliveries(60)  # a shutdown waits for what was queued
+        assert pending.wait(60)  # a shutdown waits for what was queued
         assert execution.done.is_set()
     assert seen and seen[0][0] == StateName.FAILED
     run = admin.get_run(execution.run_id)
