@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from localagent.agent.embedded import EmbeddedApi
 from localagent.agent.logs import configure_logging
 from localagent.agent.loop import Agent
-from localagent.agent.memory import limit_arenas
+from localagent.agent.memory import freeze_startup_objects, limit_arenas, tune_collector
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.signals import SignalInbox, handle_signals
 from localagent.errors import ServiceError
@@ -41,6 +41,7 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
     ``load`` is called once now and again on every reload (SIGHUP), so it must re-read every source.
     """
     limit_arenas()  # before any thread starts: each new thread could otherwise get a malloc arena of its own
+    tune_collector()
     loaded = load()
     config = loaded.config
     configure_logging(config.logs)
@@ -74,6 +75,7 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         if embedded is not None:
             agent.set_listener_sweep(embedded.sweep)
         watcher = _watch_config(agent, load, embedded)
+        freeze_startup_objects()
         try:
             return agent.run()
         finally:

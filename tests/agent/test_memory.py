@@ -26,3 +26,25 @@ def test_without_glibc_everything_is_a_no_op(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(memory, "_LIBC", None)
     assert memory.limit_arenas() is False
     assert memory.release_free_memory(force=True) is False
+
+
+def test_collector_tuning_keeps_the_older_generations(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        memory.tune_collector()
+        assert gc.get_threshold() == (memory.GC_YOUNG_THRESHOLD, before[1], before[2])
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_frozen_startup_objects_are_left_out_of_collections() -> None:
+    import gc
+
+    try:
+        memory.freeze_startup_objects()
+        assert gc.get_freeze_count() > 0
+        assert gc.collect() >= 0  # collections still run, over what is allocated afterwards
+    finally:
+        gc.unfreeze()
