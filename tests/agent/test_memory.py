@@ -45,6 +45,5 @@ def test_frozen_startup_objects_are_left_out_of_collections() -> None:
     try:
         memory.freeze_startup_objects()
         assert gc.get_freeze_count() > 0
-        assert gc.collect() >= 0  # collections still run, over what is allocated afterwards
     finally:
         gc.unfreeze()
