@@ -58,6 +58,11 @@ class Database:
         self.create_schema()
 
     @property
+    def nul_free(self) -> bool:
+        """Text columns cannot hold NUL characters (PostgreSQL): writers replace them with U+FFFD."""
+        return self.backend == "postgresql"
+
+    @property
     def shared(self) -> bool:
         """Other server processes may write to this database too (PostgreSQL), so in-process wake-ups
         do not see every change and long-polls must also re-check it now and then."""

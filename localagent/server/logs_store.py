@@ -52,7 +52,7 @@ class LogStore:
         self._db = database
         self._notifier = notifier
         # PostgreSQL text cannot hold NUL; a program printing one must not lose its whole batch.
-        self.nul_free = database.backend == "postgresql"
+        self.nul_free = database.nul_free
 
     def append(self, run_id: str, rows: Sequence[LogRow]) -> LogBatchResult:
         """Store ``rows`` (a resent seq is skipped); ``stored`` counts exactly the new ones."""

@@ -178,7 +178,7 @@ class RunStore:
         with self._db.begin() as conn:
             for report in reports:
                 update = report
-                if self._db.backend == "postgresql" and "\x00" in report.message:
+                if self._db.nul_free and "\x00" in report.message:
                     update = report.model_copy(update={"message": report.message.replace("\x00", "\ufffd")})
                 try:
                     for _ in range(_CAS_ATTEMPTS):

@@ -129,8 +129,12 @@ def apply_transition(
 _INSERT_HISTORY = run_history.insert()
 
 
+def _history_row(run_id: str, state: StateName, now: datetime, message: str) -> dict[str, Any]:
+    return {"run_id": run_id, "state": state.value, "time": now, "message": message}
+
+
 def record_history(conn: Connection, run_id: str, state: StateName, now: datetime, message: str) -> None:
-    conn.execute(_INSERT_HISTORY, {"run_id": run_id, "state": state.value, "time": now, "message": message})
+    conn.execute(_INSERT_HISTORY, _history_row(run_id, state, now, message))
 
 
 class HistoryRows:
@@ -143,7 +147,7 @@ class HistoryRows:
         self._rows: list[dict[str, Any]] = []
 
     def add(self, run_id: str, state: StateName, now: datetime, message: str) -> None:
-        self._rows.append({"run_id": run_id, "state": state.value, "time": now, "message": message})
+        self._rows.append(_history_row(run_id, state, now, message))
 
     def flush(self, conn: Connection) -> None:
         if self._rows:
@@ -153,10 +157,7 @@ class HistoryRows:
 
 def record_histories(conn: Connection, run_ids: list[str], state: StateName, now: datetime, message: str) -> None:
     """The same transition of many runs, in one statement."""
-    conn.execute(
-        _INSERT_HISTORY,
-        [{"run_id": run_id, "state": state.value, "time": now, "message": message} for run_id in run_ids],
-    )
+    conn.execute(_INSERT_HISTORY, [_history_row(run_id, state, now, message) for run_id in run_ids])
 
 
 def schedule_retry(conn: Connection, row: Any, now: datetime, flow_store: FlowStore) -> bool:
