@@ -97,6 +97,7 @@ class StateBatcher:
         self._changed = threading.Condition()
         self._queue: deque[Ticket] = deque()
         self._thread: threading.Thread | None = None
+        self._idle = False  # the sender waits for work (while it lingers or sends, a wake-up is wasted)
         self._closed = threading.Event()
         self._unsupported = ""  # why the API cannot take batches, once it said so
 
@@ -111,7 +112,7 @@ class StateBatcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._send_loop, name="state-batch", daemon=True)
                 self._thread.start()
-            else:
+            elif self._idle:
                 self._changed.notify()
         return ticket
 
@@ -132,7 +133,9 @@ class StateBatcher:
         while True:
             with self._changed:
                 if not self._queue and not self._closed.is_set():
+                    self._idle = True
                     self._changed.wait(IDLE_EXIT)
+                    self._idle = False
                 if not self._queue:
                     self._thread = None
                     return
@@ -223,19 +226,19 @@ class StateBatchers:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._batchers: dict[int, tuple[BatchSink, StateBatcher]] = {}
+        # Keyed by identity: each batcher holds its client, so an id here is never reused by another object.
+        self._batchers: dict[int, StateBatcher] = {}
 
     def for_api(self, api: BatchSink) -> StateBatcher:
         with self._lock:
-            entry = self._batchers.get(id(api))
-            if entry is None or entry[0] is not api:
-                entry = (api, StateBatcher(api))
-                self._batchers[id(api)] = entry
-            return entry[1]
+            batcher = self._batchers.get(id(api))
+            if batcher is None:
+                batcher = self._batchers[id(api)] = StateBatcher(api)
+            return batcher
 
     def close(self) -> None:
         with self._lock:
-            batchers = [batcher for _, batcher in self._batchers.values()]
+            batchers = list(self._batchers.values())
             self._batchers.clear()
         for batcher in batchers:
             batcher.close()
