@@ -7,6 +7,7 @@ Usage::
     embedded.follow(old, new)               # a reload changed server.address or the API key
     embedded.sweep({"http://127.0.0.1:4300"})  # urls runs still report to: stop listeners nobody uses
     embedded.stop()
+    client = embedded.client(url, key, timeout)  # the agent's calls to it skip HTTP (agent/inprocess.py)
 
 A move starts a second server on the new address against the *same database* (so the agent keeps its
 agent id and every run its token) and makes it current; the old listener keeps serving, because runs it
@@ -27,6 +28,7 @@ from localagent.config.render import redact_url
 from localagent.errors import ServiceError
 
 if TYPE_CHECKING:
+    from localagent.api.client import ApiClient
     from localagent.config import LoadedConfig
     from localagent.server.runner import ServerThread
 
@@ -68,6 +70,28 @@ class EmbeddedApi:
         if self._current is None:
             raise ServiceError("the embedded API is not running")
         return self._current.url
+
+    def server_at(self, url: str) -> ServerThread | None:
+        """The running listener (current or left behind) at ``url``, if any."""
+        with self._lock:
+            servers = [*([self._current] if self._current is not None else []), *self._left_behind]
+        for server in servers:
+            if server.running and server.url == url:
+                return server
+        return None
+
+    def client(self, url: str, key: str | None, timeout: float) -> ApiClient:
+        """A client of the API at ``url``: in-process while this embedded API serves ``url``, else HTTP.
+
+        The agent's session makes its clients here (a ``ClientFactory``), so its claims, state reports, log
+        batches and heartbeats to the embedded API skip loopback HTTP.
+        """
+        from localagent.agent.inprocess import InProcessClient
+        from localagent.api.client import ApiClient
+
+        if self.server_at(url) is None:
+            return ApiClient(url, key=key, timeout=timeout)
+        return InProcessClient(url, key=key, timeout=timeout, locate=self.server_at)
 
     def start(self, loaded: LoadedConfig) -> str:
         """Serve the API on ``server.address`` with ``server.database``; its url."""

@@ -71,6 +71,7 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
             metrics=AgentMetrics(),
             inbox=inbox,
             embedded_url=embedded_url,
+            client_factory=embedded.client if embedded is not None else None,
         )
         if embedded is not None:
             agent.set_listener_sweep(embedded.sweep)

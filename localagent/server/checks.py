@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from localagent.api.models import StateUpdate
 from localagent.errors import ApiRejected
 
 INT64_MAX = 2**63 - 1
@@ -38,3 +39,9 @@ def int64(value: int | None, field: str) -> int | None:
 def delay(value: float | None, field: str) -> None:
     if value is not None and value > MAX_DELAY_SECONDS:
         raise bad_request(field, "must be at most 10 years")
+
+
+def state_numbers(update: StateUpdate, field: str = "body") -> None:
+    """A state update's pid and exit code fit the database's 64-bit integers (422 naming the field)."""
+    int64(update.pid, f"{field}.pid")
+    int64(update.exit_code, f"{field}.exit_code")

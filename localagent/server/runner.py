@@ -89,6 +89,7 @@ class ServerThread:
         self._app: FastAPI | None = None
         self._port: int | None = None
         self._failure: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def port(self) -> int:
@@ -110,6 +111,11 @@ class ServerThread:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop serving the API while it runs (for in-process callers), else None."""
+        return self._loop if self.running else None
 
     def start(self) -> None:
         """Bind, open the database and serve; returns once connections are accepted."""
@@ -205,8 +211,15 @@ class ServerThread:
             return f"{self.host}:{self._requested_port}"
 
     def _serve(self, server: _QuietServer, sock: socket.socket) -> None:
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                self._loop = None
+
         try:
-            _run_loop(server.serve(sockets=[sock]))
+            _run_loop(serve())
         except BaseException as exc:  # reported to start() or logged; the thread must not die silently
             self._failure = exc
             logging.getLogger(__name__).exception("the API server stopped with an error")

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from localagent.api.models import FlowRun, FlowRunCreate, StateName, StateReportResults, StateReports, StateUpdate
 from localagent.server.auth import require_operator, require_run_access
-from localagent.server.checks import int64, utc
+from localagent.server.checks import state_numbers, utc
 from localagent.server.http_errors import ERROR_RESPONSES
 from localagent.server.services import Services, quick, services
 
@@ -51,8 +51,7 @@ async def cancel_run(run_id: str, svc: Services = Depends(services)) -> FlowRun:
     dependencies=[Depends(require_run_access)],
 )
 async def set_state(run_id: str, update: StateUpdate, svc: Services = Depends(services)) -> FlowRun:
-    int64(update.pid, "body.pid")
-    int64(update.exit_code, "body.exit_code")
+    state_numbers(update)
     return await quick(svc, svc.runs.set_state, run_id, update)
 
 
@@ -63,7 +62,6 @@ async def set_state(run_id: str, update: StateUpdate, svc: Services = Depends(se
 )
 async def set_states(request: StateReports, svc: Services = Depends(services)) -> StateReportResults:
     for index, report in enumerate(request.reports):
-        int64(report.pid, f"body.reports.{index}.pid")
-        int64(report.exit_code, f"body.reports.{index}.exit_code")
+        state_numbers(report, f"body.reports.{index}")
     results = await quick(svc, svc.runs.set_states, request.reports)
     return StateReportResults(results=results)

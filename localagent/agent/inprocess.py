@@ -1,0 +1,190 @@
+"""The agent's client of its own embedded API: the calls it makes for every run skip HTTP.
+
+Usage::
+
+    client = InProcessClient(url, key=None, timeout=10.0, locate=embedded.server_at)
+    client.claim(agent_id, request)      # on the embedded server's event loop, no socket, no JSON
+    client.scoped(token).append_logs_raw(run_id, body, count)
+
+With ``api.url = "embedded"`` the API runs in the agent's own process, yet every claim, state report, log
+batch and heartbeat of the agent used to go out over loopback HTTP and back in: request and response
+encoded, parsed and routed twice, which cost more of the process's one interpreter than the work itself.
+This client makes those calls straight into the server's stores, exactly as their routes would (the same
+range checks, the same store methods, the same errors), and keeps HTTP for everything else (a flow run's
+own process still reaches the API at ``url`` with its token).
+
+A claim runs on the server's event loop, where the claim long-poll lives; the other calls run on the
+caller's thread, as the server's worker threads would run them. Each call looks up the server at ``url``
+when it is made (``locate``), so a listener restarted with a new key is found again; while none serves
+``url`` the call goes over HTTP, which reports the outage (and retries) as it would for a remote API.
+Authentication is skipped: the caller is the process that hosts the API.
+
+Errors are those of the HTTP client: a store's ``ApiRejected`` (404, 409, ...) as raised, a storage
+failure as a 503, a malformed value as a 422, and anything unexpected as a 500, logged here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import copy
+import logging
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fastapi.exceptions import RequestValidationError
+
+from localagent.api.client import ApiClient
+from localagent.api.models import (
+    Agent,
+    AgentRegister,
+    ClaimReply,
+    ClaimRequest,
+    FlowRun,
+    Heartbeat,
+    HeartbeatReply,
+    LogBatchResult,
+    StateReport,
+    StateReportResults,
+    StateUpdate,
+)
+from localagent.errors import ApiError, ApiRejected, ApiUnavailable, StorageError
+from localagent.server.checks import int64, state_numbers
+from localagent.server.database import InvalidData
+from localagent.server.http_errors import describe_validation_errors
+from localagent.server.log_wire import parse_batch
+
+if TYPE_CHECKING:
+    from localagent.server.runner import ServerThread
+    from localagent.server.services import Services
+
+log = logging.getLogger("localagent.agent")
+
+T = TypeVar("T")
+
+Locate = Callable[[str], "ServerThread | None"]
+
+
+async def _still_connected() -> bool:
+    """``is_disconnected`` for an in-process claim: the caller cannot hang up (it waits for the answer)."""
+    return False
+
+
+class InProcessClient(ApiClient):
+    """An :class:`ApiClient` of the embedded API whose per-run calls go straight to its stores."""
+
+    def __init__(self, url: str, *, key: str | None, timeout: float, locate: Locate) -> None:
+        super().__init__(url, key=key, timeout=timeout)
+        self._locate = locate
+
+    def scoped(self, key: str) -> ApiClient:
+        clone = copy.copy(self)
+        clone._auth = {"Authorization": f"Bearer {key}"}
+        clone._owns_session = False
+        return clone
+
+    def __repr__(self) -> str:
+        return f"InProcessClient({self.url!r})"
+
+    # -- the calls made for every run ----------------------------------------------------------------
+
+    def claim(self, agent_id: str, request: ClaimRequest) -> ClaimReply:
+        server = self._server()
+        if server is None:
+            return super().claim(agent_id, request)
+        services, loop = server
+        poll = services.claim_poll.claim(agent_id, request, _still_connected)
+        return self._on_loop(loop, poll, request.wait + self._timeout, "claim")
+
+    def set_states(self, reports: Sequence[StateReport]) -> StateReportResults:
+        server = self._server()
+        if server is None:
+            return super().set_states(reports)
+        services = server[0]
+        with _as_api_errors("state reports"):
+            for index, report in enumerate(reports):
+                state_numbers(report, f"body.reports.{index}")
+            return StateReportResults(results=services.runs.set_states(list(reports)))
+
+    def set_state(self, run_id: str, update: StateUpdate) -> FlowRun:
+        server = self._server()
+        if server is None:
+            return super().set_state(run_id, update)
+        with _as_api_errors("a state report"):
+            state_numbers(update)
+            return server[0].runs.set_state(run_id, update)
+
+    def append_logs_raw(self, run_id: str, body: bytes, count: int) -> LogBatchResult:
+        server = self._server()
+        if server is None:
+            return super().append_logs_raw(run_id, body, count)
+        logs = server[0].logs
+        with _as_api_errors(f"{count} log lines"):
+            return logs.append(run_id, parse_batch(run_id, body, nul_free=logs.nul_free))
+
+    def heartbeat(self, agent_id: str, beat: Heartbeat) -> HeartbeatReply:
+        server = self._server()
+        if server is None:
+            return super().heartbeat(agent_id, beat)
+        with _as_api_errors("a heartbeat"):
+            int64(beat.config_generation, "body.config_generation")
+            return server[0].agents.heartbeat(agent_id, beat)
+
+    def register_agent(self, request: AgentRegister) -> Agent:
+        server = self._server()
+        if server is None:
+            return super().register_agent(request)
+        with _as_api_errors("a registration"):
+            int64(request.config_generation, "body.config_generation")
+            return server[0].agents.register(request)
+
+    # -- plumbing ------------------------------------------------------------------------------------
+
+    def _server(self) -> tuple[Services, asyncio.AbstractEventLoop] | None:
+        """The services and loop of the embedded server at this client's url, or None (then: HTTP)."""
+        server = self._locate(self.url)
+        if server is None:
+            return None
+        loop = server.loop
+        if loop is None:
+            return None
+        services: Services = server.app.state.services
+        return services, loop
+
+    def _on_loop(self, loop: asyncio.AbstractEventLoop, call: Coroutine[Any, Any, T], timeout: float, what: str) -> T:
+        """Run ``call`` on the server's event loop and wait for its result (at most ``timeout`` seconds)."""
+        try:
+            future = asyncio.run_coroutine_threadsafe(call, loop)
+        except RuntimeError as exc:  # the loop closed between the look-up and now
+            call.close()
+            raise ApiUnavailable(f"the embedded API at {self.url} stopped: {exc}") from exc
+        with _as_api_errors(what):
+            try:
+                return future.result(timeout)
+            except concurrent.futures.TimeoutError:
+                future.cancel()  # a claim cancelled while it waits hands out nothing
+                raise ApiUnavailable(
+                    f"the embedded API at {self.url} did not answer {what} within {timeout:g}s"
+                ) from None
+            except concurrent.futures.CancelledError:
+                raise ApiUnavailable(f"the embedded API at {self.url} stopped while answering {what}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+@contextlib.contextmanager
+def _as_api_errors(what: str) -> Iterator[None]:
+    """The errors an HTTP client would have seen for the same failure (see the module docstring)."""
+    try:
+        yield
+    except ApiError:
+        raise
+    except RequestValidationError as exc:
+        raise ApiRejected(422, describe_validation_errors(exc.errors())) from exc
+    except InvalidData as exc:
+        raise ApiRejected(422, str(exc)) from exc
+    except StorageError as exc:
+        raise ApiRejected(503, str(exc)) from exc
+    except Exception as exc:
+        log.exception("the embedded API failed on %s", what)
+        raise ApiRejected(500, f"the embedded API failed on {what}: {exc}") from exc
