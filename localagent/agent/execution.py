@@ -3,17 +3,23 @@
 Usage::
 
     ex = RunExecution(claimed, config, api, reaper=reaper, console=console, metrics=metrics, on_finished=cb)
-    ex.start()          # starts the process at once; the rest runs in two threads
+    ex.start()          # starts the process at once; the rest runs on a thread of its own
     ex.cancel()         # stop_signal to the process group, SIGKILL after stop_grace -> Cancelled
     ex.done.wait()      # the process is gone and the final state was delivered
 
 ``api`` is the run-scoped client (the API that handed out the run, with the run's token).
 
-Two threads per run: the *run* thread reads the output pipes and, between reads, watches the process (exit,
-timeout, cancel and shutdown); the *delivery* thread reports ``Running``, ships the output and then the
-final state. ``on_finished`` is called (the slot is free) as soon as the process is gone, its output is on
-disk and the final state is queued; delivery goes on in the background and is tracked in ``pending`` (the agent's
+One thread per run: the *run* thread reads the output pipes and, between reads, watches the process (exit,
+timeout, cancel and shutdown). ``on_finished`` is called (the slot is free) as soon as the process is gone
+and its output is on disk; the same thread then delivers what is left (the rest of the output, the final
+state) in the background, tracked in ``pending`` (the agent's
 :class:`~localagent.agent.reporter.PendingDeliveries`) until it ends, so a shutdown can wait for it.
+
+``Running`` goes into the agent's state batch when the process starts, without a thread waiting for it;
+only when it must be sent alone (an API without batches) does a thread of its own send it. The output is
+shipped while the run goes on by a *shipper* thread, started at the first output (a run that prints
+nothing never has one); it ships only once ``Running`` is settled, so the API sees the states and lines
+in order, and the final state is sent only after both.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from localagent.agent.output import OutputPump
 from localagent.agent.reporter import GiveUp, PendingDeliveries, StateReporter
 from localagent.agent.shipper import LogShipper
 from localagent.agent.spool import RunSpool
+from localagent.agent.state_batch import FALLBACK
 from localagent.api.models import ClaimedRun, StateName, StateUpdate
 from localagent.config.units import format_duration
 from localagent.errors import LaunchError
@@ -40,7 +47,7 @@ from localagent.errors import LaunchError
 if TYPE_CHECKING:
     from localagent.agent.metrics import AgentMetrics
     from localagent.agent.reaper import ChildProcess, ChildReaper
-    from localagent.agent.state_batch import StateBatcher
+    from localagent.agent.state_batch import StateBatcher, Ticket
     from localagent.api.client import ApiClient
     from localagent.config.model import AgentConfig
 
@@ -105,8 +112,8 @@ class RunExecution:
         self._give_up = GiveUp()
         self._reporter = StateReporter(api, self.run_id, give_up=self._give_up, batcher=state_batcher)
         self._label = f"{claimed.run.flow}/{claimed.run.name}"
-        self._final_queued = threading.Condition()
-        self._final: StateUpdate | None = None
+        self._running_settled = threading.Event()  # Running was delivered, refused or given up (or not due)
+        self._ship_thread: threading.Thread | None = None
         self._spool: RunSpool | None = None
         self._pump: OutputPump | None = None
         self._shipper: LogShipper | None = None
@@ -123,11 +130,13 @@ class RunExecution:
         except Exception as exc:
             log.exception("run %s (%s) failed in the agent", self.run_id, self._label)
             proc = StateUpdate(state=StateName.FAILED, message=f"the agent failed running this run: {exc}")
-        threading.Thread(target=self._deliver_all, name=f"deliver-{name}", daemon=True).start()
         if isinstance(proc, StateUpdate):
+            self._running_settled.set()
             self._end(proc)
-        else:
-            threading.Thread(target=self._run, args=(proc,), name=f"run-{name}", daemon=True).start()
+            threading.Thread(target=self._deliver_rest, args=(proc,), name=f"deliver-{name}", daemon=True).start()
+            return
+        self._report_running(StateUpdate(state=StateName.RUNNING, pid=proc.pid))
+        threading.Thread(target=self._run, args=(proc,), name=f"run-{name}", daemon=True).start()
 
     def cancel(self, message: str = "cancelled on request") -> None:
         self._request_stop(_StopRequest("cancel", message))
@@ -196,6 +205,7 @@ class RunExecution:
             log.exception("run %s (%s) failed in the agent", self.run_id, self._label)
             final = StateUpdate(state=StateName.FAILED, message=f"the agent failed running this run: {exc}")
         self._end(final)
+        self._deliver_rest(final)
 
     def _execute(self, proc: ChildProcess) -> StateUpdate:
         pump = self._pump
@@ -226,8 +236,12 @@ class RunExecution:
             pump.wake()
 
     def _on_output(self) -> None:
-        """New output is in the spool: follow it on the console once the console is on."""
+        """New output is in the spool: ship it, and follow it on the console once the console is on."""
         first, self._output_seen = not self._output_seen, True
+        if first and self._shipper is not None:
+            thread = threading.Thread(target=self._ship, name=f"ship-{self.claimed.run.name}", daemon=True)
+            self._ship_thread = thread
+            thread.start()
         if self._follower is None and self._console.enabled and self._spool is not None:
             # Switched on mid-run: like a follower that skipped while it was off, start at the current end.
             follower = ConsoleFollower(self._spool, self._console, prefix=f"[{self._label}] ", from_end=not first)
@@ -278,13 +292,10 @@ class RunExecution:
         return 1.0
 
     def _end(self, final: StateUpdate) -> None:
-        """The process is gone: queue the final state and free the slot; delivery goes on in the background."""
+        """The process is gone: free the slot; delivery goes on in the background."""
         log.info("run %s (%s) ended %s: %s", self.run_id, self._label, final.state.value, final.message)
         self.final_update = final
         self.final_state = final.state
-        with self._final_queued:
-            self._final = final
-            self._final_queued.notify_all()
         if self._metrics is not None:
             self._metrics.run_finished(final.state)
         if self._on_finished is not None:
@@ -293,20 +304,47 @@ class RunExecution:
             except Exception:
                 log.exception("run %s: the on_finished callback failed", self.run_id)
 
-    # -- the delivery thread: Running, the output, the final state ------------------------------------
+    # -- delivery: Running, the output, the final state -----------------------------------------------
 
-    def _deliver_all(self) -> None:
+    def _report_running(self, running: StateUpdate) -> None:
+        """Queue ``Running`` in the state batch; a thread sends it alone only if the batch cannot take it."""
+
+        def alone(ticket: Ticket | None) -> None:
+            try:
+                self._reporter.settle(running, ticket)
+            except Exception:
+                log.exception("run %s: reporting Running failed", self.run_id)
+            finally:
+                self._running_settled.set()
+
+        def send_alone(ticket: Ticket | None) -> None:
+            threading.Thread(target=alone, args=(ticket,), name=f"running-{self.claimed.run.name}", daemon=True).start()
+
+        def settled(ticket: Ticket) -> None:  # on the batcher's thread: quick, never waits
+            if ticket.outcome == FALLBACK:
+                send_alone(ticket)
+            else:
+                alone(ticket)  # delivered, refused or given up: settling only records it
+
+        if self._reporter.submit(running, on_done=settled) is None:  # no batcher
+            send_alone(None)
+
+    def _ship(self) -> None:
+        """The shipper thread: once ``Running`` is settled, ship the output while the run goes on."""
+        shipper = self._shipper
+        assert shipper is not None
+        self._running_settled.wait()
+        shipper.run()
+
+    def _deliver_rest(self, final: StateUpdate) -> None:
+        """After the slot is freed: the rest of the output, then the final state; then clean the spool up."""
         try:
-            pid = self.pid
-            if pid is not None:
-                self._reporter.deliver(StateUpdate(state=StateName.RUNNING, pid=pid))
-            shipper = self._shipper
-            if shipper is not None:
-                shipper.run()
-            with self._final_queued:
-                self._final_queued.wait_for(lambda: self._final is not None)
-                final = self._final
-            assert final is not None
+            self._running_settled.wait()
+            shipper, thread = self._shipper, self._ship_thread
+            if thread is not None:
+                thread.join()
+            elif shipper is not None:
+                shipper.run()  # no output came, or it came without a shipper thread: settle the spool here
             self._reporter.deliver(final)
             spool = self._spool
             if spool is not None:

@@ -459,7 +459,8 @@ class Agent:
 
     def _run_finished(self) -> None:
         self._slot_freed.set()
-        self._inbox.notify()
+        if self._stopping.is_set():  # a drain waits for runs to end (set before it counts them)
+            self._inbox.notify()
 
     # -- heartbeat and health ------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """Delivering a run's state changes to the API through outages, and knowing what is still undelivered.
 
-A run's updates are sent one after the other by its delivery thread (see
-:mod:`localagent.agent.execution`), each retried with back-off while the API is unreachable (or answers
-5xx), so a final state reaches the API once it returns; an update the API refuses (409: the server already
-moved the run on, e.g. Crashed; 404/401) is logged, not retried. Retrying stops when the run's
+A run's updates are sent one after the other (see :mod:`localagent.agent.execution`), each retried with
+back-off while the API is unreachable (or answers 5xx), so a final state reaches the API once it returns;
+an update the API refuses (409: the server already moved the run on, e.g. Crashed; 404/401) is logged,
+not retried. Retrying stops when the run's
 :class:`GiveUp` is set or its deadline passes (the agent is going away).
 
 A run frees its slot as soon as its final state is *queued*; the agent's :class:`PendingDeliveries` tracks
@@ -27,7 +27,9 @@ from localagent.agent.state_batch import DELIVERED, GIVEN_UP, REFUSED
 from localagent.errors import ApiConflict, ApiRejected, ApiUnavailable
 
 if TYPE_CHECKING:
-    from localagent.agent.state_batch import StateBatcher
+    from collections.abc import Callable
+
+    from localagent.agent.state_batch import StateBatcher, Ticket
     from localagent.api.models import FlowRun, StateUpdate
 
 log = logging.getLogger("localagent.run")
@@ -138,8 +140,21 @@ class StateReporter:
         With a batcher, the update goes out in the batcher's next batch; it is sent alone, with the run's
         token, only when the API would not take it in a batch.
         """
-        if self._batcher is not None:
-            ticket = self._batcher.submit(self._run_id, update, self.give_up)
+        return self.settle(update, self.submit(update))
+
+    def submit(self, update: StateUpdate, on_done: Callable[[Ticket], None] | None = None) -> Ticket | None:
+        """Queue ``update`` in the batcher without waiting (None without a batcher); :meth:`settle` it later.
+
+        ``on_done`` is the batcher's callback (see :meth:`StateBatcher.submit`). A run's next update must
+        not be submitted before this one is settled (that keeps them in order).
+        """
+        if self._batcher is None:
+            return None
+        return self._batcher.submit(self._run_id, update, self.give_up, on_done)
+
+    def settle(self, update: StateUpdate, ticket: Ticket | None) -> bool:
+        """Wait for a submitted ``update`` (sending it alone if the batcher handed it back); as :meth:`deliver`."""
+        if ticket is not None:
             ticket.wait()
             if ticket.outcome == DELIVERED:
                 self.delivered.append(update)

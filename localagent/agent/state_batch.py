@@ -6,8 +6,8 @@ sender thread per API: reports queued while a batch is on the wire go out togeth
 there is no added delay when the agent is quiet, and when it is busy at most one request per ``LINGER``
 (25 ms) carrying everything that came due meanwhile.
 
-A run's reports stay in order because its delivery thread waits for each ticket before queueing the
-next. While the API is unreachable (or answers 5xx) the batch is resent with back-off; a resend is harmless
+A run's reports stay in order because the run waits for each ticket before queueing the next. While the
+API is unreachable (or answers 5xx) the batch is resent with back-off; a resend is harmless
 (the server treats a repeated report as a no-op). A report the API refuses (404, 409) is logged and not
 retried. When the batch endpoint itself is refused (401/403: the agent's key no longer works there; 404/405:
 an API without it) the tickets come back as ``FALLBACK`` and each run reports on its own with its run
@@ -33,7 +33,7 @@ from localagent.api.models import StateReport, StateReportResults, StateUpdate
 from localagent.errors import ApiRejected, ApiUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from localagent.agent.reporter import GiveUp
 
@@ -59,19 +59,27 @@ class BatchSink(Protocol):
 class Ticket:
     """One queued report; :meth:`wait` returns once the batcher is done with it."""
 
-    __slots__ = ("_done", "detail", "give_up", "outcome", "run_id", "update")
+    __slots__ = ("_done", "_on_done", "detail", "give_up", "outcome", "run_id", "update")
 
-    def __init__(self, run_id: str, update: StateUpdate, give_up: GiveUp) -> None:
+    def __init__(
+        self, run_id: str, update: StateUpdate, give_up: GiveUp, on_done: Callable[[Ticket], None] | None = None
+    ) -> None:
         self.run_id = run_id
         self.update = update
         self.give_up = give_up
         self.outcome = ""
         self.detail = ""
         self._done = threading.Event()
+        self._on_done = on_done
 
     def finish(self, outcome: str, detail: str = "") -> None:
         self.outcome, self.detail = outcome, detail
         self._done.set()
+        if self._on_done is not None:
+            try:
+                self._on_done(self)
+            except Exception:
+                log.exception("run %s: handling the outcome of state %s failed", self.run_id, self.update.state.value)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._done.wait(timeout)
@@ -101,19 +109,26 @@ class StateBatcher:
         self._closed = threading.Event()
         self._unsupported = ""  # why the API cannot take batches, once it said so
 
-    def submit(self, run_id: str, update: StateUpdate, give_up: GiveUp) -> Ticket:
-        """Queue ``update`` for ``run_id``; the ticket tells when and how it was delivered."""
-        ticket = Ticket(run_id, update, give_up)
+    def submit(
+        self, run_id: str, update: StateUpdate, give_up: GiveUp, on_done: Callable[[Ticket], None] | None = None
+    ) -> Ticket:
+        """Queue ``update`` for ``run_id``; the ticket tells when and how it was delivered.
+
+        ``on_done(ticket)``, if given, is called once the outcome is known, on the sender thread (or on this
+        one, when the ticket comes back at once): it must be quick and must not wait for the batcher.
+        """
+        ticket = Ticket(run_id, update, give_up, on_done)
         with self._changed:
-            if self._unsupported or self._closed.is_set():
-                ticket.finish(FALLBACK, self._unsupported or "the batcher is closed")
-                return ticket
-            self._queue.append(ticket)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._send_loop, name="state-batch", daemon=True)
-                self._thread.start()
-            elif self._idle:
-                self._changed.notify()
+            refused = self._unsupported or ("the batcher is closed" if self._closed.is_set() else "")
+            if not refused:
+                self._queue.append(ticket)
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._send_loop, name="state-batch", daemon=True)
+                    self._thread.start()
+                elif self._idle:
+                    self._changed.notify()
+        if refused:
+            ticket.finish(FALLBACK, refused)
         return ticket
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from localagent.agent.execution import RunExecution
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.reaper import ChildReaper
 from localagent.agent.reporter import PendingDeliveries
+from localagent.agent.state_batch import StateBatcher
 from localagent.api.client import ApiClient
 from localagent.api.models import (
     AgentRegister,
@@ -30,6 +32,7 @@ from localagent.api.models import (
 from localagent.config.model import AgentConfig
 from localagent.server.runner import ServerThread
 from tests.agent.test_reaper import proc_state, wait_gone
+from tests.conftest import MakeApiServer
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups and /proc")
 
@@ -347,3 +350,82 @@ def test_a_run_without_output_never_makes_a_spool(start_run: RunFactory, admin: 
     execution, claimed = start_run(["true"])
     assert finish(execution, admin).state == StateName.SUCCESS
     assert not (tmp_path / "state" / "spool" / claimed.run.id).exists()
+
+
+def _threads_of(name: str) -> set[str]:
+    """The kinds of thread (``run``, ``ship``, ``deliver``, ``running``) now alive for the run named ``name``."""
+    return {thread.name.rpartition(f"-{name}")[0] for thread in threading.enumerate() if thread.name.endswith(name)}
+
+
+def _batched_run(
+    server: ServerThread, reaper: ChildReaper, tmp_path: Path, command: list[str] | str, *, agent_key: str | None
+) -> tuple[RunExecution, StateBatcher, list[ApiClient]]:
+    """A run whose states go through a StateBatcher on a client with ``agent_key``, as the agent's do."""
+    key = "operator"
+    with ApiClient(server.url, key=key) as admin:
+        claimed = claim_one(admin, FlowSpec(name="batched", command=command))
+    agent_client = ApiClient(server.url, key=agent_key)
+    run_client = ApiClient(server.url, key=claimed.token, timeout=2.0)
+    batcher = StateBatcher(agent_client)
+    execution = RunExecution(
+        claimed, agent_config(tmp_path), run_client, reaper=reaper, console=ConsolePrinter(), state_batcher=batcher
+    )
+    execution.start()
+    return execution, batcher, [agent_client, run_client]
+
+
+def test_a_quiet_run_reports_running_through_the_batch_from_one_thread(
+    make_api_server: MakeApiServer, reaper: ChildReaper, tmp_path: Path
+) -> None:
+    server = make_api_server(api_keys=("operator",))
+    execution, batcher, clients = _batched_run(server, reaper, tmp_path, ["sleep", "60"], agent_key="operator")
+    with ApiClient(server.url, key="operator") as admin:
+        wait_running(admin, execution.run_id)
+        assert _threads_of(execution.claimed.run.name) == {"run"}  # no delivery thread waits on the batch
+        execution.cancel()
+        assert finish(execution, admin).state == StateName.CANCELLED
+    batcher.close()
+    for client in clients:
+        client.close()
+
+
+def test_running_is_sent_alone_at_once_when_the_batch_is_refused(
+    make_api_server: MakeApiServer, reaper: ChildReaper, tmp_path: Path
+) -> None:
+    server = make_api_server(api_keys=("operator",))
+    # The agent's key was revoked: the batch endpoint answers 401, so Running goes alone, with the run's
+    # token, while the process still runs (not when it ends).
+    execution, batcher, clients = _batched_run(server, reaper, tmp_path, ["sleep", "60"], agent_key="revoked")
+    with ApiClient(server.url, key="operator") as admin:
+        wait_running(admin, execution.run_id)
+        assert not execution.done.is_set()
+        execution.cancel()
+        run = finish(execution, admin)
+    assert [record.state for record in run.history][-3:] == [
+        StateName.SUBMITTED,
+        StateName.RUNNING,
+        StateName.CANCELLED,
+    ]
+    batcher.close()
+    for client in clients:
+        client.close()
+
+
+def test_output_ships_while_the_run_goes_on(
+    make_api_server: MakeApiServer, reaper: ChildReaper, tmp_path: Path
+) -> None:
+    server = make_api_server(api_keys=("operator",))
+    command = "echo first; sleep 60"
+    execution, batcher, clients = _batched_run(server, reaper, tmp_path, command, agent_key="operator")
+    with ApiClient(server.url, key="operator") as admin:
+        deadline = time.monotonic() + 30
+        while not admin.read_logs(execution.run_id).lines and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [line.text for line in admin.read_logs(execution.run_id).lines] == ["first"]
+        assert admin.get_run(execution.run_id).state == StateName.RUNNING
+        assert "ship" in _threads_of(execution.claimed.run.name)
+        execution.cancel()
+        assert finish(execution, admin).state == StateName.CANCELLED
+    batcher.close()
+    for client in clients:
+        client.close()
