@@ -19,10 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from localagent.api.models import LogBatchResult, StateName
-from localagent.errors import ApiNotFound
 from localagent.server.database import Database
 from localagent.server.log_wire import LogRow
 from localagent.server.notify import Notifier, logs_topic
+from localagent.server.run_rows import run_not_found
 from localagent.server.tables import flow_runs, run_logs
 
 _RUN_STATE = sa.select(flow_runs.c.state).where(flow_runs.c.id == sa.bindparam("run_id"))
@@ -85,5 +85,5 @@ def last_log_seq(conn: Connection, run_id: str) -> int:
 def _require_run(conn: Connection, run_id: str) -> StateName:
     state = conn.execute(_RUN_STATE, {"run_id": run_id}).scalar()
     if state is None:
-        raise ApiNotFound(404, f"flow run {run_id!r} not found")
+        raise run_not_found(run_id)
     return StateName(state)

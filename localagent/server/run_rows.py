@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from localagent.api.models import FlowRun, StateName, StateRecord
+from localagent.errors import ApiNotFound
 from localagent.server.database import load_json
 from localagent.server.tables import flow_runs, run_history
 
@@ -30,6 +31,11 @@ _HISTORY_OF_MANY = (
     .where(run_history.c.run_id.in_(sa.bindparam("run_ids", expanding=True)))
     .order_by(run_history.c.run_id, run_history.c.id)
 )
+
+
+def run_not_found(run_id: str) -> ApiNotFound:
+    """The 404 of every endpoint that names a run the server does not have."""
+    return ApiNotFound(404, f"flow run {run_id!r} not found")
 
 
 def load_runs(conn: Connection, query: sa.Select[Any]) -> list[FlowRun]:

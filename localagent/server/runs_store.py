@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -36,7 +36,14 @@ from localagent.server.database import Database, dump_json
 from localagent.server.flows_store import FlowStore
 from localagent.server.names import generate_run_name
 from localagent.server.notify import RUNS, Notifier, logs_topic
-from localagent.server.run_rows import RUN_BY_ID, load_runs, read_run, run_model, run_with_history
+from localagent.server.run_rows import (
+    RUN_BY_ID,
+    load_runs,
+    read_run,
+    run_model,
+    run_not_found,
+    run_with_history,
+)
 from localagent.server.tables import flow_runs, run_history
 from localagent.server.transitions import (
     MOVE_TO,
@@ -51,6 +58,7 @@ from localagent.server.transitions import (
 )
 
 S = StateName
+U = TypeVar("U", bound=StateUpdate)
 _CAS_ATTEMPTS = 10
 _INSERT_RUN = flow_runs.insert()
 
@@ -108,7 +116,7 @@ class RunStore:
         with self._db.connect() as conn:
             run = read_run(conn, run_id)
         if run is None:
-            raise ApiNotFound(404, f"flow run {run_id!r} not found")
+            raise run_not_found(run_id)
         return run
 
     def list_runs(
@@ -155,6 +163,7 @@ class RunStore:
 
     def set_state(self, run_id: str, update: StateUpdate) -> FlowRun:
         """Apply an agent's (or the run's own) state report; a repeat of the current state is a no-op."""
+        update = self._storable(update)
         for _ in range(_CAS_ATTEMPTS):
             now = self._clock()
             with self._db.begin() as conn:
@@ -177,9 +186,7 @@ class RunStore:
         history = HistoryRows()
         with self._db.begin() as conn:
             for report in reports:
-                update = report
-                if self._db.nul_free and "\x00" in report.message:
-                    update = report.model_copy(update={"message": report.message.replace("\x00", "\ufffd")})
+                update = self._storable(report)
                 try:
                     for _ in range(_CAS_ATTEMPTS):
                         moved = _move(conn, report.run_id, update, self._clock(), self._flows, history=history)
@@ -199,6 +206,12 @@ class RunStore:
         if topics:
             self._notifier.notify(*topics)
         return results
+
+    def _storable(self, update: U) -> U:
+        """``update`` as the database can hold it: PostgreSQL text cannot hold NUL (replaced by U+FFFD)."""
+        if self._db.nul_free and "\x00" in update.message:
+            return update.model_copy(update={"message": update.message.replace("\x00", "\ufffd")})
+        return update
 
 
 @dataclass(frozen=True)
@@ -259,7 +272,7 @@ def _state_of(conn: Connection, run_id: str) -> StateName | None:
 def _row(conn: Connection, run_id: str) -> Any:
     row = conn.execute(RUN_BY_ID, {"run_id": run_id}).first()
     if row is None:
-        raise ApiNotFound(404, f"flow run {run_id!r} not found")
+        raise run_not_found(run_id)
     return row
 
 

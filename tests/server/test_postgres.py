@@ -187,6 +187,9 @@ def test_batched_state_reports_on_postgresql(pg_url: str) -> None:
         done = http.ok("get", f"/api/flow_runs/{runs[0]}")
         assert (done["state"], done["state_message"]) == ("Success", "a NUL \ufffd in a message")
         assert http.states(runs[1]) == ["Scheduled", "Submitted", "Running"]
+        # The single-run endpoint stores it the same way (it used to answer 422).
+        alone = http.ok("post", f"/api/flow_runs/{runs[1]}/state", json={"state": "Failed", "message": "x\x00y"})
+        assert (alone["state"], alone["state_message"]) == ("Failed", "x\ufffdy")
 
 
 def test_a_claim_waiting_on_one_server_gets_a_run_created_on_the_other(pg_url: str) -> None:
