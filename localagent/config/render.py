@@ -43,8 +43,23 @@ def public_hash(loaded: LoadedConfig) -> str:
     """sha256 hex of the effective config with its secrets masked: what is shown, logged and reported.
 
     ``loaded.hash`` covers the secrets too (a rotated key is a change), but a hash over a weak key could be
-    guessed offline by anyone who knows the rest of the config, so it never leaves the process.
+    guessed offline by anyone who knows the rest of the config, so it never leaves the process. Computed
+    once per config (every heartbeat and ``/health`` request reports it): the full hash names the config.
     """
+    known = _PUBLIC_HASHES.get(loaded.hash)
+    if known is None:
+        known = _public_hash(loaded)
+        if len(_PUBLIC_HASHES) >= _PUBLIC_HASHES_KEPT:
+            _PUBLIC_HASHES.clear()
+        _PUBLIC_HASHES[loaded.hash] = known
+    return known
+
+
+_PUBLIC_HASHES: dict[str, str] = {}  # full hash -> public hash, for the few configs a process goes through
+_PUBLIC_HASHES_KEPT = 16
+
+
+def _public_hash(loaded: LoadedConfig) -> str:
     document = masked_document(loaded)
     if document["server"].get("database"):
         document["server"]["database"] = redact_url(document["server"]["database"])
