@@ -7,7 +7,10 @@ Usage::
     ex.cancel()         # stop_signal to the process group, SIGKILL after stop_grace -> Cancelled
     ex.done.wait()      # the process is gone and the final state was delivered
 
-``api`` is the run-scoped client (the API that handed out the run, with the run's token).
+``api`` is the run-scoped client (the API that handed out the run, with the run's token); ``origin`` names
+that API. Output meant for the API is spooled with a ``meta.json`` naming the run, the API and the first
+seq: output that could not be delivered before the agent stopped (or died) is delivered by the next agent
+started on the same ``state_dir`` (:mod:`localagent.agent.leftovers`).
 
 One thread per run: the *run* thread reads the output pipes and, between reads, watches the process (exit,
 timeout, cancel and shutdown). ``on_finished`` is called (the slot is free) as soon as the process is gone
@@ -36,9 +39,10 @@ from typing import TYPE_CHECKING
 from localagent.agent.console import ConsoleFollower, ConsolePrinter
 from localagent.agent.launcher import plan_launch
 from localagent.agent.output import OutputPump
+from localagent.agent.registration import api_name
 from localagent.agent.reporter import GiveUp, PendingDeliveries, StateReporter
 from localagent.agent.shipper import LogShipper
-from localagent.agent.spool import RunSpool
+from localagent.agent.spool import RunSpool, SpoolMeta
 from localagent.agent.state_batch import FALLBACK
 from localagent.api.models import ClaimedRun, StateName, StateUpdate
 from localagent.config.units import format_duration
@@ -47,6 +51,7 @@ from localagent.errors import LaunchError
 if TYPE_CHECKING:
     from localagent.agent.metrics import AgentMetrics
     from localagent.agent.reaper import ChildProcess, ChildReaper
+    from localagent.agent.run_table import RunOrigin
     from localagent.agent.state_batch import StateBatcher, Ticket
     from localagent.api.client import ApiClient
     from localagent.config.model import AgentConfig
@@ -91,6 +96,7 @@ class RunExecution:
         delivery_grace: float = DELIVERY_GRACE,
         state_batcher: StateBatcher | None = None,
         pending: PendingDeliveries | None = None,
+        origin: RunOrigin | None = None,
     ) -> None:
         self.claimed = claimed
         self.config = config
@@ -109,6 +115,7 @@ class RunExecution:
         self._stop: _StopRequest | None = None
         self._delivery_grace = delivery_grace
         self._pending = pending
+        self._api_name = origin.api if origin is not None else api_name(config)  # the API of the run
         self._give_up = GiveUp()
         self._reporter = StateReporter(api, self.run_id, give_up=self._give_up, batcher=state_batcher)
         self._label = f"{claimed.run.flow}/{claimed.run.name}"
@@ -168,7 +175,10 @@ class RunExecution:
         except LaunchError as exc:
             log.warning("run %s (%s) cannot start: %s", self.run_id, self._label, exc)
             return StateUpdate(state=StateName.FAILED, message=str(exc))
-        spool = RunSpool.create(config.agent.state_dir / "spool" / self.run_id)  # made on disk on first output
+        meta = None
+        if config.logs.send_to_api:  # what a later agent needs to deliver output this one could not
+            meta = SpoolMeta(self.run_id, self._api_name, self.claimed.next_log_seq, self._label)
+        spool = RunSpool.create(config.agent.state_dir / "spool" / self.run_id, meta)  # made on first output
         pump = OutputPump(spool, max_output=config.logs.max_run_output, on_data=self._on_output)
         with self._lock:
             if self._stop is not None:
@@ -351,7 +361,11 @@ class RunExecution:
                 if shipper is None or shipper.delivered or shipper.refused:
                     spool.remove()
                 else:
-                    log.warning("run %s: undelivered output is kept in %s", self.run_id, spool.directory)
+                    log.warning(
+                        "run %s: undelivered output is kept in %s; the agent delivers it when it starts again",
+                        self.run_id,
+                        spool.directory,
+                    )
                     spool.release()
         except Exception:
             log.exception("run %s: delivering its states and output failed", self.run_id)

@@ -11,7 +11,9 @@ long-polls claims; ``localagent-heartbeat`` reports what runs here (to the API i
 reload left behind while runs it handed out still run) and picks up cancels; while every slot is busy (or
 the agent drains) ``localagent-cancel-watch`` long-polls with ``slots = 0`` so a cancel arrives at once.
 Each claimed run becomes a :class:`RunExecution` (or whatever ``execution_factory`` builds, for tests) with
-a client scoped to that run's token on the API that handed it out.
+a client scoped to that run's token on the API that handed it out. Output an earlier agent left in
+``state_dir`` is set aside before the first claim and, once registered, delivered by ``localagent-leftovers``
+(:mod:`localagent.agent.leftovers`).
 
 The config in force is one frozen :class:`LoadedConfig`, swapped atomically by :meth:`Agent.apply_config`.
 Anything that reloads config (SIGHUP here; a file watcher) builds a new ``LoadedConfig`` with the
@@ -29,6 +31,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from localagent.agent.health import HealthServer
+from localagent.agent.leftovers import LeftoverSpools
 from localagent.agent.logs import configure_logging
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.registration import RUN_CONFIG_TYPES, AgentSession, ClientFactory
@@ -123,6 +126,7 @@ class Agent:
             on_contact=self._mark_contact,
         )
         self._health = HealthServer(report=self.health_report, metrics=metrics)
+        self._leftovers = LeftoverSpools(loaded.config.agent.state_dir / "spool", metrics=metrics)
         self._reload_handler: Callable[[str], object] = lambda trigger: self.reload()
         metrics.track_running(lambda: len(self._runs))
         console.enabled = loaded.config.logs.show_flow_logs
@@ -249,6 +253,7 @@ class Agent:
             " (embedded)" if config.api.url == "embedded" else "",
             config.agent.max_concurrent_runs or "unlimited",
         )
+        self._leftovers.collect()  # before the first claim: a run claimed again starts its spool afresh
         self._claim_thread = threading.Thread(target=self._claim_loop, name="localagent-claim", daemon=True)
         self._heartbeat_thread = threading.Thread(target=self._heartbeat_loop, name="localagent-heartbeat", daemon=True)
         self._cancel_watch_thread = threading.Thread(
@@ -332,6 +337,7 @@ class Agent:
         self._closed.set()
         self._beat_now.set()
         self._not_claiming.set()
+        self._leftovers.stop(timeout=0.5)  # what it could not deliver stays for the next start
         for thread in (self._heartbeat_thread, self._claim_thread, self._cancel_watch_thread):
             if thread is not None and thread is not threading.current_thread():
                 # The claim thread may sit in a long poll; the process exit closes that connection.
@@ -361,6 +367,7 @@ class Agent:
                 endpoint = self._session.ensure_registered(self._stopping)
                 if endpoint is None or self._stopping.is_set():
                     return
+                self._leftovers.start(endpoint.api, endpoint.client)  # the first time only
                 loaded = self._loaded
                 config = loaded.config
                 slots = self._free_slots(config)

@@ -74,6 +74,7 @@ class ExecutionFactory(Protocol):
         on_finished: Callable[[Any], None] | None = None,
         state_batcher: StateBatcher | None = None,
         pending: PendingDeliveries | None = None,
+        origin: RunOrigin | None = None,
     ) -> RunHandle: ...
 
 
@@ -164,6 +165,7 @@ class RunTable:
                     on_finished=self._finished,
                     state_batcher=state_batcher,
                     pending=self._pending,
+                    origin=origin,
                 )
                 with self._lock:  # in the table before start(): a fast run may finish inside start()
                     self._runs[run.id] = handle

@@ -5,7 +5,9 @@ read time, bytes) and does nothing else, so a child writing at full speed is nev
 splitting, decoding, the console or the API. Consumers (the shipper, the console) follow the file at
 their own pace with a :class:`LineReader`, which splits lines, splits very long ones and replaces invalid
 UTF-8. The file lives in ``<state_dir>/spool/<run_id>/``, so output waiting for an unreachable API costs
-disk, not memory.
+disk, not memory. Output meant for the API is described by a :class:`SpoolMeta` (``meta.json``, written
+with the directory), so an agent started later can deliver what an earlier one left behind
+(:mod:`localagent.agent.leftovers`) through :meth:`RunSpool.reopen`.
 
 While the writer is *busy* (each read finds a lot waiting: the child writes as fast as it can), readers
 hold back with :meth:`RunSpool.wait_while_busy`: in one process they all share the GIL with the pipe
@@ -14,21 +16,24 @@ long they are willing to hold back; the end of the output (the spool is closed) 
 
 Usage::
 
-    spool = RunSpool.create(state_dir / "spool" / run_id)
+    spool = RunSpool.create(state_dir / "spool" / run_id, meta=SpoolMeta(run_id, "embedded", 0, "flow/run"))
     spool.append(STDOUT, time.time(), b"hello\\n"); spool.close()
     reader = LineReader(spool); reader.read_lines(100)  # [OutputLine("stdout", t, "hello")]
+    RunSpool.reopen(spool.directory)  # later, in another agent: the same lines, read-only
 """
 
 from __future__ import annotations
 
 import codecs
 import contextlib
+import json
 import os
 import shutil
 import struct
 import threading
 import time
 from collections import deque
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -48,14 +53,50 @@ class OutputLine(NamedTuple):
     text: str
 
 
+@dataclass(frozen=True)
+class SpoolMeta:
+    """Where a spool's output goes: the run, the API that handed it out, the seq of its first line.
+
+    ``api`` names the API as :func:`~localagent.agent.registration.api_name` does (its url, or ``"embedded"``);
+    ``label`` (``flow/run-name``) is for log messages.
+    """
+
+    run_id: str
+    api: str
+    first_seq: int
+    label: str
+
+    FILE_NAME = "meta.json"
+
+    def write(self, directory: Path) -> None:
+        """Write ``meta.json`` in ``directory`` atomically: a reader sees all of it or none."""
+        temporary = directory / f".{self.FILE_NAME}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, json.dumps(asdict(self)).encode())
+        finally:
+            os.close(fd)
+        os.replace(temporary, directory / self.FILE_NAME)
+
+    @classmethod
+    def read(cls, directory: Path) -> SpoolMeta:
+        """The meta of the spool in ``directory``; ``OSError`` or ``ValueError`` if missing or unreadable."""
+        data = json.loads((directory / cls.FILE_NAME).read_bytes())
+        try:
+            return cls(str(data["run_id"]), str(data["api"]), int(data["first_seq"]), str(data.get("label", "")))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{directory / cls.FILE_NAME}: not a spool's meta ({exc!r})") from exc
+
+
 class RunSpool:
     """The append-only output file of one run; one writer thread, any number of reader threads."""
 
     FILE_NAME = "output.frames"
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, meta: SpoolMeta | None = None) -> None:
         self.directory = directory
         self.path = directory / self.FILE_NAME
+        self.meta = meta
         self._fd = -1  # the file is made on the first append: a run without output never touches the disk
         self._read_fd = -1
         self._changed = threading.Condition()
@@ -66,12 +107,32 @@ class RunSpool:
         self._created = False
 
     @classmethod
-    def create(cls, directory: Path) -> RunSpool:
-        """A spool in ``directory``; the directory and file are created when the first frame is written."""
-        return cls(directory)
+    def create(cls, directory: Path, meta: SpoolMeta | None = None) -> RunSpool:
+        """A spool in ``directory``; the directory and file are created when the first frame is written.
+
+        ``meta`` (output meant for the API) is written next to the file then, so that an agent started
+        after this one stopped or died can still deliver what is left.
+        """
+        return cls(directory, meta)
+
+    @classmethod
+    def reopen(cls, directory: Path) -> RunSpool:
+        """The spool an earlier agent left in ``directory``, read-only and closed: readers end at its end.
+
+        A last frame cut short (the agent was killed while writing it) is ignored by :class:`LineReader`.
+        """
+        spool = cls(directory)
+        with contextlib.suppress(FileNotFoundError):  # killed between meta.json and the first frame
+            spool._read_fd = os.open(spool.path, os.O_RDONLY)
+            spool._size = os.fstat(spool._read_fd).st_size
+        spool._created = True  # remove() deletes what is on disk
+        spool.close()
+        return spool
 
     def _open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.meta is not None:  # first, so that no output is on disk without it
+            self.meta.write(self.directory)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
         try:
             read_fd = os.open(self.path, os.O_RDONLY)
@@ -162,8 +223,9 @@ class RunSpool:
         self.release()
         if not self._created:
             return  # never written: nothing was made on disk
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        for path in (self.path, self.directory / SpoolMeta.FILE_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         try:
             os.rmdir(self.directory)
         except FileNotFoundError:
@@ -194,10 +256,15 @@ class LineReader:
 
     def read_lines(self, limit: int) -> list[OutputLine]:
         """Up to ``limit`` lines available now (possibly none); partial lines are held until complete."""
+        spool = self._spool
         while len(self._pending) < limit:
-            frame = self._spool.read_frame(self.offset)
+            closed = spool.closed  # before the read: once closed, every frame is in ``size``
+            frame = spool.read_frame(self.offset)
             if frame is None:
-                if self._spool.closed and self.offset >= self._spool.size:
+                if closed:
+                    # The end. A reopened spool may end in a frame cut short (its agent was killed while
+                    # writing it): skip those bytes.
+                    self.offset = spool.size
                     self._flush_partials()
                 break
             stream, when, data, self.offset = frame

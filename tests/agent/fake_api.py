@@ -181,6 +181,7 @@ class FakeExecution:
         on_finished: Callable[[Any], None] | None = None,
         state_batcher: Any = None,
         pending: Any = None,
+        origin: Any = None,
         auto_finish: StateName | None = None,
         log: list[FakeExecution] | None = None,
     ) -> None:

@@ -17,6 +17,8 @@ from localagent.agent.execution import RunExecution
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.reaper import ChildReaper
 from localagent.agent.reporter import PendingDeliveries
+from localagent.agent.run_table import RunOrigin
+from localagent.agent.spool import LineReader, RunSpool, SpoolMeta
 from localagent.agent.state_batch import StateBatcher
 from localagent.api.client import ApiClient
 from localagent.api.models import (
@@ -350,6 +352,33 @@ def test_a_run_without_output_never_makes_a_spool(start_run: RunFactory, admin: 
     execution, claimed = start_run(["true"])
     assert finish(execution, admin).state == StateName.SUCCESS
     assert not (tmp_path / "state" / "spool" / claimed.run.id).exists()
+
+
+def test_undelivered_output_is_kept_with_a_meta_naming_the_run_and_its_api(
+    admin: ApiClient, api_server: ServerThread, reaper: ChildReaper, tmp_path: Path
+) -> None:
+    command = "trap 'echo bye; exit 0' TERM; echo one; sleep 60 & wait"  # "bye" comes once the API is gone
+    claimed = claim_one(admin, FlowSpec(name="stranded", command=command))
+    config = agent_config(tmp_path)
+    directory = config.agent.state_dir / "spool" / claimed.run.id
+    origin = RunOrigin(api="embedded", url=api_server.url)
+    with ApiClient(api_server.url, key=claimed.token, timeout=0.5, retries=0) as client:
+        execution = RunExecution(
+            claimed, config, client, reaper=reaper, console=ConsolePrinter(), delivery_grace=0.5, origin=origin
+        )
+        execution.start()
+        deadline = time.monotonic() + 30
+        while not all_logs(admin, claimed.run.id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        api_server.stop()
+        execution.shutdown()
+        assert execution.done.wait(30)
+    assert SpoolMeta.read(directory) == SpoolMeta(
+        claimed.run.id, "embedded", claimed.next_log_seq, f"stranded/{claimed.run.name}"
+    )
+    kept = RunSpool.reopen(directory)
+    assert [line.text for line in LineReader(kept).read_lines(10)] == ["one", "bye"]
+    kept.release()
 
 
 def _threads_of(name: str) -> set[str]:

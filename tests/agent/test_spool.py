@@ -1,14 +1,18 @@
-"""The shipper delivers every spooled line once, in order, through an API outage and a lost answer."""
+"""The spool on disk, reopened by a later agent; the shipper delivers every line once, in order, through an API
+outage and a lost answer."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from localagent.agent.shipper import LogShipper
-from localagent.agent.spool import STDERR, STDOUT, LineReader, RunSpool
+from localagent.agent.spool import STDERR, STDOUT, LineReader, RunSpool, SpoolMeta
 from localagent.api.models import LogBatch, LogBatchResult, LogLine
 from localagent.errors import ApiRejected, ApiUnavailable
 
@@ -112,3 +116,62 @@ def test_nothing_is_left_pending_when_the_shipper_gives_up(tmp_path: Path) -> No
     assert shipper.join(10)
     assert not shipper.delivered
     assert api.stored == {}
+
+
+def write_closed_spool(directory: Path, lines: list[str], meta: SpoolMeta | None = None) -> None:
+    """Lines on both streams, one frame each, and a partial last line, as a run that ended leaves them."""
+    spool = RunSpool.create(directory, meta)
+    for index, text in enumerate(lines):
+        spool.append(STDERR if index % 4 == 3 else STDOUT, 1_700_000_000.0 + index, f"{text}\n".encode())
+    spool.append(STDOUT, 1_700_000_100.0, b"no line end")
+    spool.release()
+
+
+def test_a_reopened_spool_reads_every_line_then_ends(tmp_path: Path) -> None:
+    directory = tmp_path / "spool" / "run-4"
+    meta = SpoolMeta("run-4", "http://api.example:4200", 7, "hello/brave-fox")
+    write_closed_spool(directory, [f"line {i}" for i in range(1000)], meta)
+    assert SpoolMeta.read(directory) == meta
+    spool = RunSpool.reopen(directory)
+    assert spool.closed
+    reader = LineReader(spool)
+    lines = reader.read_lines(5000)
+    assert [line.text for line in lines] == [f"line {i}" for i in range(1000)] + ["no line end"]
+    assert [line.stream for line in lines[:4]] == ["stdout", "stdout", "stdout", "stderr"]
+    assert lines[2].time == 1_700_000_002.0
+    assert reader.finished
+    with pytest.raises(OSError, match="closed"):
+        spool.append(STDOUT, time.time(), b"more\n")
+    spool.remove()
+    assert not directory.exists()
+
+
+@pytest.mark.parametrize("cut", [1, 5, 13, 14, 20])
+def test_a_last_frame_cut_short_is_ignored(tmp_path: Path, cut: int) -> None:
+    """The agent was killed while writing its last frame (header and data are 13 + 7 bytes)."""
+    directory = tmp_path / "spool" / "run-5"
+    spool = RunSpool.create(directory)
+    for i in range(3):
+        spool.append(STDOUT, time.time(), f"line {i}\n".encode())
+    spool.append(STDOUT, time.time(), b"cut me\n")
+    spool.release()
+    path = directory / RunSpool.FILE_NAME
+    os.truncate(path, path.stat().st_size - cut)
+    reopened = RunSpool.reopen(directory)
+    reader = LineReader(reopened)
+    assert [line.text for line in reader.read_lines(100)] == ["line 0", "line 1", "line 2"]
+    assert reader.finished
+    assert reader.read_lines(100) == []
+    reopened.release()
+
+
+def test_a_spool_left_before_its_first_frame_reopens_empty(tmp_path: Path) -> None:
+    directory = tmp_path / "spool" / "run-6"
+    directory.mkdir(parents=True)
+    SpoolMeta("run-6", "embedded", 0, "hello/brave-fox").write(directory)
+    spool = RunSpool.reopen(directory)
+    reader = LineReader(spool)
+    assert reader.read_lines(10) == []
+    assert reader.finished
+    spool.remove()
+    assert not directory.exists()
