@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 
+from localagent.agent.shipper import encode_batch
 from localagent.api.client import ApiClient
 from localagent.api.models import (
     Agent,
@@ -53,7 +54,7 @@ from localagent.errors import ApiError, ApiRejected, ApiUnavailable, StorageErro
 from localagent.server.checks import int64, state_numbers
 from localagent.server.database import InvalidData
 from localagent.server.http_errors import describe_validation_errors
-from localagent.server.log_wire import parse_batch
+from localagent.server.log_wire import LogRow, parse_batch
 
 if TYPE_CHECKING:
     from localagent.server.runner import ServerThread
@@ -122,6 +123,23 @@ class InProcessClient(ApiClient):
         logs = server[0].logs
         with _as_api_errors(f"{count} log lines"):
             return logs.append(run_id, parse_batch(run_id, body, nul_free=logs.nul_free))
+
+    def append_log_rows(self, run_id: str, rows: list[LogRow]) -> LogBatchResult:
+        """Store a batch given as the store's rows ``(run_id, seq, epoch seconds, stream, text)``: the
+        agent's shipper hands these over in embedded mode, so no JSON is made or parsed for its output.
+
+        The rows come from the agent itself (seqs it numbered, times it took), so only what the database
+        cannot hold is mended: a NUL on PostgreSQL becomes U+FFFD, as ``parse_batch`` does.
+        """
+        server = self._server()
+        if server is None:
+            body = encode_batch((seq, when, stream, text) for _, seq, when, stream, text in rows)
+            return super().append_logs_raw(run_id, body, len(rows))
+        logs = server[0].logs
+        if logs.nul_free:
+            rows = [row if "\x00" not in row[4] else (*row[:4], row[4].replace("\x00", "\ufffd")) for row in rows]
+        with _as_api_errors(f"{len(rows)} log lines"):
+            return logs.append(run_id, rows)
 
     def heartbeat(self, agent_id: str, beat: Heartbeat) -> HeartbeatReply:
         server = self._server()

@@ -22,6 +22,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Protocol
 
@@ -45,11 +46,36 @@ FORCE_TRIM_BYTES = 16 << 20  # ... and past this much, even if another run trimm
 _LINE_OVERHEAD = 72  # JSON around one line's text: {"seq":N,"time":"...","stream":"stdout","text":""},
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
+BatchLine = tuple[int, float, str, str]
+"""One numbered line of a batch: ``(seq, epoch seconds, stream, text)``."""
+
 
 class LogSink(Protocol):
-    """The part of :class:`~localagent.api.client.ApiClient` the shipper uses."""
+    """The part of :class:`~localagent.api.client.ApiClient` the shipper uses.
+
+    A sink that also has ``append_log_rows(run_id, rows)`` (the embedded API's in-process client) gets the
+    batch as the store's rows ``(run_id, seq, epoch seconds, stream, text)``, with no JSON made or parsed.
+    """
 
     def append_logs_raw(self, run_id: str, body: bytes, count: int) -> LogBatchResult: ...
+
+
+def encode_batch(lines: Iterable[BatchLine], times: dict[float, str] | None = None) -> bytes:
+    """The JSON body of a ``LogBatch`` (``POST /api/flow_runs/{id}/logs``) holding ``lines``.
+
+    ``times`` caches the ISO text of read times across calls (lines read together share one).
+    """
+    cache = {} if times is None else times
+    wire: list[dict[str, object]] = []
+    append = wire.append
+    for seq, when, stream, text in lines:
+        iso = cache.get(when)
+        if iso is None:
+            if len(cache) > 256:
+                cache.clear()
+            iso = cache[when] = datetime.fromtimestamp(when, timezone.utc).isoformat()
+        append({"seq": seq, "time": iso, "stream": stream, "text": text})
+    return _encode({"lines": wire}).encode()
 
 
 class LogMetrics(Protocol):
@@ -85,7 +111,7 @@ class LogShipper:
         self._thread: threading.Thread | None = None
         self._times: dict[float, str] = {}
         self.shipped = 0
-        self.shipped_bytes = 0  # JSON bytes of the batches the API stored
+        self.shipped_bytes = 0  # about the JSON size of the batches the API stored
         self.dropped = 0
         self.delivered = False  # every line of the closed spool reached the API
         self.refused = False  # the API refuses this run's output for good (run gone, token revoked)
@@ -116,7 +142,7 @@ class LogShipper:
             release_free_memory(force=self.shipped_bytes >= FORCE_TRIM_BYTES)
 
     def _ship_all(self) -> None:
-        batch: list[dict[str, object]] = []
+        batch: list[BatchLine] = []
         batch_bytes = 0
         batch_started = 0.0
         reader = self._reader
@@ -135,11 +161,9 @@ class LogShipper:
             if batch and (
                 len(batch) >= MAX_BATCH_LINES or batch_bytes >= MAX_BATCH_BYTES or ended or age >= self._flush_interval
             ):
-                count = len(batch)
-                body = _encode({"lines": batch}).encode()
-                batch, batch_bytes = [], 0  # only the encoded bytes are held while delivering
-                if not self._deliver(body, count):
+                if not self._deliver(batch, batch_bytes):
                     return
+                batch, batch_bytes = [], 0
                 last_sent = time.monotonic()
                 continue
             if ended:
@@ -149,31 +173,38 @@ class LogShipper:
                 wait = self._flush_interval - age if batch else 1.0
                 self._spool.wait_beyond(reader.offset, wait)
 
-    def _extend(self, batch: list[dict[str, object]], lines: list[OutputLine]) -> int:
-        """Append ``lines`` as wire dicts (seq numbered, time as ISO text); their approximate JSON size."""
+    def _extend(self, batch: list[BatchLine], lines: list[OutputLine]) -> int:
+        """Append ``lines`` to ``batch``, numbered; their approximate size as JSON."""
         size = 0
-        times = self._times
         seq = self._next_seq
         append = batch.append
         for stream, when, text in lines:
-            iso = times.get(when)
-            if iso is None:
-                if len(times) > 256:
-                    times.clear()
-                iso = times[when] = datetime.fromtimestamp(when, timezone.utc).isoformat()
-            append({"seq": seq, "time": iso, "stream": stream, "text": text})
+            append((seq, when, stream, text))
             seq += 1
             size += len(text) + _LINE_OVERHEAD
         self._next_seq = seq
         return size
 
-    def _deliver(self, body: bytes, count: int) -> bool:
-        """Send one encoded batch until it is stored; ``False`` when shipping must stop."""
+    def _sender(self, batch: list[BatchLine]) -> Callable[[], LogBatchResult]:
+        """One way to send ``batch``, prepared once for every attempt: rows in-process, else JSON bytes."""
+        run_id = self._run_id
+        append_rows = getattr(self._api, "append_log_rows", None)
+        if append_rows is not None:
+            rows = [(run_id, seq, when, stream, text) for seq, when, stream, text in batch]
+            return lambda: append_rows(run_id, rows)
+        body = encode_batch(batch, self._times)
+        count = len(batch)
+        return lambda: self._api.append_logs_raw(run_id, body, count)
+
+    def _deliver(self, batch: list[BatchLine], size: int) -> bool:
+        """Send one batch until it is stored; ``False`` when shipping must stop."""
+        count = len(batch)
+        send = self._sender(batch)
         backoff = self._initial_backoff
         failed_before = False
         while True:
             try:
-                self._api.append_logs_raw(self._run_id, body, count)
+                send()
             except (ApiNotFound, ApiUnauthorized) as exc:
                 log.error("run %s: the API refuses its output (%s); output is no longer shipped", self._run_id, exc)
                 self._count(dropped=count)
@@ -194,7 +225,7 @@ class LogShipper:
                 continue
             if failed_before:
                 log.info("run %s: the API is back, shipping spooled output", self._run_id)
-            self.shipped_bytes += len(body)
+            self.shipped_bytes += size
             self._count(shipped=count)
             return True
 

@@ -139,3 +139,26 @@ def test_the_embedded_api_hands_out_in_process_clients_for_its_own_listeners(tmp
         other.close()
     finally:
         embedded.stop()
+
+
+def test_log_rows_are_stored_in_process_and_over_http_without_a_listener(api_server: ServerThread) -> None:
+    now = time.time()
+    with ApiClient(api_server.url) as admin:
+        admin.register_flow(FlowSpec(name="job", command=["true"]))
+        run = admin.create_run(FlowRunCreate(flow="job"))
+        direct = _located(api_server)
+        over_http = InProcessClient(api_server.url, key=None, timeout=5.0, locate=lambda _url: None)
+        with direct, over_http:
+            rows = [(run.id, 0, now, "stdout", "in process"), (run.id, 1, now, "stderr", "é \ufffd")]
+            assert direct.append_log_rows(run.id, rows).stored == 2
+            assert over_http.append_log_rows(run.id, [(run.id, 2, now + 1, "stdout", "over http")]).stored == 1
+            assert direct.append_log_rows(run.id, rows).stored == 0  # a resent seq is stored once
+            with pytest.raises(ApiNotFound):
+                direct.append_log_rows("gone", [("gone", 0, now, "stdout", "x")])
+        lines = admin.read_logs(run.id).lines
+    assert [(line.seq, line.stream, line.text) for line in lines] == [
+        (0, "stdout", "in process"),
+        (1, "stderr", "é \ufffd"),
+        (2, "stdout", "over http"),
+    ]
+    assert abs(lines[2].time.timestamp() - (now + 1)) < 0.001
