@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from localagent.agent.background import Background
 from localagent.agent.spool import LineReader, RunSpool
 
 _BATCH_LINES = 2000
@@ -47,7 +48,7 @@ class ConsolePrinter:
                 pass  # a closed or broken console must never stop a run
 
 
-class ConsoleFollower:
+class ConsoleFollower(Background):
     """Follows one run's spool and prints its lines while the console is enabled."""
 
     def __init__(self, spool: RunSpool, console: ConsolePrinter, *, prefix: str, from_end: bool = False) -> None:
@@ -59,20 +60,12 @@ class ConsoleFollower:
         if from_end:
             self._reader.skip_to_end()
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self, *, name: str = "console") -> None:
-        self._thread = threading.Thread(target=self._follow, name=name, daemon=True)
-        self._thread.start()
+        self._run_in_background(self._follow, name=name)
 
     def stop(self) -> None:
         self._stop.set()
-
-    def join(self, timeout: float | None = None) -> bool:
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
 
     def _follow(self) -> None:
         reader = self._reader

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import uuid
 from pathlib import Path
 
+from localagent.agent.background import Background
 from localagent.agent.reporter import GiveUp
 from localagent.agent.shipper import LogMetrics, LogShipper, LogSink
 from localagent.agent.spool import RunSpool, SpoolMeta
@@ -35,7 +35,7 @@ log = logging.getLogger("localagent.agent")
 LEFTOVER_DIR = ".leftover"
 
 
-class LeftoverSpools:
+class LeftoverSpools(Background):
     """The spools earlier agents left in ``spool_root``, delivered to the API they belong to."""
 
     def __init__(self, spool_root: Path, *, metrics: LogMetrics | None = None, initial_backoff: float = 0.5) -> None:
@@ -44,7 +44,6 @@ class LeftoverSpools:
         self._metrics = metrics
         self._initial_backoff = initial_backoff
         self._give_up = GiveUp()
-        self._thread: threading.Thread | None = None
         self._started = False
 
     def collect(self) -> int:
@@ -91,17 +90,7 @@ class LeftoverSpools:
         waiting = self._waiting()
         if not waiting:
             return
-        self._thread = threading.Thread(
-            target=self._deliver_all, args=(waiting, api, client), name="localagent-leftovers", daemon=True
-        )
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until every leftover was delivered, refused or given up; ``True`` once the thread ended."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        self._run_in_background(self._deliver_all, waiting, api, client, name="localagent-leftovers")
 
     def stop(self, timeout: float) -> bool:
         """Stop retrying (what is not delivered stays for the next start); ``True`` once the thread ended."""

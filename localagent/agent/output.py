@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from localagent.agent.background import Background
 from localagent.agent.spool import STDERR, STDOUT, SYSTEM, RunSpool
 from localagent.config.units import format_size
 
@@ -50,7 +51,7 @@ def split_budget(max_output: int) -> tuple[int, int]:
     return max_output - tail, tail
 
 
-class OutputPump:
+class OutputPump(Background):
     """Copies a run's two output pipes into its spool, applying the head/tail cut."""
 
     def __init__(
@@ -75,7 +76,6 @@ class OutputPump:
         self.cut_lines = 0
         self.failed = False
         self._abandoned = False
-        self._thread: threading.Thread | None = None
         self._wake_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -83,15 +83,7 @@ class OutputPump:
 
     def start(self, stdout_fd: int | None, stderr_fd: int | None, *, name: str = "output") -> None:
         """Pump on a thread of its own (:meth:`run` pumps on the caller's thread)."""
-        self._thread = threading.Thread(target=self.run, args=(stdout_fd, stderr_fd), name=name, daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait for end of file on both pipes; ``True`` when the pump has finished."""
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        self._run_in_background(self.run, stdout_fd, stderr_fd, name=name)
 
     def abandon(self) -> None:
         """Stop reading now (e.g. a daemonized grandchild keeps a pipe open after the run ended)."""

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Protocol
 
+from localagent.agent.background import Background
 from localagent.agent.memory import release_free_memory
 from localagent.agent.reporter import GiveUp
 from localagent.agent.spool import LineReader, OutputLine, RunSpool
@@ -82,7 +82,7 @@ class LogMetrics(Protocol):
     def observe_log_lines(self, *, shipped: int = 0, spooled: int = 0, dropped: int = 0) -> None: ...
 
 
-class LogShipper:
+class LogShipper(Background):
     """Delivers every line of one run's spool to the API, in order, each seq once."""
 
     def __init__(
@@ -108,7 +108,6 @@ class LogShipper:
         self._max_defer = max_defer
         self._initial_backoff = initial_backoff
         self._give_up = give_up or GiveUp()
-        self._thread: threading.Thread | None = None
         self._times: dict[float, str] = {}
         self.shipped = 0
         self.shipped_bytes = 0  # about the JSON size of the batches the API stored
@@ -118,14 +117,7 @@ class LogShipper:
 
     def start(self, *, name: str = "log-shipper") -> None:
         """Ship on a thread of its own (:meth:`run` ships on the caller's thread)."""
-        self._thread = threading.Thread(target=self.run, name=name, daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> bool:
-        if self._thread is None:
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        self._run_in_background(self.run, name=name)
 
     def give_up(self) -> None:
         """Stop retrying (the agent is going away); what is not delivered stays in the spool."""

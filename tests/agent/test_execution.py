@@ -386,67 +386,71 @@ def _threads_of(name: str) -> set[str]:
     return {thread.name.rpartition(f"-{name}")[0] for thread in threading.enumerate() if thread.name.endswith(name)}
 
 
-def _batched_run(
-    server: ServerThread, reaper: ChildReaper, tmp_path: Path, command: list[str] | str, *, agent_key: str | None
-) -> tuple[RunExecution, StateBatcher, list[ApiClient]]:
-    """A run whose states go through a StateBatcher on a client with ``agent_key``, as the agent's do."""
-    key = "operator"
-    with ApiClient(server.url, key=key) as admin:
-        claimed = claim_one(admin, FlowSpec(name="batched", command=command))
-    agent_client = ApiClient(server.url, key=agent_key)
-    run_client = ApiClient(server.url, key=claimed.token, timeout=2.0)
-    batcher = StateBatcher(agent_client)
-    execution = RunExecution(
-        claimed, agent_config(tmp_path), run_client, reaper=reaper, console=ConsolePrinter(), state_batcher=batcher
-    )
-    execution.start()
-    return execution, batcher, [agent_client, run_client]
+class BatchedRuns:
+    """Runs whose states go through a StateBatcher on a client with the given agent key, as the agent's do,
+    on a server whose operator key is ``"operator"``."""
+
+    def __init__(self, server: ServerThread, reaper: ChildReaper, tmp_path: Path) -> None:
+        self.url = server.url
+        self._reaper = reaper
+        self._tmp_path = tmp_path
+        self._made: list[tuple[RunExecution, StateBatcher, list[ApiClient]]] = []
+
+    def start(self, command: list[str] | str, *, agent_key: str) -> RunExecution:
+        with ApiClient(self.url, key="operator") as admin:
+            claimed = claim_one(admin, FlowSpec(name="batched", command=command))
+        agent_client = ApiClient(self.url, key=agent_key)
+        run_client = ApiClient(self.url, key=claimed.token, timeout=2.0)
+        batcher = StateBatcher(agent_client)
+        config = agent_config(self._tmp_path)
+        execution = RunExecution(
+            claimed, config, run_client, reaper=self._reaper, console=ConsolePrinter(), state_batcher=batcher
+        )
+        self._made.append((execution, batcher, [agent_client, run_client]))
+        execution.start()
+        return execution
+
+    def close(self) -> None:
+        for execution, batcher, clients in self._made:
+            execution.shutdown(immediate=True)
+            execution.done.wait(30)
+            batcher.close()
+            for client in clients:
+                client.close()
 
 
-def test_a_quiet_run_reports_running_through_the_batch_from_one_thread(
-    make_api_server: MakeApiServer, reaper: ChildReaper, tmp_path: Path
-) -> None:
-    server = make_api_server(api_keys=("operator",))
-    execution, batcher, clients = _batched_run(server, reaper, tmp_path, ["sleep", "60"], agent_key="operator")
-    with ApiClient(server.url, key="operator") as admin:
+@pytest.fixture
+def batched(make_api_server: MakeApiServer, reaper: ChildReaper, tmp_path: Path) -> Iterator[BatchedRuns]:
+    runs = BatchedRuns(make_api_server(api_keys=("operator",)), reaper, tmp_path)
+    yield runs
+    runs.close()
+
+
+def test_a_quiet_run_reports_running_through_the_batch_from_one_thread(batched: BatchedRuns) -> None:
+    execution = batched.start(["sleep", "60"], agent_key="operator")
+    with ApiClient(batched.url, key="operator") as admin:
         wait_running(admin, execution.run_id)
         assert _threads_of(execution.claimed.run.name) == {"run"}  # no delivery thread waits on the batch
         execution.cancel()
         assert finish(execution, admin).state == StateName.CANCELLED
-    batcher.close()
-    for client in clients:
-        client.close()
 
 
-def test_running_is_sent_alone_at_once_when_the_batch_is_refused(
-    make_api_server: MakeApiServer, reaper: ChildReaper, tmp_path: Path
-) -> None:
-    server = make_api_server(api_keys=("operator",))
+def test_running_is_sent_alone_at_once_when_the_batch_is_refused(batched: BatchedRuns) -> None:
     # The agent's key was revoked: the batch endpoint answers 401, so Running goes alone, with the run's
     # token, while the process still runs (not when it ends).
-    execution, batcher, clients = _batched_run(server, reaper, tmp_path, ["sleep", "60"], agent_key="revoked")
-    with ApiClient(server.url, key="operator") as admin:
+    execution = batched.start(["sleep", "60"], agent_key="revoked")
+    with ApiClient(batched.url, key="operator") as admin:
         wait_running(admin, execution.run_id)
         assert not execution.done.is_set()
         execution.cancel()
         run = finish(execution, admin)
-    assert [record.state for record in run.history][-3:] == [
-        StateName.SUBMITTED,
-        StateName.RUNNING,
-        StateName.CANCELLED,
-    ]
-    batcher.close()
-    for client in clients:
-        client.close()
+    states = [record.state for record in run.history]
+    assert states[-3:] == [StateName.SUBMITTED, StateName.RUNNING, StateName.CANCELLED]
 
 
-def test_output_ships_while_the_run_goes_on(
-    make_api_server: MakeApiServer, reaper: ChildReaper, tmp_path: Path
-) -> None:
-    server = make_api_server(api_keys=("operator",))
-    command = "echo first; sleep 60"
-    execution, batcher, clients = _batched_run(server, reaper, tmp_path, command, agent_key="operator")
-    with ApiClient(server.url, key="operator") as admin:
+def test_output_ships_while_the_run_goes_on(batched: BatchedRuns) -> None:
+    execution = batched.start("echo first; sleep 60", agent_key="operator")
+    with ApiClient(batched.url, key="operator") as admin:
         deadline = time.monotonic() + 30
         while not admin.read_logs(execution.run_id).lines and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -455,6 +459,3 @@ def test_output_ships_while_the_run_goes_on(
         assert "ship" in _threads_of(execution.claimed.run.name)
         execution.cancel()
         assert finish(execution, admin).state == StateName.CANCELLED
-    batcher.close()
-    for client in clients:
-        client.close()
