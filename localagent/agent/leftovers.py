@@ -6,9 +6,9 @@ of its first line (:class:`~localagent.agent.spool.SpoolMeta`). At the next star
 (a run claimed again reuses its spool directory and starts it afresh), :meth:`LeftoverSpools.collect` moves
 each of them to ``spool/.leftover/<run_id>-<unique>/``; once registered, :meth:`LeftoverSpools.start` ships
 them on one thread with the agent's key, numbered from their first seq as before (the API stores a resent seq
-once). Delivered, or refused for good (the run is gone): removed. API unreachable: retried until the agent
-stops, then kept for the next start. A leftover of another API is kept, and so is a spool without meta
-(written with ``logs.send_to_api`` off, or by an older localagent).
+once). Delivered, or the run is gone from the API (404): removed. API unreachable, or the agent's key
+refused (401/403: a key rotated under a running agent): kept for the next start. A leftover of another API
+is kept, and so is a spool without meta (written with ``logs.send_to_api`` off, or by an older localagent).
 
 Usage::
 
@@ -159,10 +159,11 @@ class LeftoverSpools(Background):
                 meta.label,
                 shipper.shipped,
             )
-        elif shipper.refused:
+        elif shipper.run_gone:
             spool.remove()
             log.info(
-                "run %s (%s): the API refuses the output left by an earlier agent after %d lines; the rest is removed",
+                "run %s (%s): the API no longer knows this run; the output an earlier agent left (%d lines "
+                "delivered) is removed",
                 meta.run_id,
                 meta.label,
                 shipper.shipped,

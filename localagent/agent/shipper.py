@@ -114,6 +114,7 @@ class LogShipper(Background):
         self.dropped = 0
         self.delivered = False  # every line of the closed spool reached the API
         self.refused = False  # the API refuses this run's output for good (run gone, token revoked)
+        self.run_gone = False  # ... because it does not know the run (404)
 
     def start(self, *, name: str = "log-shipper") -> None:
         """Ship on a thread of its own (:meth:`run` ships on the caller's thread)."""
@@ -201,6 +202,7 @@ class LogShipper(Background):
                 log.error("run %s: the API refuses its output (%s); output is no longer shipped", self._run_id, exc)
                 self._count(dropped=count)
                 self.refused = True
+                self.run_gone = isinstance(exc, ApiNotFound)
                 return False
             except (ApiUnavailable, ApiRejected) as exc:
                 if isinstance(exc, ApiRejected) and exc.status_code < 500:

@@ -120,7 +120,20 @@ def test_output_of_a_run_the_api_no_longer_knows_is_removed(
     leftovers.start(server.url, agent_client)
     assert leftovers.join(30)
     assert list((root / LEFTOVER_DIR).iterdir()) == []
-    assert "run gone-run (chatty/gone): the API refuses the output left by an earlier agent" in caplog.text
+    assert "run gone-run (chatty/gone): the API no longer knows this run" in caplog.text
+
+
+def test_output_refused_for_the_key_is_kept_for_the_next_start(
+    tmp_path: Path, server: ServerThread, claimed: ClaimedRun
+) -> None:
+    root = tmp_path / "state" / "spool"
+    leave_spool(root, SpoolMeta(claimed.run.id, server.url, 0, "chatty/x"), ["keep me"]).release()
+    leftovers = LeftoverSpools(root)
+    assert leftovers.collect() == 1
+    with ApiClient(server.url, key="rotated-away", retries=0) as stale:  # 401: not a reason to drop output
+        leftovers.start(server.url, stale)
+        assert leftovers.join(30)
+    assert leftovers.collect() == 1
 
 
 def test_output_for_another_api_and_spools_without_meta_are_kept(
