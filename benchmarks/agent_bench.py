@@ -5,6 +5,7 @@
     python benchmarks/agent_bench.py --keep     # keep the temp dir (agent logs, database) for a look
     python benchmarks/agent_bench.py --only output   # just the output overhead (embedded system)
     python benchmarks/agent_bench.py --only rss      # latency + throughput + output runs, then embedded RSS
+    python benchmarks/agent_bench.py --only throughput  # just the throughput runs, in a fresh embedded agent
 
 It starts the real system as a user would: ``localagent run -c <temp config>`` as a subprocess (embedded
 API on a free port, ``health.address`` on another, ``state_dir`` in a temp dir), and for the agent-only
@@ -259,18 +260,21 @@ def last_success(api: Api, flow: str, runs: int, *, timeout: float) -> float:
     sys.exit(f"the {runs} runs of {flow} did not all end Success within {timeout:.0f} s")
 
 
-def bench_throughput(api: Api, runs: int, res: Results) -> None:
+def bench_throughput(api: Api, runs: int, res: Results, pid: int) -> None:
     print(f"(b) throughput: {runs} runs of `true`, max_concurrent_runs = 16", flush=True)
     api.flow("noop", ["true"])
+    cpu_before = cpu_seconds(pid)
     first = time.time()
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         created = list(pool.map(lambda _: api.create("noop")["id"], range(runs)))
     create_s = time.time() - first
     ended = last_success(api, "noop", runs, timeout=600)
+    cpu = cpu_seconds(pid) - cpu_before
     assert len(created) == runs
     rate = runs / (ended - first)
     res.add("throughput (first create -> last Success)", f"{rate:.0f} runs/s", ">= 150 runs/s", rate >= 150)
     res.add("  creating the runs alone (8 threads)", f"{runs / create_s:.0f} runs/s")
+    res.add("  agent process CPU per run (API's creation included)", f"{1000 * cpu / runs:.1f} ms")
     bench_queued_throughput(api, runs, lead=runs / max(runs / create_s, 1.0) * 1.5 + 3.0, res=res)
 
 
@@ -381,7 +385,7 @@ def run_all(work: Path, scale: Scale, res: Results) -> None:
     with embedded(work) as (api, agent):
         res.add("RSS, embedded, at start", f"{rss_mib(agent.pid):.0f} MiB")
         bench_latency(api, work, scale.latency_runs, res)
-        bench_throughput(api, scale.throughput_runs, res)
+        bench_throughput(api, scale.throughput_runs, res, agent.pid)
         bench_output(api, work, scale.output_mb, res)
         bench_idle(agent.pid, scale.idle_seconds, "embedded (after the runs above)", 120, res)
     with separate(work) as (api, agent):
@@ -395,9 +399,12 @@ def run_only(part: str, work: Path, scale: Scale, res: Results) -> None:
     """One part of the embedded benchmark (``--only``), for a quick measure while working on it."""
     with embedded(work) as (api, agent):
         res.add("RSS, embedded, at start", f"{rss_mib(agent.pid):.0f} MiB")
+        if part == "throughput":
+            bench_throughput(api, scale.throughput_runs, res, agent.pid)
+            return
         if part == "rss":
             bench_latency(api, work, scale.latency_runs, res)
-            bench_throughput(api, scale.throughput_runs, res)
+            bench_throughput(api, scale.throughput_runs, res, agent.pid)
         bench_output(api, work, scale.output_mb, res)
         time.sleep(3.0)  # let the last shipping and reporting settle, as bench_idle does
         rss = rss_mib(agent.pid)
@@ -422,9 +429,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with the agent logs")
     parser.add_argument(
         "--only",
-        choices=("output", "rss"),
-        help="output: just the output overhead run; rss: the embedded runs and its RSS (no idle CPU wait, "
-        "no agent-only part)",
+        choices=("output", "rss", "throughput"),
+        help="output: just the output overhead run; throughput: just the throughput runs (live, then queued); "
+        "rss: the embedded runs and its RSS (no idle CPU wait, no agent-only part)",
     )
     args = parser.parse_args()
     scale = QUICK if args.quick else FULL
