@@ -79,18 +79,20 @@ class LeftoverSpools(Background):
             )
         return len(self._waiting())
 
-    def start(self, api: str, client: LogSink) -> None:
+    def start(self, api: str, client: LogSink) -> bool:
         """Ship the leftovers of ``api`` (as ``api_name`` names it) through ``client``, an agent-key client.
 
-        Only the first call does anything; with no leftover (or once stopped), no thread is started.
+        Only the first call does anything; with no leftover (or once stopped), no thread is started. True
+        when a thread was started (:meth:`join` waits for it).
         """
         if self._started or self._give_up.is_set():
-            return
+            return False
         self._started = True
         waiting = self._waiting()
         if not waiting:
-            return
+            return False
         self._run_in_background(self._deliver_all, waiting, api, client, name="localagent-leftovers")
+        return True
 
     def stop(self, timeout: float) -> bool:
         """Stop retrying (what is not delivered stays for the next start); ``True`` once the thread ended."""

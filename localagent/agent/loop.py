@@ -58,6 +58,7 @@ EXIT_FAILED = 1  # the claim loop failed unexpectedly (logged with its traceback
 EXIT_RUNS_STOPPED = 1  # max_polls reached, but runs outlived drain_timeout and had to be stopped
 _FIRST_RETRY = 0.25  # seconds before the cancel watch looks again for a registration
 DELIVERY_GRACE_ON_EXIT = 10.0  # seconds a shutdown waits for queued final states and output
+LEFTOVER_WAIT = 30.0  # seconds the first claim waits for output an earlier agent left to reach the API
 
 
 class Agent:
@@ -367,7 +368,8 @@ class Agent:
                 endpoint = self._session.ensure_registered(self._stopping)
                 if endpoint is None or self._stopping.is_set():
                     return
-                self._leftovers.start(endpoint.api, endpoint.client)  # the first time only
+                if self._leftovers.start(endpoint.api, endpoint.client):  # the first time only
+                    self._await_leftovers()
                 loaded = self._loaded
                 config = loaded.config
                 slots = self._free_slots(config)
@@ -417,6 +419,26 @@ class Agent:
         finally:
             self._claims_over.set()
             self._inbox.notify()
+
+    def _await_leftovers(self) -> None:
+        """Let output an earlier agent left reach the API before the first claim, for up to LEFTOVER_WAIT.
+
+        A run of that agent that the API has since retried may be claimed again; its new attempt numbers its
+        lines after the last one the API has, so the old attempt's lines must be there first, or the two
+        would share seqs (and the API would keep only one line of each pair).
+        """
+        deadline = time.monotonic() + LEFTOVER_WAIT
+        while not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                logger.warning(
+                    "output left by an earlier agent is still being delivered after %gs; claiming anyway "
+                    "(a retried run of that agent may then lose some of its first attempt's lines)",
+                    LEFTOVER_WAIT,
+                )
+                return
+            if self._leftovers.join(min(remaining, 0.5)):
+                return
 
     @staticmethod
     def _claim_request(config: AgentConfig, slots: int) -> ClaimRequest:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+from localagent.agent.leftovers import LEFTOVER_DIR
 from localagent.api.client import ApiClient
 from localagent.api.models import FlowRunCreate, FlowSpec, LogLine
 from tests.e2e.support import Agent, Process, free_port, wait_for
@@ -62,6 +63,9 @@ def test_output_kept_at_shutdown_is_delivered_by_the_next_agent(tmp_path: Path) 
         assert (state_dir / "spool" / run.id / "meta.json").is_file()
 
         processes.append(start_server(tmp_path, port, "server-2"))
+        with ApiClient(url, retries=0) as api:
+            waiting = api.create_run(FlowRunCreate(flow="chatty"))  # due at once: the new agent claims it
+        go.unlink()  # ... and it waits in its loop until the end of the test
         second = Agent(tmp_path, "second", config)
         processes.append(second)
         with ApiClient(url, retries=0) as api:
@@ -75,10 +79,17 @@ def test_output_kept_at_shutdown_is_delivered_by_the_next_agent(tmp_path: Path) 
         assert f"run {run.id} (chatty/{run.name}): delivered 300 output lines left by an earlier agent" in (
             second.stderr
         )
-        assert list((state_dir / "spool").glob("*/*")) == []  # removed, also from spool/.leftover/
+        # The first claim waited for the leftover to be delivered.
+        started = f"run {waiting.id} (chatty/{waiting.name}) started"
+        wait_for(lambda: started in second.stderr, what="the waiting run to start")
+        assert second.stderr.index("left by an earlier agent") < second.stderr.index(started)
+        go.touch()
+        wait_for(lambda: f"run {waiting.id} (chatty/{waiting.name}) ended" in second.stderr, what="it to end")
+        assert list((state_dir / "spool" / LEFTOVER_DIR).glob("*")) == []  # removed
         second.signal(signal.SIGTERM)
         assert second.wait(30) == 0, second.stderr
     finally:
+        go.touch()  # let any run still waiting end, so that the agents stop promptly
         for process in reversed(processes):
             if process.popen.poll() is None:
                 process.signal(signal.SIGTERM)
