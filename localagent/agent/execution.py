@@ -354,7 +354,7 @@ class RunExecution:
             if thread is not None:
                 thread.join()
             elif shipper is not None:
-                shipper.run()  # no output came, or it came without a shipper thread: settle the spool here
+                shipper.run()  # no output came (no shipper thread): it finds the spool empty and closed
             self._reporter.deliver(final)
             spool = self._spool
             if spool is not None:

@@ -3,8 +3,8 @@
 A run's updates are sent one after the other (see :mod:`localagent.agent.execution`), each retried with
 back-off while the API is unreachable (or answers 5xx), so a final state reaches the API once it returns;
 an update the API refuses (409: the server already moved the run on, e.g. Crashed; 404/401) is logged,
-not retried. Retrying stops when the run's
-:class:`GiveUp` is set or its deadline passes (the agent is going away).
+not retried. Retrying stops when the run's :class:`GiveUp` is set or its deadline passes (the agent is
+going away).
 
 A run frees its slot as soon as its final state is *queued*; the agent's :class:`PendingDeliveries` tracks
 the deliveries still under way so a shutdown can wait for them before the API goes away.
