@@ -165,6 +165,7 @@ def _install(
     except ConfigError as exc:
         _report_invalid(exc)
     _warn_missing_variables(files, service_options, plan)
+    _warn_secrets_in_clear(service_options, plan)
     if output is None:
         typer.echo(text, nl=False)
     else:
@@ -184,6 +185,38 @@ def _report_invalid(exc: ConfigError) -> NoReturn:
     count = len(exc.problems)
     typer.echo(f"config is invalid: {count} problem{'s' if count != 1 else ''}", err=True)
     raise typer.Exit(EXIT_INVALID) from None
+
+
+def _warn_secrets_in_clear(service_options: RunOptions, plan: ServicePlan) -> None:
+    """Warn about secret-looking ``runs.env`` values the definition would hold in clear text.
+
+    The API key never goes there (it moves to a private key file); a variable named like a secret that
+    reaches runs through ``--env``, ``--set runs.env.NAME=`` or ``LOCALAGENT_RUNS__ENV__NAME`` would be
+    written into a file that is usually world-readable.
+    """
+    from localagent.config.render import SECRET_ENV_NAME
+    from localagent.config.sources import ENV_PREFIX
+
+    found: list[str] = []
+    for item in service_options.env:
+        name = item.partition("=")[0]
+        if SECRET_ENV_NAME.search(name):
+            found.append(f"--env {name}=...")
+    for item in service_options.set:
+        key = item.partition("=")[0].strip()
+        if key.lower().startswith("runs.env.") and SECRET_ENV_NAME.search(key[len("runs.env.") :]):
+            found.append(f"--set {key}=...")
+    env_prefix = f"{ENV_PREFIX}RUNS__ENV__"
+    for name, _value in plan.environment:
+        if name.upper().startswith(env_prefix) and SECRET_ENV_NAME.search(name[len(env_prefix) :]):
+            found.append(name)
+    if found:
+        typer.echo(
+            f"warning: the service definition holds these values in clear text: {', '.join(found)}; anyone who "
+            "can read it sees them. Put them in agent.toml (mode 0600) or in a file only the service reads "
+            "(systemd EnvironmentFile= in a drop-in, mode 0600) instead",
+            err=True,
+        )
 
 
 def _warn_missing_variables(files: list[Path], service_options: RunOptions, plan: ServicePlan) -> None:

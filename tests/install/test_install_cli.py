@@ -145,3 +145,17 @@ def test_the_generated_unit_passes_systemd_analyze_verify(tmp_path: Path, agent_
     )
     assert verify.returncode == 0, verify.stderr
     assert unit.name not in verify.stderr, verify.stderr
+
+
+def test_secret_looking_run_variables_written_in_clear_are_warned_about(tmp_path: Path, agent_toml: Path) -> None:
+    result = localagent(
+        "install", "systemd", "-c", "agent.toml", "-e", "TZ=UTC", "-e", "DB_PASSWORD=hunter2",
+        "--set", "runs.env.API_TOKEN=t0k", cwd=tmp_path, env={"LOCALAGENT_RUNS__ENV__S3_SECRET": "s3"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    warning = next(line for line in result.stderr.splitlines() if "in clear text" in line)
+    for shown in ("--env DB_PASSWORD=...", "--set runs.env.API_TOKEN=...", "LOCALAGENT_RUNS__ENV__S3_SECRET"):
+        assert shown in warning
+    assert "TZ" not in warning and "hunter2" not in result.stderr
+    quiet = localagent("install", "systemd", "-c", "agent.toml", "-e", "TZ=UTC", cwd=tmp_path)
+    assert "in clear text" not in quiet.stderr
