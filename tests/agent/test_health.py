@@ -17,6 +17,7 @@ from localagent.agent.metrics import AgentMetrics
 from localagent.errors import ServiceError
 from tests.agent.fake_api import FakeServer, loaded_config
 from tests.agent.test_loop import Harness, wait_until
+from tests.ports import free_port, free_ports
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -27,12 +28,6 @@ def get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
     except urllib.error.URLError:
         return 0, b""  # not listening (yet, or any more)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_health_and_metrics_are_served_and_rebind() -> None:
@@ -110,7 +105,7 @@ def test_agent_health_goes_503_when_polls_fail_for_three_intervals(tmp_path: Pat
 
 def test_health_address_rebinds_on_apply_config(tmp_path: Path) -> None:
     fake = FakeServer()
-    first_port, second_port = free_port(), free_port()
+    first_port, second_port = free_ports(2)
     first = loaded_config(tmp_path, health={"address": f"127.0.0.1:{first_port}"})
     second = loaded_config(tmp_path, health={"address": f"127.0.0.1:{second_port}"})
     harness = Harness(first, fake)

@@ -13,7 +13,8 @@ import pytest
 from localagent.api.client import ApiClient
 from localagent.api.models import FlowRunCreate, FlowSpec, StateName
 from localagent.server.runner import ServerThread
-from tests.e2e.support import LOCALAGENT, Agent, free_port, wait_for, wait_state, write_config
+from tests.e2e.support import LOCALAGENT, Agent, wait_for, wait_state, write_config
+from tests.ports import free_port
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ from pathlib import Path
 from localagent.agent.leftovers import LEFTOVER_DIR
 from localagent.api.client import ApiClient
 from localagent.api.models import FlowRunCreate, FlowSpec, LogLine
-from tests.e2e.support import Agent, Process, free_port, wait_for
+from tests.e2e.support import Agent, Process, wait_for
+from tests.ports import free_port
 
 
 def start_server(tmp_path: Path, port: int, name: str) -> Process:

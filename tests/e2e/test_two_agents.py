@@ -8,7 +8,8 @@ from pathlib import Path
 
 from localagent.api.client import ApiClient
 from localagent.api.models import FlowRunCreate, FlowSpec, StateName
-from tests.e2e.support import Agent, Process, free_port, wait_for
+from tests.e2e.support import Agent, Process, wait_for
+from tests.ports import free_port
 
 RUNS = 500
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import socket
 import subprocess
 from pathlib import Path
 
@@ -15,12 +14,6 @@ def localagent(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subp
     environ = {k: v for k, v in os.environ.items() if not k.startswith("LOCALAGENT_")}
     environ.update({"HOME": str(cwd), "XDG_STATE_HOME": str(cwd / "state")}, **(env or {}))
     return subprocess.run(["localagent", *args], cwd=cwd, env=environ, capture_output=True, text=True, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unit_fields(text: str) -> dict[str, list[str]]:

@@ -24,7 +24,8 @@ import requests
 from localagent.api.client import ApiClient
 from localagent.api.models import FlowRun, FlowRunCreate, FlowSpec, StateName
 from localagent.errors import ApiError
-from tests.install.support import free_port, localagent
+from tests.install.support import localagent
+from tests.ports import free_ports
 
 KEY = "sk-live-supervisord-test-key-42"
 PROGRAM = "agent"
@@ -94,7 +95,7 @@ def short_dir() -> Iterator[Path]:
 
 @pytest.mark.slow
 def test_supervisord_restarts_a_killed_agent_and_stop_drains_a_run(tmp_path: Path, short_dir: Path) -> None:
-    api_port, health_port = free_port(), free_port()
+    api_port, health_port = free_ports(2)
     (tmp_path / "agent.toml").write_text(
         '[agent]\nname = "svc"\nrun_unlabeled = true\npoll_interval = "1s"\nstate_dir = "state"\n\n'
         f'[server]\naddress = "127.0.0.1:{api_port}"\n\n'

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,12 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from localagent.api.client import ApiClient
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_ports
 
 
 def localagent_command() -> list[str]:
@@ -48,8 +42,7 @@ class AgentProcess:
         self.root = root
         self.config = root / "conf" / "agent.toml"
         self.config.parent.mkdir(parents=True, exist_ok=True)
-        self.api_port = free_port()
-        self.health_port = free_port()
+        self.api_port, self.health_port = free_ports(2)
         self.poll_interval = poll_interval
         self.extra = extra
         self.api = api  # "embedded", or the url of a separate API

@@ -9,7 +9,8 @@ from localagent.api.client import ApiClient
 from localagent.api.models import FlowRunCreate, FlowSpec, StateName
 from localagent.errors import ApiError, ApiUnauthorized
 from tests.conftest import MakeApiServer
-from tests.reload.agent_process import AgentProcess, free_port
+from tests.ports import free_port
+from tests.reload.agent_process import AgentProcess
 from tests.reload.helpers import wait_for
 
 FINAL = {StateName.SUCCESS, StateName.FAILED, StateName.CANCELLED, StateName.CRASHED}

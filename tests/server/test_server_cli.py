@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,11 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import free_port
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
@@ -35,7 +30,7 @@ def _wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
 
 @pytest.fixture
 def server_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
     process = subprocess.Popen(
         [sys.executable, "-m", "localagent.cli.main", "server", "--address", f"127.0.0.1:{port}",
