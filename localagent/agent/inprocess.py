@@ -52,7 +52,7 @@ from localagent.api.models import (
 )
 from localagent.errors import ApiError, ApiRejected, ApiUnavailable, StorageError
 from localagent.server.checks import int64, state_numbers
-from localagent.server.database import InvalidData
+from localagent.server.database import Database, InvalidData
 from localagent.server.http_errors import describe_validation_errors
 from localagent.server.log_wire import LogRow, parse_batch
 
@@ -137,7 +137,7 @@ class InProcessClient(ApiClient):
             return super().append_logs_raw(run_id, body, len(rows))
         logs = server[0].logs
         if logs.nul_free:
-            rows = [row if "\x00" not in row[4] else (*row[:4], row[4].replace("\x00", "\ufffd")) for row in rows]
+            rows = [row if "\x00" not in row[4] else (*row[:4], Database.without_nul(row[4])) for row in rows]
         with _as_api_errors(f"{len(rows)} log lines"):
             return logs.append(run_id, rows)
 

@@ -62,6 +62,11 @@ class Database:
         """Text columns cannot hold NUL characters (PostgreSQL): writers replace them with U+FFFD."""
         return self.backend == "postgresql"
 
+    @staticmethod
+    def without_nul(text: str) -> str:
+        """``text`` as a ``nul_free`` database holds it: each NUL replaced with U+FFFD."""
+        return text.replace("\x00", "\ufffd")
+
     @property
     def shared(self) -> bool:
         """Other server processes may write to this database too (PostgreSQL), so in-process wake-ups

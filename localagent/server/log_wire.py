@@ -21,6 +21,7 @@ from pydantic import Field, TypeAdapter, ValidationError, with_config
 from typing_extensions import NotRequired, TypedDict
 
 from localagent.server.checks import INT64_MAX, bad_request
+from localagent.server.database import Database
 
 LogRow = tuple[str, int, float, str, str]
 """``(run_id, seq, epoch seconds, stream, text)``: one row of ``run_logs``, in column order."""
@@ -86,7 +87,7 @@ def parse_batch(run_id: str, body: bytes, *, nul_free: bool) -> list[LogRow]:
             raise bad_request(f"body.lines.{index}.time", "time must be between the years 2 and 9998")
         text = line["text"]
         if nul_free and "\x00" in text:
-            text = text.replace("\x00", "\ufffd")
+            text = Database.without_nul(text)
         append((run_id, seq, time.timestamp(), line.get("stream", "stdout"), text))
     return rows
 

@@ -210,7 +210,7 @@ class RunStore:
     def _storable(self, update: U) -> U:
         """``update`` as the database can hold it: PostgreSQL text cannot hold NUL (replaced by U+FFFD)."""
         if self._db.nul_free and "\x00" in update.message:
-            return update.model_copy(update={"message": update.message.replace("\x00", "\ufffd")})
+            return update.model_copy(update={"message": Database.without_nul(update.message)})
         return update
 
 
