@@ -28,8 +28,9 @@ States::
     Submitted | Running -> Cancelling -> Cancelled | Success | Failed | Crashed
     Failed | Crashed -> Scheduled               (server-side only: a retry, attempt + 1)
 
-Times are timezone-aware UTC. Durations on the wire are seconds (numbers); ``FlowSpec`` also accepts
-the config spellings (``"30s"``, ``"1h30m"``).
+Text fields refuse lone UTF-16 surrogates and NUL (422 naming the field); state messages and config
+errors get U+FFFD instead (``localagent.api.text``). Times are timezone-aware UTC. Durations on the wire
+are seconds (numbers); ``FlowSpec`` also accepts the config spellings (``"30s"``, ``"1h30m"``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from localagent.api.text import EnvName, Parameters, Relayed, Text, text_problem
 from localagent.config.units import parse_duration
 
 
@@ -76,10 +78,10 @@ class Health(_Wire):
 class RunConfig(_Wire):
     """How a flow's process is set up. A local agent takes ``universal`` and ``local`` only."""
 
-    type: str = Field(default="universal", min_length=1, max_length=64)
-    env: dict[str, str] = Field(default_factory=dict)
-    working_dir: str | None = Field(default=None, description="only honoured for type 'local'")
-    labels: list[str] = Field(default_factory=list)
+    type: Text = Field(default="universal", min_length=1, max_length=64)
+    env: dict[EnvName, Text] = Field(default_factory=dict)
+    working_dir: Text | None = Field(default=None, description="only honoured for type 'local'")
+    labels: list[Text] = Field(default_factory=list)
 
 
 class FlowSpec(_Wire):
@@ -88,8 +90,8 @@ class FlowSpec(_Wire):
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     command: list[str] | str = Field(description="argv list; a plain string runs under /bin/sh -c")
     run_config: RunConfig = Field(default_factory=RunConfig)
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    labels: list[str] = Field(default_factory=list)
+    parameters: Parameters = Field(default_factory=dict, description="at most 64 KiB as JSON")
+    labels: list[Text] = Field(default_factory=list)
     retries: int = Field(default=0, ge=0, le=1000)
     retry_delay: float = Field(default=0.0, ge=0, description="seconds; accepts '1m' too")
     timeout: float | None = Field(default=None, gt=0, description="seconds; accepts '30m' too; none = no limit")
@@ -101,6 +103,10 @@ class FlowSpec(_Wire):
             raise ValueError("command must not be empty")
         if isinstance(command, list) and (not command or not command[0]):
             raise ValueError("command must name a program")
+        for index, argument in enumerate([command] if isinstance(command, str) else command):
+            problem = text_problem(argument)
+            if problem is not None:
+                raise ValueError(f"argument {index} {problem}" if isinstance(command, list) else problem)
         return command
 
     @field_validator("retry_delay", "timeout", mode="before")
@@ -127,12 +133,14 @@ class StateRecord(_Wire):
 class FlowRunCreate(_Wire):
     """``POST /api/flow_runs``: a new run of a flow (its latest version unless ``version`` is given)."""
 
-    flow: str = Field(min_length=1)
+    flow: Text = Field(min_length=1)
     version: int | None = Field(default=None, ge=1)
-    parameters: dict[str, Any] = Field(default_factory=dict, description="merged over the flow's defaults")
-    labels: list[str] = Field(default_factory=list, description="added to the flow's labels")
+    parameters: Parameters = Field(
+        default_factory=dict, description="merged over the flow's defaults; at most 64 KiB as JSON, merged too"
+    )
+    labels: list[Text] = Field(default_factory=list, description="added to the flow's labels")
     scheduled_start: datetime | None = Field(default=None, description="default: now")
-    name: str | None = Field(default=None, max_length=200, description="default: a generated name")
+    name: Text | None = Field(default=None, max_length=200, description="default: a generated name")
 
 
 class FlowRun(_Wire):
@@ -164,7 +172,7 @@ class StateUpdate(_Wire):
     """``POST /api/flow_runs/{id}/state``: the owning agent (or the run's token) moves a run on."""
 
     state: StateName
-    message: str = Field(default="", max_length=10_000)
+    message: Relayed = Field(default="", max_length=10_000, description="lone UTF-16 surrogates become U+FFFD")
     pid: int | None = None
     exit_code: int | None = None
 
@@ -172,7 +180,7 @@ class StateUpdate(_Wire):
 class StateReport(StateUpdate):
     """One entry of ``POST /api/flow_runs/states``: a state update of the run ``run_id``."""
 
-    run_id: str = Field(min_length=1, max_length=200)
+    run_id: Text = Field(min_length=1, max_length=200)
 
 
 class StateReports(_Wire):
@@ -228,15 +236,15 @@ class LogPage(_Wire):
 class AgentRegister(_Wire):
     """``POST /api/agents``: an agent announces itself (again after a restart or a 404 on heartbeat)."""
 
-    name: str = Field(min_length=1, max_length=200)
-    labels: list[str] = Field(default_factory=list)
+    name: Text = Field(min_length=1, max_length=200)
+    labels: list[Text] = Field(default_factory=list)
     run_unlabeled: bool = False
-    run_config_types: list[str] = Field(default_factory=lambda: ["universal", "local"])
-    hostname: str = ""
-    version: str = ""
+    run_config_types: list[Text] = Field(default_factory=lambda: ["universal", "local"])
+    hostname: Text = ""
+    version: Text = ""
     config_generation: int = 0
-    config_hash: str = ""
-    config_error: str | None = None
+    config_hash: Text = ""
+    config_error: Relayed | None = None
 
 
 class Agent(_Wire):
@@ -259,12 +267,12 @@ class Agent(_Wire):
 class Heartbeat(_Wire):
     """``POST /api/agents/{id}/heartbeat``: the agent is alive; what it runs and which config it has."""
 
-    running_runs: list[str] = Field(default_factory=list)
-    labels: list[str] = Field(default_factory=list)
+    running_runs: list[Text] = Field(default_factory=list)
+    labels: list[Text] = Field(default_factory=list)
     run_unlabeled: bool = False
     config_generation: int = 0
-    config_hash: str = ""
-    config_error: str | None = None
+    config_hash: Text = ""
+    config_error: Relayed | None = None
 
 
 class HeartbeatReply(_Wire):
@@ -280,9 +288,9 @@ class ClaimRequest(_Wire):
 
     slots: int = Field(ge=0, le=1000)
     wait: float = Field(default=0.0, ge=0, le=300)
-    labels: list[str] = Field(default_factory=list)
+    labels: list[Text] = Field(default_factory=list)
     run_unlabeled: bool = False
-    run_config_types: list[str] = Field(default_factory=lambda: ["universal", "local"])
+    run_config_types: list[Text] = Field(default_factory=lambda: ["universal", "local"])
 
 
 class ClaimedRun(_Wire):

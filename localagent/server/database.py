@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -35,6 +36,9 @@ _PG_INSERT_LOGS = (
     "SELECT %s, s, t, st, tx FROM unnest(%s::bigint[], %s::float8[], %s::text[], %s::text[]) AS u(s, t, st, tx) "
     "ON CONFLICT DO NOTHING"
 )
+
+
+_UNREADABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class InvalidData(StorageError):
@@ -219,4 +223,20 @@ def dump_json(value: Any) -> str:
 
 
 def load_json(text: str) -> Any:
-    return json.loads(text)
+    """A JSON column's value. ``dump_json`` writes NUL and lone surrogates as ``\\uXXXX`` escapes; servers
+    before ``localagent.api.text`` stored such values, which no response can carry (or which the models now
+    refuse): read back, each of those characters is U+FFFD, so old rows never break a listing or a claim."""
+    value = json.loads(text)
+    if "\\u0000" in text or "\\ud" in text:
+        return _readable(value)
+    return value
+
+
+def _readable(value: Any) -> Any:
+    if isinstance(value, str):
+        return _UNREADABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_UNREADABLE.sub("\ufffd", key): _readable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_readable(item) for item in value]
+    return value

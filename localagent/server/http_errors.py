@@ -58,7 +58,10 @@ def _describe_one(error: Any) -> str:
     if loc == ["body"] and kind in ("model_attributes_type", "dict_type"):
         return "body: expected a JSON object (send it with Content-Type: application/json)"
     where = ".".join(loc) or "request"
-    return f"{where}: {error.get('msg', 'invalid value')}"
+    message = str(error.get("msg", "invalid value"))
+    if kind == "value_error":  # our validators' own words, without pydantic's "Value error, " prefix
+        message = message.removeprefix("Value error, ")
+    return f"{where}: {message}"
 
 
 def require_json(request: Request) -> None:
@@ -112,4 +115,6 @@ def _allowed_methods(request: Request) -> list[str]:
 
 
 def _error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    # A detail can quote what the client sent (a field name that is a lone surrogate): keep it encodable.
+    detail = detail.encode("utf-8", "backslashreplace").decode("utf-8")
     return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)

@@ -31,7 +31,9 @@ from localagent.api.models import (
     StateReportResult,
     StateUpdate,
 )
+from localagent.api.text import PARAMETERS_MAX_BYTES
 from localagent.errors import ApiConflict, ApiNotFound
+from localagent.server.checks import bad_request
 from localagent.server.database import Database, dump_json
 from localagent.server.flows_store import FlowStore
 from localagent.server.names import generate_run_name
@@ -85,12 +87,19 @@ class RunStore:
         with self._db.begin() as conn:
             flow = self._flows.get(request.flow, request.version, conn=conn)
             labels = merged_labels(flow.labels, flow.run_config.labels, request.labels)
+            parameters = dump_json({**flow.parameters, **request.parameters})
+            if len(parameters) > PARAMETERS_MAX_BYTES:
+                raise bad_request(
+                    "body.parameters",
+                    f"merged over the flow's defaults they take {len(parameters)} bytes as JSON; "
+                    f"at most {PARAMETERS_MAX_BYTES} are allowed",
+                )
             row = {
                 "id": run_id,
                 "name": request.name or generate_run_name(),
                 "flow": flow.name,
                 "flow_version": flow.version,
-                "parameters": dump_json({**flow.parameters, **request.parameters}),
+                "parameters": parameters,
                 "labels": dump_json(labels),
                 "run_config_type": flow.run_config.type,
                 "scheduled_start": request.scheduled_start or now,

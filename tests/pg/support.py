@@ -90,3 +90,15 @@ class ServerProcess(Process):
                 self.popen.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sqlite_or_pg_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database, once per backend: a SQLite file in tmp_path, then a fresh PostgreSQL schema
+    (skipped without ``LOCALAGENT_TEST_POSTGRES_URL``). Import ``pg_database`` and ``pg_url`` alongside."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'api.db'}"
+    if not os.environ.get(POSTGRES_URL_ENV):
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set")
+    url: str = request.getfixturevalue("pg_url")
+    return url

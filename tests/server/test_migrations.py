@@ -6,7 +6,6 @@ The PostgreSQL cases are skipped unless ``LOCALAGENT_TEST_POSTGRES_URL`` is set.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,9 +22,9 @@ from localagent.server.database import Database
 from localagent.server.migrations.schema import current_revision, head_revision
 from localagent.server.runner import ServerThread
 from localagent.server.tables import metadata
-from tests.pg.support import POSTGRES_URL_ENV, pg_database, pg_url
+from tests.pg.support import pg_database, pg_url, sqlite_or_pg_url
 
-__all__ = ["pg_database", "pg_url"]  # fixtures used by name below
+__all__ = ["pg_database", "pg_url", "sqlite_or_pg_url"]  # fixtures used by name below
 
 # The tables of commit 2c5ef58 (the first with these five tables), as `git show 2c5ef58:localagent/server/
 # tables.py` defines them; UtcTime written as its storage type. Its run_logs is a rowid table.
@@ -151,17 +150,6 @@ ROWS: dict[str, list[dict[str, object]]] = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database: a SQLite file in tmp_path, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'la.db'}"
-    if not os.environ.get(POSTGRES_URL_ENV):
-        pytest.skip(f"{POSTGRES_URL_ENV} is not set")
-    url: str = request.getfixturevalue("pg_url")
-    return url
-
-
 def _engine(url: str) -> sa.Engine:
     return sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"), poolclass=NullPool)
 
@@ -174,10 +162,10 @@ def _read_all(engine: sa.Engine, meta: sa.MetaData) -> dict[str, list[dict[str, 
         }
 
 
-def test_head_is_the_schema_of_tables_py(db_url: str) -> None:
-    database = Database(db_url)
+def test_head_is_the_schema_of_tables_py(sqlite_or_pg_url: str) -> None:
+    database = Database(sqlite_or_pg_url)
     database.dispose()
-    engine = _engine(db_url)
+    engine = _engine(sqlite_or_pg_url)
     with engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
         tables = set(sa.inspect(conn).get_table_names())
@@ -199,8 +187,8 @@ def test_baseline_makes_exactly_what_create_all_made(tmp_path: Path) -> None:
         assert a.exec_driver_sql(query).all() == b.exec_driver_sql(query).all()
 
 
-def test_database_of_an_old_commit_is_upgraded_with_every_row(db_url: str) -> None:
-    engine = _engine(db_url)
+def test_database_of_an_old_commit_is_upgraded_with_every_row(sqlite_or_pg_url: str) -> None:
+    engine = _engine(sqlite_or_pg_url)
     OLD.create_all(engine)
     with engine.begin() as conn:
         for name, rows in ROWS.items():
@@ -208,7 +196,7 @@ def test_database_of_an_old_commit_is_upgraded_with_every_row(db_url: str) -> No
     expected = _read_all(engine, OLD)
     assert {name: len(rows) for name, rows in expected.items()} == {name: len(rows) for name, rows in ROWS.items()}
 
-    database = Database(db_url)  # what every server start does
+    database = Database(sqlite_or_pg_url)  # what every server start does
     database.dispose()
     assert database.revision == head_revision()
     assert current_revision(database) == head_revision()
@@ -224,7 +212,7 @@ def test_database_of_an_old_commit_is_upgraded_with_every_row(db_url: str) -> No
     engine.dispose()
 
     # And the server reads them: the runs, a run's history and its output.
-    with ServerThread(address="127.0.0.1:0", database_url=db_url) as server:
+    with ServerThread(address="127.0.0.1:0", database_url=sqlite_or_pg_url) as server:
         runs = requests.get(server.url + "/api/flow_runs", timeout=10).json()
         assert sorted(run["name"] for run in runs) == ["run-0", "run-1", "run-2", "run-3"]
         run1 = requests.get(server.url + f"/api/flow_runs/{1:032x}", timeout=10).json()
@@ -234,23 +222,23 @@ def test_database_of_an_old_commit_is_upgraded_with_every_row(db_url: str) -> No
         assert requests.get(server.url + "/api/flows/etl", timeout=10).json()["version"] == 2
 
 
-def test_a_foreign_table_is_not_taken_over(db_url: str) -> None:
-    engine = _engine(db_url)
+def test_a_foreign_table_is_not_taken_over(sqlite_or_pg_url: str) -> None:
+    engine = _engine(sqlite_or_pg_url)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE flows (name VARCHAR(10) PRIMARY KEY, colour TEXT)")
     engine.dispose()
     with pytest.raises(StorageError, match=r"table 'flows' without the columns created, spec, version"):
-        Database(db_url)
+        Database(sqlite_or_pg_url)
 
 
-def test_a_revision_from_a_newer_version_is_refused(db_url: str) -> None:
-    Database(db_url).dispose()
-    engine = _engine(db_url)
+def test_a_revision_from_a_newer_version_is_refused(sqlite_or_pg_url: str) -> None:
+    Database(sqlite_or_pg_url).dispose()
+    engine = _engine(sqlite_or_pg_url)
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
     engine.dispose()
     with pytest.raises(StorageError, match=r"at revision 9999.*newer localagent"):
-        Database(db_url)
+        Database(sqlite_or_pg_url)
 
 
 def test_upgrade_only_and_schema_revision_commands(tmp_path: Path) -> None:
