@@ -74,6 +74,7 @@ def serve(
 
     from localagent.config.model import default_state_dir
     from localagent.config.units import parse_duration
+    from localagent.server.file_modes import make_private_dir
     from localagent.server.runner import ServerThread
     from localagent.server.settings import api_keys_from_env
 
@@ -83,11 +84,18 @@ def serve(
         raise ConfigError(f"--agent-timeout: {exc}") from exc
     if timeout <= 0:
         raise ConfigError("--agent-timeout: must be > 0")
+    for index, key in enumerate(api_key or []):
+        if not key.strip() or key != key.strip():
+            raise ConfigError(
+                f"--api-key (the {_ordinal(index + 1)} one): "
+                + ("a blank key is not a key" if not key.strip() else "a key cannot start or end with whitespace")
+                + "; pass a real secret, or no --api-key to serve on loopback only"
+            )
     keys = tuple(dict.fromkeys([*(api_key or []), *api_keys_from_env()]))
     if database is None:
         state_dir = default_state_dir()
         try:
-            state_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dir(state_dir)
         except OSError as exc:
             raise ServiceError(f"cannot create the state dir {state_dir}: {exc.strerror or exc}") from exc
         database = f"sqlite:///{state_dir / 'localagent.db'}"
@@ -116,6 +124,10 @@ def serve(
                 raise ServiceError("the API server stopped unexpectedly; see the log above")
         typer.echo("stopping", err=True)
         server.stop()
+
+
+def _ordinal(number: int) -> str:
+    return {1: "first", 2: "second", 3: "third"}.get(number, f"{number}th")
 
 
 def _schema_command(database_url: str, *, upgrade: bool) -> None:

@@ -155,9 +155,12 @@ class ClaimService:
                     if claimed and still_wanted is not None and not still_wanted():
                         raise ClaimAbandoned
                 next_due = None if claimed else conn.execute(_NEXT_DUE, {"now": now}).scalar()
+                # The whole reply is built (and validated) before the commit: a run that cannot be put into
+                # it rolls the claim back, so no run is left Submitted to an agent that never heard of it.
+                reply = ClaimReply(runs=claimed, cancel=cancel)
         except ClaimAbandoned:
             return ClaimAttempt(ClaimReply(), news=False, next_due=None)
-        return ClaimAttempt(ClaimReply(runs=claimed, cancel=cancel), self._note_cancels(agent_id, cancel), next_due)
+        return ClaimAttempt(reply, self._note_cancels(agent_id, cancel), next_due)
 
     def _claim(
         self, conn: Connection, agent_id: str, agent_name: str, request: ClaimRequest, now: datetime

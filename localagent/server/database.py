@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from localagent.errors import StorageError
+from localagent.server.file_modes import prepare_sqlite_file
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 _SQLITE_INSERT_LOGS = "INSERT OR IGNORE INTO run_logs (run_id, seq, time, stream, text) VALUES "
@@ -178,6 +180,8 @@ def _sqlite_engine(url: sa.URL) -> Engine:
     database = url.database or ""
     if database in ("", ":memory:") or database.startswith("file::memory:"):
         raise StorageError("an in-memory SQLite database cannot be shared by the server's threads; use a file")
+    if not database.startswith("file:"):
+        prepare_sqlite_file(Path(database))
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},

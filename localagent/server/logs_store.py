@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from localagent.api.models import LogBatchResult, StateName
+from localagent.errors import ApiConflict
 from localagent.server.database import Database
 from localagent.server.log_wire import LogRow
 from localagent.server.notify import Notifier, logs_topic
@@ -54,10 +55,21 @@ class LogStore:
         # PostgreSQL text cannot hold NUL; a program printing one must not lose its whole batch.
         self.nul_free = database.nul_free
 
-    def append(self, run_id: str, rows: Sequence[LogRow]) -> LogBatchResult:
-        """Store ``rows`` (a resent seq is skipped); ``stored`` counts exactly the new ones."""
+    def append(self, run_id: str, rows: Sequence[LogRow], *, until_final: bool = False) -> LogBatchResult:
+        """Store ``rows`` (a resent seq is skipped); ``stored`` counts exactly the new ones.
+
+        ``until_final`` (a run token's batch): a run's output is *complete* once the run is in a final
+        state, and such a batch is then refused (409). The agent ships a run's output before its final
+        state, and output left over by a stopped agent goes with the agent's key, which is never refused;
+        so only a process still holding the token after the end (a daemon it left) is turned away.
+        """
         with self._db.begin() as conn:
-            _require_run(conn, run_id)
+            state = _require_run(conn, run_id)
+            if until_final and state.is_final:
+                raise ApiConflict(
+                    409,
+                    f"run {run_id} is {state.value}: its output is complete, and its run token cannot add to it",
+                )
             stored = self._db.insert_log_rows(conn, rows)
             last_seq = last_log_seq(conn, run_id)
         if stored:

@@ -73,14 +73,17 @@ class ServerThread:
             self.host, self._requested_port = parse_address(address)
         except ValueError as exc:
             raise ServiceError(f"bad server address: {exc}") from exc
-        self.settings = ServerSettings(
-            database_url=database_url,
-            api_keys=tuple(api_keys),
-            agent_timeout=agent_timeout,
-            submitted_grace=submitted_grace,
-            sweep_interval=sweep_interval,
-            recheck_interval=recheck_interval,
-        )
+        try:
+            self.settings = ServerSettings(
+                database_url=database_url,
+                api_keys=tuple(api_keys),
+                agent_timeout=agent_timeout,
+                submitted_grace=submitted_grace,
+                sweep_interval=sweep_interval,
+                recheck_interval=recheck_interval,
+            )
+        except ValueError as exc:
+            raise ServiceError(f"bad server settings: {exc}") from exc
         self._log_level = log_level
         self._access_log = access_log
         self._lock = threading.Lock()

@@ -37,6 +37,8 @@ class ServerSettings:
     """Long-polls re-check the database this often (scheduled times coming due, other server processes)."""
 
     def __post_init__(self) -> None:
+        if any(not key.strip() or key != key.strip() for key in self.api_keys):
+            raise ValueError("an API key must not be blank or start or end with whitespace")
         if self.agent_timeout <= 0:
             raise ValueError("agent_timeout must be > 0")
         if self.recheck_interval <= 0:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from localagent.api.models import LogBatchResult, LogPage
-from localagent.server.auth import require_run_access
+from localagent.server.auth import Principal, require_run_access
 from localagent.server.checks import INT64_MAX
 from localagent.server.http_errors import ERROR_RESPONSES, require_json
 from localagent.server.log_wire import parse_batch, render_page
@@ -37,10 +37,15 @@ LOG_BATCH_BODY = {
 
 
 @router.post("", summary="Append a batch of numbered lines", openapi_extra=LOG_BATCH_BODY)
-async def append_logs(run_id: str, request: Request, svc: Services = Depends(services)) -> LogBatchResult:
+async def append_logs(
+    run_id: str,
+    request: Request,
+    svc: Services = Depends(services),
+    caller: Principal = Depends(require_run_access),
+) -> LogBatchResult:
     require_json(request)
     rows = parse_batch(run_id, await request.body(), nul_free=svc.logs.nul_free)
-    return await run_in_threadpool(svc.logs.append, run_id, rows)
+    return await run_in_threadpool(svc.logs.append, run_id, rows, until_final=not caller.is_operator)
 
 
 @router.get(
