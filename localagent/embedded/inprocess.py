@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from localagent.server.runner import ServerThread
     from localagent.server.services import Services
 
-log = logging.getLogger("localagent.agent")
+log = logging.getLogger("localagent.embedded")
 
 T = TypeVar("T")
 

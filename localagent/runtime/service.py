@@ -20,29 +20,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from localagent.agent.embedded import EmbeddedApi
 from localagent.agent.logs import configure_logging
 from localagent.agent.loop import Agent
 from localagent.agent.memory import freeze_startup_objects, limit_arenas, tune_collector
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.signals import SignalInbox, handle_signals
 from localagent.errors import ServiceError
-
-if TYPE_CHECKING:
-    from localagent.api.port import Orchestrator
+from localagent.runtime.backends import open_backend
 
 if TYPE_CHECKING:
     from localagent.agent.reload import ConfigWatcher
     from localagent.config import LoadedConfig
+    from localagent.embedded.api import EmbeddedApi
 
 logger = logging.getLogger("localagent.agent")
-
-
-def http_client(url: str, key: str | None, timeout: float) -> Orchestrator:
-    """The orchestrator port over HTTP (an ``OrchestratorFactory``)."""
-    from localagent.api.client import ApiClient
-
-    return ApiClient(url, key=key, timeout=timeout)
 
 
 def run_agent(load: Callable[[], LoadedConfig]) -> int:
@@ -67,12 +58,8 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         reaper.start()
         stack.callback(logger.debug, "child reaper stopped")
         stack.callback(reaper.stop)
-        embedded: EmbeddedApi | None = None
-        embedded_url = None
-        if config.api.url == "embedded":
-            embedded = EmbeddedApi()
-            embedded_url = embedded.start(loaded)
-            stack.callback(embedded.stop)
+        backend = open_backend(loaded, stack)
+        embedded = backend.embedded
         agent = Agent(
             loaded,
             load=load,
@@ -80,8 +67,8 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
             console=ConsolePrinter(),
             metrics=AgentMetrics(),
             inbox=inbox,
-            embedded_url=embedded_url,
-            client_factory=embedded.client if embedded is not None else http_client,
+            embedded_url=backend.embedded_url,
+            client_factory=backend.client_factory,
         )
         if embedded is not None:
             agent.set_listener_sweep(embedded.sweep)
