@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localagent.agent.logs import configure_logging
-from localagent.agent.loop import Agent
 from localagent.agent.memory import freeze_startup_objects, limit_arenas, tune_collector
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.signals import SignalInbox, handle_signals
+from localagent.agent.supervisor import Agent
 from localagent.errors import ServiceError
 from localagent.runtime.backends import open_backend
 
 if TYPE_CHECKING:
-    from localagent.agent.reload import ConfigWatcher
+    from localagent.agent.reload.coordinator import ConfigWatcher
     from localagent.config import LoadedConfig
     from localagent.embedded.api import EmbeddedApi
 
@@ -48,8 +48,8 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
     configure_logging(config.logs)
     ensure_state_dir(config.agent.state_dir)
 
-    from localagent.agent.console import ConsolePrinter
-    from localagent.agent.reaper import ChildReaper
+    from localagent.agent.run.console import ConsolePrinter
+    from localagent.agent.run.reaper import ChildReaper
 
     with contextlib.ExitStack() as stack:
         inbox = stack.enter_context(SignalInbox())
@@ -88,7 +88,7 @@ def _watch_config(agent: Agent, load: Callable[[], LoadedConfig], embedded: Embe
     (:meth:`EmbeddedApi.follow`) and points the agent's claims at the new listener (same database, same
     agent id); the old listener stops once no run reports to it (the agent's listener sweep).
     """
-    from localagent.agent.reload import ConfigWatcher, ReloadCoordinator
+    from localagent.agent.reload.coordinator import ConfigWatcher, ReloadCoordinator
 
     watcher: ConfigWatcher | None = None
 

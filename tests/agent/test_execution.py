@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from localagent.agent.console import ConsolePrinter
-from localagent.agent.execution import RunExecution
+from localagent.agent.coordination.session import RunOrigin
+from localagent.agent.coordination.state_batch import StateBatcher
 from localagent.agent.metrics import AgentMetrics
-from localagent.agent.reaper import ChildReaper
-from localagent.agent.reporter import PendingDeliveries
-from localagent.agent.run_table import RunOrigin
-from localagent.agent.spool import LineReader, RunSpool, SpoolMeta
-from localagent.agent.state_batch import StateBatcher
+from localagent.agent.run.console import ConsolePrinter
+from localagent.agent.run.execution import RunExecution
+from localagent.agent.run.reaper import ChildReaper
+from localagent.agent.run.reporter import PendingDeliveries
+from localagent.agent.run.spool import LineReader, RunSpool, SpoolMeta
 from localagent.api.client import ApiClient
 from localagent.api.models import (
     AgentRegister,

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from localagent.agent.loop import Agent
+from localagent.agent.coordination.session import RunOrigin
 from localagent.agent.metrics import AgentMetrics
-from localagent.agent.run_table import RunOrigin, RunTable
+from localagent.agent.run_table import RunTable
 from localagent.agent.signals import SignalInbox
+from localagent.agent.supervisor import Agent
 from localagent.api.models import StateName
 from localagent.config import LoadedConfig
 from localagent.config.render import public_hash

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from localagent.agent.reaper import ChildReaper
+from localagent.agent.run.reaper import ChildReaper
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="checks /proc and the subreaper")
 

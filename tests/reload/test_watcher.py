@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from localagent.agent.reload import ConfigWatcher, ReloadCoordinator
+from localagent.agent.reload.coordinator import ConfigWatcher, ReloadCoordinator
 from tests.reload.helpers import RecordingAgent, loader, save_by_rename, wait_for, write_config
 
 

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from localagent.agent.background import Background
 from localagent.agent.memory import release_free_memory
-from localagent.agent.reporter import GiveUp
-from localagent.agent.spool import LineReader, OutputLine, RunSpool
+from localagent.agent.retry import GiveUp
+from localagent.agent.run.spool import LineReader, OutputLine, RunSpool
 from localagent.api.log_batch import BatchLine, encode_batch
 from localagent.errors import ApiNotFound, ApiRejected, ApiUnauthorized, ApiUnavailable
 

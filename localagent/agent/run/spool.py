@@ -1,13 +1,13 @@
 """A run's output on disk: an append-only file of raw output chunks, and the line reader over it.
 
-The pipe reader (:mod:`localagent.agent.output`) appends each chunk it reads as one *frame* (stream,
+The pipe reader (:mod:`localagent.agent.run.output`) appends each chunk it reads as one *frame* (stream,
 read time, bytes) and does nothing else, so a child writing at full speed is never slowed by line
 splitting, decoding, the console or the API. Consumers (the shipper, the console) follow the file at
 their own pace with a :class:`LineReader`, which splits lines, splits very long ones and replaces invalid
 UTF-8. The file lives in ``<state_dir>/spool/<run_id>/``, so output waiting for an unreachable API costs
 disk, not memory. Output meant for the API is described by a :class:`SpoolMeta` (``meta.json``, written
 with the directory), so an agent started later can deliver what an earlier one left behind
-(:mod:`localagent.agent.leftovers`) through :meth:`RunSpool.reopen`.
+(:mod:`localagent.agent.run.leftovers`) through :meth:`RunSpool.reopen`.
 
 While the writer is *busy* (each read finds a lot waiting: the child writes as fast as it can), readers
 hold back with :meth:`RunSpool.wait_while_busy`: in one process they all share the GIL with the pipe

@@ -50,6 +50,14 @@ def api_name(config: AgentConfig) -> str:
 
 
 @dataclass(frozen=True)
+class RunOrigin:
+    """Where a run came from: ``api`` names the API (its url, or ``"embedded"``), ``url`` is where it reports."""
+
+    api: str
+    url: str
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """The API in force, as one consistent snapshot: its name, this agent's id there, the agent-key client."""
 

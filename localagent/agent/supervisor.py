@@ -13,7 +13,7 @@ the agent drains) ``localagent-cancel-watch`` long-polls with ``slots = 0`` so a
 Each claimed run becomes a :class:`RunExecution` (or whatever ``execution_factory`` builds, for tests) with
 a client scoped to that run's token on the API that handed it out. Output an earlier agent left in
 ``state_dir`` is set aside before the first claim and, once registered, delivered by ``localagent-leftovers``
-(:mod:`localagent.agent.leftovers`).
+(:mod:`localagent.agent.run.leftovers`).
 
 The config in force is one frozen :class:`LoadedConfig`, swapped atomically by :meth:`Agent.apply_config`.
 Anything that reloads config (SIGHUP here; a file watcher) builds a new ``LoadedConfig`` with the
@@ -30,23 +30,23 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from localagent.agent.coordination.session import RUN_CONFIG_TYPES, AgentSession, RunOrigin
+from localagent.agent.coordination.state_batch import StateBatchers
 from localagent.agent.health import HealthServer
-from localagent.agent.leftovers import LeftoverSpools
 from localagent.agent.logs import configure_logging
 from localagent.agent.metrics import AgentMetrics
-from localagent.agent.registration import RUN_CONFIG_TYPES, AgentSession
-from localagent.agent.reporter import PendingDeliveries
-from localagent.agent.run_table import ExecutionFactory, RunOrigin, RunTable, default_execution_factory
+from localagent.agent.run.leftovers import LeftoverSpools
+from localagent.agent.run.reporter import PendingDeliveries
+from localagent.agent.run_table import ExecutionFactory, RunTable, default_execution_factory
 from localagent.agent.signals import RELOAD_SIGNALS, SignalInbox
-from localagent.agent.state_batch import StateBatchers
 from localagent.api.models import ClaimedRun, ClaimRequest
 from localagent.api.port import OrchestratorFactory
 from localagent.config.render import public_hash
 from localagent.errors import ApiError, ApiNotFound, ConfigError, ServiceError
 
 if TYPE_CHECKING:
-    from localagent.agent.console import ConsolePrinter
-    from localagent.agent.reaper import ChildReaper
+    from localagent.agent.run.console import ConsolePrinter
+    from localagent.agent.run.reaper import ChildReaper
     from localagent.api.port import RunChannel
     from localagent.config import LoadedConfig
     from localagent.config.model import AgentConfig

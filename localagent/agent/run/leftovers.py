@@ -26,9 +26,9 @@ import uuid
 from pathlib import Path
 
 from localagent.agent.background import Background
-from localagent.agent.reporter import GiveUp
-from localagent.agent.shipper import LogMetrics, LogShipper
-from localagent.agent.spool import RunSpool, SpoolMeta
+from localagent.agent.retry import GiveUp
+from localagent.agent.run.shipper import LogMetrics, LogShipper
+from localagent.agent.run.spool import RunSpool, SpoolMeta
 from localagent.api.port import OutputChannel
 
 log = logging.getLogger("localagent.agent")

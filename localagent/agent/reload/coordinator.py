@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from localagent.agent.config_diff import describe_changes, diff_configs
+from localagent.agent.reload.diff import describe_changes, diff_configs
 from localagent.config.loader import config_hash
 from localagent.config.render import public_hash, redact_url
 from localagent.errors import ConfigError
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
     from localagent.config import LoadedConfig
 
-logger = logging.getLogger("localagent.agent.reload")
+logger = logging.getLogger("localagent.agent.reload.coordinator")
 
 QUIET_PERIOD = 0.1  # seconds with no event before a burst counts as finished
 _STEP_MS = 30  # watchfiles groups events arriving closer than this

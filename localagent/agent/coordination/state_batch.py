@@ -35,7 +35,7 @@ from localagent.errors import ApiRejected, ApiUnavailable
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from localagent.agent.reporter import GiveUp
+    from localagent.agent.retry import GiveUp
     from localagent.api.port import StateBatchChannel
 
 log = logging.getLogger("localagent.run")

@@ -10,7 +10,7 @@ Usage::
 ``api`` is the run-scoped client (the API that handed out the run, with the run's token); ``origin`` names
 that API. Output meant for the API is spooled with a ``meta.json`` naming the run, the API and the first
 seq: output that could not be delivered before the agent stopped (or died) is delivered by the next agent
-started on the same ``state_dir`` (:mod:`localagent.agent.leftovers`).
+started on the same ``state_dir`` (:mod:`localagent.agent.run.leftovers`).
 
 One thread per run: the *run* thread reads the output pipes and, between reads, watches the process (exit,
 timeout, cancel and shutdown). ``on_finished`` is called (the slot is free) as soon as the process is gone
@@ -36,23 +36,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from localagent.agent.console import ConsoleFollower, ConsolePrinter
-from localagent.agent.launcher import plan_launch
-from localagent.agent.output import OutputPump
-from localagent.agent.registration import api_name
-from localagent.agent.reporter import GiveUp, PendingDeliveries, StateReporter
-from localagent.agent.shipper import LogShipper
-from localagent.agent.spool import RunSpool, SpoolMeta
-from localagent.agent.state_batch import FALLBACK
+from localagent.agent.coordination.session import api_name
+from localagent.agent.coordination.state_batch import FALLBACK
+from localagent.agent.retry import GiveUp
+from localagent.agent.run.console import ConsoleFollower, ConsolePrinter
+from localagent.agent.run.launcher import plan_launch
+from localagent.agent.run.output import OutputPump
+from localagent.agent.run.reporter import PendingDeliveries, StateReporter
+from localagent.agent.run.shipper import LogShipper
+from localagent.agent.run.spool import RunSpool, SpoolMeta
 from localagent.api.models import ClaimedRun, StateName, StateUpdate
 from localagent.config.units import format_duration
 from localagent.errors import LaunchError
 
 if TYPE_CHECKING:
+    from localagent.agent.coordination.session import RunOrigin
+    from localagent.agent.coordination.state_batch import StateBatcher, Ticket
     from localagent.agent.metrics import AgentMetrics
-    from localagent.agent.reaper import ChildProcess, ChildReaper
-    from localagent.agent.run_table import RunOrigin
-    from localagent.agent.state_batch import StateBatcher, Ticket
+    from localagent.agent.run.reaper import ChildProcess, ChildReaper
     from localagent.api.port import RunChannel
     from localagent.config.model import AgentConfig
 
