@@ -29,7 +29,7 @@ from localagent.errors import ServiceError
 from localagent.runtime.backends import open_backend
 
 if TYPE_CHECKING:
-    from localagent.agent.reload.coordinator import ConfigWatcher
+    from localagent.agent.reload.watcher import ConfigWatcher
     from localagent.config import LoadedConfig
     from localagent.embedded.api import EmbeddedApi
 
@@ -62,7 +62,6 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         embedded = backend.embedded
         agent = Agent(
             loaded,
-            load=load,
             reaper=reaper,
             console=ConsolePrinter(),
             metrics=AgentMetrics(),
@@ -88,7 +87,8 @@ def _watch_config(agent: Agent, load: Callable[[], LoadedConfig], embedded: Embe
     (:meth:`EmbeddedApi.follow`) and points the agent's claims at the new listener (same database, same
     agent id); the old listener stops once no run reports to it (the agent's listener sweep).
     """
-    from localagent.agent.reload.coordinator import ConfigWatcher, ReloadCoordinator
+    from localagent.agent.reload.coordinator import ReloadCoordinator
+    from localagent.agent.reload.watcher import ConfigWatcher
 
     watcher: ConfigWatcher | None = None
 

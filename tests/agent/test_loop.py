@@ -15,6 +15,7 @@ import pytest
 
 from localagent.agent.coordination.session import RunOrigin
 from localagent.agent.metrics import AgentMetrics
+from localagent.agent.reload.coordinator import ReloadCoordinator
 from localagent.agent.run_table import RunTable
 from localagent.agent.signals import SignalInbox
 from localagent.agent.supervisor import Agent
@@ -43,7 +44,6 @@ class Harness:
         self.metrics = AgentMetrics()
         self.agent = Agent(
             loaded,
-            load=load or (lambda: loaded),
             reaper=object(),  # type: ignore[arg-type]
             console=self.console,  # type: ignore[arg-type]
             metrics=self.metrics,
@@ -51,6 +51,8 @@ class Harness:
             client_factory=server.client_factory,  # type: ignore[arg-type]
             execution_factory=functools.partial(FakeExecution, auto_finish=auto_finish, log=self.executions),
         )
+        # SIGHUP goes through the one reload path, as in `localagent run`.
+        self.agent.set_reload_handler(ReloadCoordinator(self.agent, load or (lambda: loaded)).reload)
         self.exit_code: int | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -394,7 +396,6 @@ def test_a_run_that_cannot_be_built_is_reported_failed(tmp_path: Path) -> None:
     loaded = loaded_config(tmp_path, agent={"max_polls": 2})
     agent = Agent(
         loaded,
-        load=lambda: loaded,
         reaper=object(),  # type: ignore[arg-type]
         console=FakeConsole(),  # type: ignore[arg-type]
         metrics=AgentMetrics(),

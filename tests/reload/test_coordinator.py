@@ -19,9 +19,9 @@ def test_one_log_line_lists_every_change(tmp_path: Path, caplog: pytest.LogCaptu
     agent = RecordingAgent(load())
     coordinator = ReloadCoordinator(agent, load)
     write_config(config, tmp_path / "state", ["a", "b"], extra="poll_interval = 5\n")
-    with caplog.at_level(logging.INFO, logger="localagent.agent.reload.coordinator"):
+    with caplog.at_level(logging.INFO, logger="localagent.agent.reload"):
         assert coordinator.reload("SIGHUP")
-    lines = [r.getMessage() for r in caplog.records if r.name == "localagent.agent.reload.coordinator"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "localagent.agent.reload"]
     assert len(lines) == 1
     assert lines[0].startswith("config generation 2: agent.labels ['a'] -> ['a', 'b']; agent.poll_interval 10s -> 5s")
 
@@ -62,7 +62,7 @@ def test_database_change_under_a_running_embedded_api_is_kept_for_a_restart(
     coordinator = ReloadCoordinator(agent, load, embedded_running=lambda: True)
     second_db = f"sqlite:///{tmp_path / 'two.db'}"
     write_config(config, tmp_path / "state", ["b"], extra=f'[server]\ndatabase = "{second_db}"\n')
-    with caplog.at_level(logging.INFO, logger="localagent.agent.reload.coordinator"):
+    with caplog.at_level(logging.INFO, logger="localagent.agent.reload"):
         assert coordinator.reload("SIGHUP")
     assert agent.loaded.config.server.database == first_db
     assert agent.loaded.config.agent.labels == ("b",)
@@ -114,7 +114,7 @@ def test_a_server_that_cannot_move_keeps_its_address_and_key_and_the_rest_applie
 
     coordinator = ReloadCoordinator(agent, load, embedded_running=lambda: True, on_server_change=refuse)
     write_config(config, tmp_path / "state", ["b"], extra='[api]\nkey = "k2"\n[server]\naddress = "127.0.0.1:4302"\n')
-    with caplog.at_level(logging.INFO, logger="localagent.agent.reload.coordinator"):
+    with caplog.at_level(logging.INFO, logger="localagent.agent.reload"):
         assert coordinator.reload("SIGHUP")
     assert agent.loaded.config.server.address == "127.0.0.1:4301"
     assert agent.loaded.api_key == "k1"
@@ -128,7 +128,7 @@ def test_a_sighup_that_finds_nothing_changed_says_so_once(tmp_path: Path, caplog
     write_config(config, tmp_path / "state", ["a"])
     load = loader(config)
     coordinator = ReloadCoordinator(RecordingAgent(load()), load)
-    with caplog.at_level(logging.INFO, logger="localagent.agent.reload.coordinator"):
+    with caplog.at_level(logging.INFO, logger="localagent.agent.reload"):
         assert not coordinator.reload("SIGHUP")
         assert not coordinator.reload("file change")  # file events that change nothing stay quiet
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]

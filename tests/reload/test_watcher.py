@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from localagent.agent.reload.coordinator import ConfigWatcher, ReloadCoordinator
+from localagent.agent.reload.coordinator import ReloadCoordinator
+from localagent.agent.reload.watcher import ConfigWatcher
 from tests.reload.helpers import RecordingAgent, loader, save_by_rename, wait_for, write_config
 
 
