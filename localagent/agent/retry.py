@@ -47,9 +47,17 @@ class GiveUp:
     def is_set(self) -> bool:
         return self._now or (self._deadline is not None and time.monotonic() >= self._deadline)
 
-    def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout`` unless giving up first; ``True`` when it is time to give up."""
-        end = time.monotonic() + timeout
+    def remaining(self) -> float:
+        """Seconds until it is time to give up (0 when it is; infinity with no deadline)."""
+        if self._now:
+            return 0.0
+        if self._deadline is None:
+            return float("inf")
+        return max(self._deadline - time.monotonic(), 0.0)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Sleep up to ``timeout`` (None: until giving up) unless giving up first; ``True`` when it is time."""
+        end = time.monotonic() + (timeout if timeout is not None else float("inf"))
         with self._changed:
             while not self.is_set():
                 remaining = end - time.monotonic()
@@ -57,7 +65,7 @@ class GiveUp:
                     remaining = min(remaining, self._deadline - time.monotonic())
                 if remaining <= 0:
                     break
-                self._changed.wait(remaining)
+                self._changed.wait(remaining if remaining != float("inf") else None)
             return self.is_set()
 
 

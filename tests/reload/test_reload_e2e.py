@@ -12,7 +12,7 @@ import pytest
 from localagent.api.client import ApiClient
 from localagent.api.models import Agent, FlowRunCreate, FlowSpec, StateName
 from tests.reload.agent_process import AgentProcess, localagent_command
-from tests.reload.helpers import wait_for
+from tests.support.wait import wait_for
 
 FINAL = {StateName.SUCCESS, StateName.FAILED, StateName.CANCELLED, StateName.CRASHED}
 
@@ -34,7 +34,7 @@ def run_state(api: ApiClient, run_id: str) -> StateName:
 
 
 def wait_final(api: ApiClient, run_id: str, timeout: float = 30.0) -> StateName:
-    wait_for(lambda: run_state(api, run_id) in FINAL, timeout, f"run {run_id} to finish")
+    wait_for(lambda: run_state(api, run_id) in FINAL, timeout=timeout, what=f"run {run_id} to finish")
     return run_state(api, run_id)
 
 

@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING
 
 from localagent.agent.coordination.state_batch import DELIVERED, GIVEN_UP, REFUSED
-from localagent.agent.retry import GiveUp
+from localagent.agent.retry import Backoff, GiveUp
 from localagent.errors import ApiConflict, ApiRejected, ApiUnavailable
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ class StateReporter:
         return self._deliver_alone(update)
 
     def _deliver_alone(self, update: StateUpdate) -> bool:
-        backoff = self._initial_backoff
+        backoff = Backoff(first=self._initial_backoff, cap=MAX_BACKOFF)
         warned = False
         while True:
             try:
@@ -145,10 +145,9 @@ class StateReporter:
                         "run %s: cannot report state %s yet, retrying: %s", self._run_id, update.state.value, exc
                     )
                     warned = True
-                if self.give_up.wait(backoff):
+                if backoff.wait(self.give_up):
                     log.error("run %s: state %s was not delivered (API unreachable)", self._run_id, update.state)
                     return False
-                backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             if warned:
                 log.info("run %s: state %s delivered after the API came back", self._run_id, update.state.value)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from localagent.agent.background import Background
 from localagent.agent.memory import release_free_memory
-from localagent.agent.retry import GiveUp
+from localagent.agent.retry import Backoff, GiveUp
 from localagent.agent.run.spool import LineReader, OutputLine, RunSpool
 from localagent.api.log_batch import BatchLine, encode_batch
 from localagent.errors import ApiNotFound, ApiRejected, ApiUnauthorized, ApiUnavailable
@@ -161,7 +161,7 @@ class LogShipper(Background):
         """Send one batch until it is stored; ``False`` when shipping must stop."""
         count = len(batch)
         send = self._sender(batch)
-        backoff = self._initial_backoff
+        backoff = Backoff(first=self._initial_backoff, cap=MAX_BACKOFF)
         failed_before = False
         while True:
             try:
@@ -181,9 +181,8 @@ class LogShipper(Background):
                     log.warning("run %s: output waits in the spool, the API is unreachable: %s", self._run_id, exc)
                     self._count(spooled=count)
                     failed_before = True
-                if self._give_up.wait(backoff):
+                if backoff.wait(self._give_up):
                     return False
-                backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             if failed_before:
                 log.info("run %s: the API is back, shipping spooled output", self._run_id)
