@@ -85,8 +85,10 @@ class Agent:
         client_factory: OrchestratorFactory,
         embedded_url: str | None = None,
         execution_factory: ExecutionFactory | None = None,
+        delivery_grace: float = DELIVERY_GRACE_ON_EXIT,
     ) -> None:
         self._console = console
+        self._delivery_grace = delivery_grace
         self._metrics = metrics
         self._inbox = inbox
         self._config = ConfigInForce(loaded)
@@ -332,7 +334,7 @@ class Agent:
         self._health.stop()
         # Runs free their slot once their final state is queued; deliver those before the API (the
         # embedded one in particular) goes away.
-        self._pending.wait(DELIVERY_GRACE_ON_EXIT)  # logs what it had to give up on
+        self._pending.wait(self._delivery_grace)  # logs what it had to give up on
         self._state_batchers.close()
         self._session.close()
         self._runs.close()

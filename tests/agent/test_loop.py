@@ -166,11 +166,15 @@ def test_a_forgotten_agent_registers_again(tmp_path: Path) -> None:
 def test_api_outage_backs_off_and_recovers_while_runs_carry_on(tmp_path: Path) -> None:
     server = FakeServer()
     server.add_runs(claimed_run("r1"))
-    harness = Harness(loaded_config(tmp_path), server)
+    harness = Harness(loaded_config(tmp_path, agent={"poll_interval": 2.0}), server)
     wait_for(lambda: len(harness.executions) == 1, timeout=10.0)
     server.down = True
-    threading.Event().wait(0.6)
+    threading.Event().wait(1.0)
     server.down = False
+    # Back-off from 0.25 s, doubling, each delay jittered into its upper half: within 1 s the claim loop
+    # tries at most 4 times (at 0, >=0.125, >=0.375, >=0.875 s). Without back-off the fake's instant
+    # refusals would be retried thousands of times in that second.
+    assert 1 <= server.refused.count("claim") <= 4, server.refused
     server.add_runs(claimed_run("r2"))
     wait_for(lambda: len(harness.executions) == 2, timeout=10.0)
     assert not harness.executions[0].done.is_set(), "the outage did not touch the running run"

@@ -129,6 +129,9 @@ class StateReporter:
         backoff = Backoff(first=self._initial_backoff, cap=MAX_BACKOFF)
         warned = False
         while True:
+            if self.give_up.is_set():  # e.g. the batcher handed it back after the shutdown's grace ended
+                log.error("run %s: state %s was not delivered (API unreachable)", self._run_id, update.state.value)
+                return False
             try:
                 self._api.set_state(self._run_id, update)
             except ApiConflict as exc:
