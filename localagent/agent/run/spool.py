@@ -46,6 +46,11 @@ BUSY_HOLD = 0.1  # seconds a reader holds back after the writer last found a lot
 
 _HEADER = struct.Struct("<BdI")  # stream, read time (epoch seconds), length
 
+SPOOL_FORMAT = 1
+"""The format of a spool directory, written in ``meta.json`` as ``format``. 0: a spool written before the
+format was recorded (no ``format`` key; the same ``output.frames`` layout as 1). 1: frames of
+``_HEADER`` + bytes. An agent reads every format up to its own; a newer one's spool is left alone."""
+
 
 class OutputLine(NamedTuple):
     stream: StreamName
@@ -58,13 +63,14 @@ class SpoolMeta:
     """Where a spool's output goes: the run, the API that handed it out, the seq of its first line.
 
     ``api`` names the API as :func:`~localagent.agent.registration.api_name` does (its url, or ``"embedded"``);
-    ``label`` (``flow/run-name``) is for log messages.
+    ``label`` (``flow/run-name``) is for log messages; ``format`` is the spool's :data:`SPOOL_FORMAT`.
     """
 
     run_id: str
     api: str
     first_seq: int
     label: str
+    format: int = SPOOL_FORMAT
 
     FILE_NAME = "meta.json"
 
@@ -83,9 +89,18 @@ class SpoolMeta:
         """The meta of the spool in ``directory``; ``OSError`` or ``ValueError`` if missing or unreadable."""
         data = json.loads((directory / cls.FILE_NAME).read_bytes())
         try:
-            return cls(str(data["run_id"]), str(data["api"]), int(data["first_seq"]), str(data.get("label", "")))
-        except (KeyError, TypeError, AttributeError) as exc:
+            spool_format = int(data.get("format", 0))  # no key: written before formats were recorded
+            meta = cls(
+                str(data["run_id"]), str(data["api"]), int(data["first_seq"]), str(data.get("label", "")), spool_format
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"{directory / cls.FILE_NAME}: not a spool's meta ({exc!r})") from exc
+        if spool_format > SPOOL_FORMAT:
+            raise ValueError(
+                f"{directory / cls.FILE_NAME}: spool format {spool_format} was written by a newer agent "
+                f"(this one reads formats up to {SPOOL_FORMAT}); it is left for that agent"
+            )
+        return meta
 
 
 class RunSpool:
