@@ -30,7 +30,7 @@ def http_client(url: str, key: str | None, timeout: float) -> Orchestrator:
     """The orchestrator port over HTTP (an ``OrchestratorFactory``).
 
     ``retries=0``: the agent retries every call itself, with one back-off a stop interrupts at once
-    (:mod:`localagent.agent.backoff`), so the client must not retry underneath it.
+    (:mod:`localagent.agent.retry`), so the client must not retry underneath it.
     """
     from localagent.api.client import ApiClient
 

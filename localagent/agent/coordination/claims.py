@@ -141,7 +141,8 @@ class ClaimLoop:
                 # The config in force now, not the one the claim was asked with: a reload during the
                 # long-poll applies to these runs (issue 18).
                 started_with = self._config.config
-                batcher = self._batchers.for_api(endpoint.client)
+                client = endpoint.client
+                batcher = self._batchers.for_api(client) if client.capabilities.state_batches else None
                 self._runs.start(reply.runs, started_with, self._run_clients(origin.url, started_with), origin, batcher)
                 self.in_flight = None
                 self._runs.cancel(reply.cancel)

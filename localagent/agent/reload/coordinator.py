@@ -38,7 +38,7 @@ logger = logging.getLogger("localagent.agent.reload")
 
 
 class ReloadTarget(Protocol):
-    """What the coordinator needs of the agent (``localagent.agent.loop.Agent``)."""
+    """What the coordinator needs of the agent (``localagent.agent.supervisor.Agent``)."""
 
     @property
     def loaded(self) -> LoadedConfig: ...

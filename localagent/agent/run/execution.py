@@ -16,7 +16,7 @@ One thread per run: the *run* thread reads the output pipes and, between reads, 
 timeout, cancel and shutdown). ``on_finished`` is called (the slot is free) as soon as the process is gone
 and its output is on disk; the same thread then delivers what is left (the rest of the output, the final
 state) in the background, tracked in ``pending`` (the agent's
-:class:`~localagent.agent.reporter.PendingDeliveries`) until it ends, so a shutdown can wait for it.
+:class:`~localagent.agent.run.reporter.PendingDeliveries`) until it ends, so a shutdown can wait for it.
 
 ``Running`` goes into the agent's state batch when the process starts, without a thread waiting for it;
 only when it must be sent alone (an API without batches) does a thread of its own send it. The output is

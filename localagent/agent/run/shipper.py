@@ -1,6 +1,6 @@
 """Shipping a run's output to the API in numbered batches, from its on-disk spool.
 
-The shipper follows the run's :class:`~localagent.agent.spool.RunSpool` at its own pace, so a slow or
+The shipper follows the run's :class:`~localagent.agent.run.spool.RunSpool` at its own pace, so a slow or
 unreachable API never slows the child: output waits on disk. Lines are numbered from the claim's
 ``next_log_seq`` in spool order; each batch's JSON body is built once, as bytes, straight from the lines
 (no model per line), and goes out when it holds ~1 MiB or 5,000 lines, when its oldest line is

@@ -62,7 +62,7 @@ class OutputLine(NamedTuple):
 class SpoolMeta:
     """Where a spool's output goes: the run, the API that handed it out, the seq of its first line.
 
-    ``api`` names the API as :func:`~localagent.agent.registration.api_name` does (its url, or ``"embedded"``);
+    ``api`` names the API as :func:`~localagent.agent.coordination.session.api_name` does (its url, or ``"embedded"``);
     ``label`` (``flow/run-name``) is for log messages; ``format`` is the spool's :data:`SPOOL_FORMAT`.
     """
 
