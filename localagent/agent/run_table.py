@@ -4,7 +4,7 @@ Usage::
 
     table = RunTable(execution_factory=RunExecution, reaper=reaper, console=console, metrics=metrics,
                      on_change=wake_up)
-    table.start(claimed_runs, config, client_for=lambda claimed: ApiClient(url, key=claimed.token),
+    table.start(claimed_runs, config, client_for=lambda claimed: api.scoped(claimed.token),
                 origin=RunOrigin(api="embedded", url=url))
     table.cancel(["run-id"]); len(table); table.ids(api="embedded"); table.shutdown_all(immediate=False)
     table.close_intake()   # runs handed out after this are reported Cancelled, never started
@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from localagent.agent.metrics import AgentMetrics
@@ -27,24 +26,17 @@ from localagent.api.models import ClaimedRun, StateName, StateUpdate
 from localagent.errors import ApiError
 
 if TYPE_CHECKING:
-    from localagent.agent.console import ConsolePrinter
-    from localagent.agent.reaper import ChildReaper
-    from localagent.agent.reporter import PendingDeliveries
-    from localagent.agent.state_batch import StateBatcher
-    from localagent.api.client import ApiClient
+    from localagent.agent.coordination.session import RunOrigin
+    from localagent.agent.coordination.state_batch import StateBatcher
+    from localagent.agent.run.console import ConsolePrinter
+    from localagent.agent.run.reaper import ChildReaper
+    from localagent.agent.run.reporter import PendingDeliveries
+    from localagent.api.port import RunChannel
     from localagent.config.model import AgentConfig
 
 logger = logging.getLogger("localagent.agent")
 
 SHUTDOWN_MESSAGE = "agent shut down"
-
-
-@dataclass(frozen=True)
-class RunOrigin:
-    """Where a run came from: ``api`` names the API (its url, or ``"embedded"``), ``url`` is where it reports."""
-
-    api: str
-    url: str
 
 
 class RunHandle(Protocol):
@@ -66,7 +58,7 @@ class ExecutionFactory(Protocol):
         self,
         claimed: ClaimedRun,
         config: AgentConfig,
-        api: ApiClient,
+        api: RunChannel,
         *,
         reaper: ChildReaper,
         console: ConsolePrinter,
@@ -79,7 +71,7 @@ class ExecutionFactory(Protocol):
 
 
 def default_execution_factory() -> ExecutionFactory:
-    from localagent.agent.execution import RunExecution
+    from localagent.agent.run.execution import RunExecution
 
     return RunExecution
 
@@ -105,7 +97,7 @@ class RunTable:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._runs: dict[str, RunHandle] = {}
-        self._clients: dict[str, ApiClient] = {}
+        self._clients: dict[str, RunChannel] = {}
         self._origins: dict[str, RunOrigin] = {}
         self._cancel_sent: set[str] = set()
         self._accepting = True
@@ -137,7 +129,7 @@ class RunTable:
         self,
         claimed_runs: list[ClaimedRun],
         config: AgentConfig,
-        client_for: Callable[[ClaimedRun], ApiClient],
+        client_for: Callable[[ClaimedRun], RunChannel],
         origin: RunOrigin,
         state_batcher: StateBatcher | None = None,
     ) -> None:
@@ -223,7 +215,7 @@ class RunTable:
         self._on_change()
 
     @staticmethod
-    def _report(run_id: str, client: ApiClient, state: StateName, message: str) -> None:
+    def _report(run_id: str, client: RunChannel, state: StateName, message: str) -> None:
         try:
             client.set_state(run_id, StateUpdate(state=state, message=message))
         except ApiError as exc:

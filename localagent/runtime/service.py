@@ -20,17 +20,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from localagent.agent.embedded import EmbeddedApi
 from localagent.agent.logs import configure_logging
-from localagent.agent.loop import Agent
 from localagent.agent.memory import freeze_startup_objects, limit_arenas, tune_collector
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.signals import SignalInbox, handle_signals
+from localagent.agent.supervisor import Agent
 from localagent.errors import ServiceError
+from localagent.runtime.backends import open_backend
 
 if TYPE_CHECKING:
-    from localagent.agent.reload import ConfigWatcher
+    from localagent.agent.reload.watcher import ConfigWatcher
     from localagent.config import LoadedConfig
+    from localagent.embedded.api import EmbeddedApi
 
 logger = logging.getLogger("localagent.agent")
 
@@ -47,8 +48,8 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
     configure_logging(config.logs)
     ensure_state_dir(config.agent.state_dir)
 
-    from localagent.agent.console import ConsolePrinter
-    from localagent.agent.reaper import ChildReaper
+    from localagent.agent.run.console import ConsolePrinter
+    from localagent.agent.run.reaper import ChildReaper
 
     with contextlib.ExitStack() as stack:
         inbox = stack.enter_context(SignalInbox())
@@ -57,21 +58,16 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         reaper.start()
         stack.callback(logger.debug, "child reaper stopped")
         stack.callback(reaper.stop)
-        embedded: EmbeddedApi | None = None
-        embedded_url = None
-        if config.api.url == "embedded":
-            embedded = EmbeddedApi()
-            embedded_url = embedded.start(loaded)
-            stack.callback(embedded.stop)
+        backend = open_backend(loaded, stack)
+        embedded = backend.embedded
         agent = Agent(
             loaded,
-            load=load,
             reaper=reaper,
             console=ConsolePrinter(),
             metrics=AgentMetrics(),
             inbox=inbox,
-            embedded_url=embedded_url,
-            client_factory=embedded.client if embedded is not None else None,
+            embedded_url=backend.embedded_url,
+            client_factory=backend.client_factory,
         )
         if embedded is not None:
             agent.set_listener_sweep(embedded.sweep)
@@ -91,7 +87,8 @@ def _watch_config(agent: Agent, load: Callable[[], LoadedConfig], embedded: Embe
     (:meth:`EmbeddedApi.follow`) and points the agent's claims at the new listener (same database, same
     agent id); the old listener stops once no run reports to it (the agent's listener sweep).
     """
-    from localagent.agent.reload import ConfigWatcher, ReloadCoordinator
+    from localagent.agent.reload.coordinator import ReloadCoordinator
+    from localagent.agent.reload.watcher import ConfigWatcher
 
     watcher: ConfigWatcher | None = None
 

@@ -21,6 +21,7 @@ from localagent.api.models import (
     StateName,
     StateUpdate,
 )
+from localagent.api.port import Capabilities
 from localagent.config import LoadedConfig
 from localagent.config.model import AgentConfig
 from localagent.errors import ApiNotFound, ApiUnavailable
@@ -70,6 +71,7 @@ class FakeServer:
         self.states: list[tuple[str, StateUpdate, str | None]] = []
         self.cancels: list[str] = []
         self.down = False
+        self.refused: list[str] = []  # the calls made while down, by name (each one a try of the agent)
         self.forget_agent = False
         self.agent_seq = 0
         self.clients: list[FakeClient] = []
@@ -103,8 +105,10 @@ class FakeClient:
         self.key = key
         self.closed = False
 
-    def _check(self) -> None:
+    def _check(self, call: str = "") -> None:
         if self.server.down:
+            with self.server.lock:
+                self.server.refused.append(call)
             raise ApiUnavailable(f"cannot reach {self.url}")
 
     def register_agent(self, request: AgentRegister) -> Agent:
@@ -140,7 +144,7 @@ class FakeClient:
             return HeartbeatReply(cancel=list(self.server.cancels))
 
     def claim(self, agent_id: str, request: ClaimRequest) -> ClaimReply:
-        self._check()
+        self._check("claim")
         with self.server.changed:
             if self.server.forget_agent:
                 raise ApiNotFound(404, f"agent {agent_id} not found")
@@ -159,6 +163,13 @@ class FakeClient:
         with self.server.changed:
             self.server.states.append((run_id, update, self.key))
             self.server.changed.notify_all()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(state_batches=False, output_rows=False)
+
+    def scoped(self, token: str) -> FakeClient:
+        return self.server.client_factory(self.url, token, 0.0)
 
     def close(self) -> None:
         self.closed = True
