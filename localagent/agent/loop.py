@@ -180,7 +180,7 @@ class Agent:
         with self._lock:
             self._config_error = message
             generation = self._generation
-        count = len(error.problems)
+        count = error.count
         # The same lines `localagent config validate` prints for this config.
         logger.error(
             "config reload refused, keeping generation %d:\n%s\nconfig is invalid: %d problem%s",

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from localagent.cli.common import report_config_error
 from localagent.cli.run_options import RunOptions, with_run_options
 
 EXIT_INVALID = 1
@@ -38,11 +39,7 @@ def validate(options: RunOptions) -> None:
     try:
         loaded = load_config(list(options.config), options.to_flags(), dict(os.environ))
     except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(str(problem), err=True)
-        count = len(exc.problems)
-        typer.echo(f"config is invalid: {count} problem{'s' if count != 1 else ''}", err=True)
-        raise typer.Exit(EXIT_INVALID) from None
+        report_config_error(exc, EXIT_INVALID)
     what = ", ".join(str(path) for path in options.config) or "built-in defaults"
     typer.echo(f"OK: {what} is valid (hash {public_hash(loaded)[:12]})")
 

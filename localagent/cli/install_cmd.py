@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from localagent.cli.common import report_config_error
 from localagent.cli.run_options import RunOptions, with_run_options
 
 if TYPE_CHECKING:
@@ -180,11 +181,7 @@ def _install(
 
 def _report_invalid(exc: ConfigError) -> NoReturn:
     """Every problem on its own line, as ``localagent config validate`` prints them; exit 1."""
-    for problem in exc.problems:
-        typer.echo(str(problem), err=True)
-    count = len(exc.problems)
-    typer.echo(f"config is invalid: {count} problem{'s' if count != 1 else ''}", err=True)
-    raise typer.Exit(EXIT_INVALID) from None
+    report_config_error(exc, EXIT_INVALID)
 
 
 def _warn_secrets_in_clear(service_options: RunOptions, plan: ServicePlan) -> None:
