@@ -120,7 +120,8 @@ def format_ago(moment: datetime | None, now: datetime | None = None) -> str:
 
 
 def format_labels(labels: Iterable[str]) -> str:
-    return ",".join(labels) or "-"
+    """``etl, gpu`` (as the docs write label lists), or ``-`` for none."""
+    return ", ".join(labels) or "-"
 
 
 def shorten(text: str, width: int) -> str:

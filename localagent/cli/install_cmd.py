@@ -56,6 +56,7 @@ ServiceNameOption = Annotated[
     str | None,
     typer.Option(
         "--service-name",
+        metavar="NAME",
         callback=_check_service_name,
         help="Program / unit name. Default: localagent-<agent.name>.",
         rich_help_panel=PANEL,
@@ -83,6 +84,7 @@ KeyFileOption = Annotated[
     Path | None,
     typer.Option(
         "--key-file",
+        metavar="FILE",
         help="Where to write the key given with --key (mode 0600). Default: <agent.state_dir>/api.key.",
         rich_help_panel=PANEL,
     ),
