@@ -102,3 +102,30 @@ def test_labels_print_as_the_docs_write_them(api_server: Any) -> None:
     shown = cli(api_server.url, "flow", "show", "alpha")
     assert shown.returncode == 0, shown.stderr
     assert re.search(r"^labels:\s+etl, gpu$", shown.stdout, re.MULTILINE), shown.stdout
+
+
+def test_the_cli_reference_lists_every_command_and_flag() -> None:
+    from localagent.cli.reference import command_paths
+
+    page = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
+    command = typer.main.get_command(app)
+    for path in command_paths(command):
+        assert f"## `{' '.join(('localagent', *path))}`" in page, path
+        sub = command
+        for name in path:
+            sub = sub.commands[name]  # type: ignore[attr-defined]
+        for param in sub.params:
+            for flag in getattr(param, "opts", []):
+                if flag.startswith("-"):
+                    assert flag in page, (path, flag)  # regenerate: python -m localagent.cli.reference > docs/cli.md
+
+
+def test_the_health_page_lists_every_agent_metric() -> None:
+    from localagent.agent.metrics import AgentMetrics
+
+    page = (Path(__file__).parents[2] / "docs" / "health.md").read_text()
+    exposed = re.findall(r"^# TYPE (localagent_\w+) (\w+)$", AgentMetrics().render().decode(), re.MULTILINE)
+    names = {name for name, _ in exposed if not name.endswith("_created")}
+    assert names
+    for name in names:
+        assert f"`{name}`" in page or f"`{name}_total`" in page, name
