@@ -114,3 +114,14 @@ def test_random_bytes_end_in_a_config_or_a_config_error(data: bytes) -> None:
         path = Path(directory, "agent.toml")
         path.write_bytes(data)
         _check(path, str(path))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.one_of(deep_documents(), huge_numbers(), hostile_strings(), raw_text))
+def test_fuzzed_flows_files_end_in_flows_or_a_config_error(text: str) -> None:
+    from localagent.api.flowfile import parse_flows
+
+    try:
+        parse_flows(text if text.startswith("[") else "[[flow]]\n" + text, "flows.toml")
+    except ConfigError as exc:
+        assert all(str(problem).isprintable() for problem in exc.problems)
