@@ -91,13 +91,6 @@ def parse_flows(text: str, source: str = "flows.toml") -> list[FlowSpec]:
     if deep is not None:
         where = ".".join(str(part) for part in deep[:3]) + "..."
         raise ConfigError([ConfigProblem(source, where, f"keys nested more than {MAX_DEPTH} levels deep")])
-        message = str(exc)
-        position = _TOML_POSITION.search(message)
-        line, column = (int(position[1]), int(position[2])) if position else (None, None)
-        if line is None and "(at end of document)" in message:
-            line = max(1, len(text.splitlines()))
-        message = _TOML_POSITION.sub("", message).replace("(at end of document)", "at the end of the file").strip()
-        raise ConfigError([ConfigProblem(source, "", f"invalid TOML: {message}", line, column)]) from exc
     locator = _Locator(text)
     try:
         flows = FlowsFile.model_validate(data).flow
