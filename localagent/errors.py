@@ -24,6 +24,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def escape_controls(text: str) -> str:
+    """``text`` with every control, format (bidi overrides, zero-width) and unpaired surrogate character
+    written as an escape (``\\x00``, ``\\n``, ``\\u202e``), so an echoed value can never move the cursor,
+    reorder what a terminal shows or forge a new line.
+    """
+    if text.isprintable():
+        return text
+    out: list[str] = []
+    for char in text:
+        if char.isprintable():  # False for controls (Cc), format (Cf: bidi), surrogates, separators
+            out.append(char)
+        elif char in _NAMED_ESCAPES:
+            out.append(_NAMED_ESCAPES[char])
+        elif ord(char) < 0x100:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return "".join(out)
+
+
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 class LocalAgentError(Exception):
     """Base of every error localagent raises on purpose."""
 
@@ -45,24 +70,32 @@ class ConfigProblem:
     column: int | None = None
 
     def __str__(self) -> str:
-        where = self.source
+        where = escape_controls(self.source)
         if self.line is not None:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
         if self.key:
-            return f"{where}: {self.key}: {self.message}"
-        return f"{where}: {self.message}"
+            return f"{where}: {escape_controls(self.key)}: {escape_controls(self.message)}"
+        return f"{where}: {escape_controls(self.message)}"
 
 
 class ConfigError(LocalAgentError):
     """The configuration is invalid. ``problems`` lists every problem found, not just the first."""
 
-    def __init__(self, problems: list[ConfigProblem] | str) -> None:
+    def __init__(self, problems: list[ConfigProblem] | str, omitted: int = 0) -> None:
         if isinstance(problems, str):
             problems = [ConfigProblem(source="config", key="", message=problems)]
         self.problems: list[ConfigProblem] = problems
-        super().__init__("\n".join(str(p) for p in problems))
+        self.count = len(problems) + omitted  # problems found; past a hundred only the first are listed
+        lines = [str(p) for p in problems]
+        if omitted:
+            lines.append(self.omitted_line(omitted, len(problems)))
+        super().__init__("\n".join(lines))
+
+    @staticmethod
+    def omitted_line(omitted: int, shown: int) -> str:
+        return f"... and {omitted:,} more problem{'s' if omitted != 1 else ''} (the first {shown} are shown)"
 
 
 class ApiError(LocalAgentError):

@@ -172,7 +172,7 @@ class Agent:
         """Keep the config in force; log ``error`` as ``config validate`` prints it and report it until fixed."""
         message = str(error)
         generation = self._config.refuse(message)
-        count = len(error.problems)
+        count = error.count
         # The same lines `localagent config validate` prints for this config.
         logger.error(
             "config reload refused, keeping generation %d:\n%s\nconfig is invalid: %d problem%s",

@@ -75,16 +75,22 @@ def load_flows_file(path: Path) -> list[FlowSpec]:
 
 def parse_flows(text: str, source: str = "flows.toml") -> list[FlowSpec]:
     """Validate the TOML ``text`` of a flows file named ``source`` (used in error messages)."""
+    from localagent.config.guards import MAX_DEPTH, check_size, check_text, too_deep
+
+    encoded = text.encode("utf-8", errors="surrogatepass")
+    limit = check_size(encoded, len(encoded)) or check_text(text)  # the limits of agent.toml, same reasons
+    if limit is not None:
+        raise ConfigError([ConfigProblem(source, "", limit[1].replace("config file", "file"), limit[0])])
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        position = _TOML_POSITION.search(message)
-        line, column = (int(position[1]), int(position[2])) if position else (None, None)
-        if line is None and "(at end of document)" in message:
-            line = max(1, len(text.splitlines()))
-        message = _TOML_POSITION.sub("", message).replace("(at end of document)", "at the end of the file").strip()
-        raise ConfigError([ConfigProblem(source, "", f"invalid TOML: {message}", line, column)]) from exc
+    except (RecursionError, ValueError) as exc:  # past what check_text catches; never a traceback
+        if isinstance(exc, tomllib.TOMLDecodeError):
+            raise _syntax_error(text, source, exc) from exc
+        raise ConfigError([ConfigProblem(source, "", f"cannot read this document: {exc}", 1)]) from exc
+    deep = too_deep(data)
+    if deep is not None:
+        where = ".".join(str(part) for part in deep[:3]) + "..."
+        raise ConfigError([ConfigProblem(source, where, f"keys nested more than {MAX_DEPTH} levels deep")])
     locator = _Locator(text)
     try:
         flows = FlowsFile.model_validate(data).flow
@@ -107,6 +113,16 @@ def parse_flows(text: str, source: str = "flows.toml") -> list[FlowSpec]:
     if problems:
         raise ConfigError(problems)
     return flows
+
+
+def _syntax_error(text: str, source: str, exc: tomllib.TOMLDecodeError) -> ConfigError:
+    message = str(exc)
+    position = _TOML_POSITION.search(message)
+    line, column = (int(position[1]), int(position[2])) if position else (None, None)
+    if line is None and "(at end of document)" in message:
+        line = max(1, len(text.splitlines()))
+    message = _TOML_POSITION.sub("", message).replace("(at end of document)", "at the end of the file").strip()
+    return ConfigError([ConfigProblem(source, "", f"invalid TOML: {message}", line, column)])
 
 
 def _problems(exc: ValidationError, data: dict[str, Any], source: str, locator: _Locator) -> list[ConfigProblem]:

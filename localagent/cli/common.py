@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from localagent.api.client import ApiClient
     from localagent.api.models import StateName
+    from localagent.errors import ConfigError
 
 DEFAULT_API_URL = "http://127.0.0.1:4300"
 REQUEST_TIMEOUT = 10.0
@@ -54,8 +55,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (the API's 
 def api_client(url: str, key: str | None) -> Iterator[ApiClient]:
     """An ``ApiClient`` for one command; a refused key gets a hint on how to pass one."""
     from localagent.api.client import ApiClient
-    from localagent.errors import ApiUnauthorized
+    from localagent.config.model import api_key_problem
+    from localagent.errors import ApiUnauthorized, ConfigError, ConfigProblem
 
+    problem = api_key_problem(key) if key is not None else None
+    if problem is not None:
+        raise ConfigError([ConfigProblem("--key / LOCALAGENT_API_KEY", "", f"the API key {problem}")])
     with ApiClient(url, key=key, timeout=REQUEST_TIMEOUT, retries=2) as client:
         try:
             yield client
@@ -115,12 +120,27 @@ def format_ago(moment: datetime | None, now: datetime | None = None) -> str:
 
 
 def format_labels(labels: Iterable[str]) -> str:
-    return ",".join(labels) or "-"
+    """``etl, gpu`` (as the docs write label lists), or ``-`` for none."""
+    return ", ".join(labels) or "-"
 
 
 def shorten(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def report_config_error(exc: ConfigError, exit_code: int = 1) -> NoReturn:
+    """Every problem on its own line, then how many there are, on stderr; exit ``exit_code``.
+
+    The form ``config validate``, ``install`` and ``config init`` share:
+    ``agent.toml:7: agent.max_concurrent_runs: must be >= 0, got -1`` / ``config is invalid: 1 problem``.
+    """
+    for problem in exc.problems:
+        typer.echo(str(problem), err=True)
+    if exc.count > len(exc.problems):
+        typer.echo(exc.omitted_line(exc.count - len(exc.problems), len(exc.problems)), err=True)
+    typer.echo(f"config is invalid: {exc.count} problem{'s' if exc.count != 1 else ''}", err=True)
+    raise typer.Exit(exit_code)
 
 
 def echo_err(message: str) -> None:

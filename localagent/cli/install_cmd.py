@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from localagent.cli.common import report_config_error
 from localagent.cli.run_options import RunOptions, with_run_options
 
 if TYPE_CHECKING:
     from localagent.errors import ConfigError
     from localagent.install import ServicePlan
+    from localagent.install.plan import ServiceUser
 
 EXIT_INVALID = 1
 PANEL = "Service"
@@ -41,24 +43,48 @@ def _check_service_name(value: str | None) -> str | None:
 
 OutputOption = Annotated[
     Path | None,
-    typer.Option("--output", "-o", help="Write the definition to FILE instead of printing it.", rich_help_panel=PANEL),
+    typer.Option(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="Write the definition (and the key file for --key) to FILE. Without -o it is printed and nothing "
+        "is written.",
+        rich_help_panel=PANEL,
+    ),
 ]
 ServiceNameOption = Annotated[
     str | None,
     typer.Option(
         "--service-name",
+        metavar="NAME",
         callback=_check_service_name,
         help="Program / unit name. Default: localagent-<agent.name>.",
         rich_help_panel=PANEL,
     ),
 ]
 UserOption = Annotated[
-    str | None, typer.Option("--user", help="Run the agent as this user (user= / User=).", rich_help_panel=PANEL)
+    str | None,
+    typer.Option(
+        "--user",
+        metavar="USER",
+        help="Run the agent as this user (user= / User=). The default state dir becomes that user's "
+        "~/.local/state/localagent, and a key file written by root is given to that user.",
+        rich_help_panel=PANEL,
+    ),
+]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Replace a key file that holds a different key (a running service reads it).",
+        rich_help_panel=PANEL,
+    ),
 ]
 KeyFileOption = Annotated[
     Path | None,
     typer.Option(
         "--key-file",
+        metavar="FILE",
         help="Where to write the key given with --key (mode 0600). Default: <agent.state_dir>/api.key.",
         rich_help_panel=PANEL,
     ),
@@ -73,6 +99,7 @@ def supervisord(
     service_name: ServiceNameOption = None,
     user: UserOption = None,
     key_file: KeyFileOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Print a supervisord [program:...] section that runs this agent.
 
@@ -87,7 +114,7 @@ def supervisord(
     """
     from localagent.install import render_supervisord
 
-    _install(options, render_supervisord, output, service_name, user, key_file)
+    _install(options, render_supervisord, output, service_name, user, key_file, force)
     if output is not None:
         typer.echo("next: supervisorctl reread && supervisorctl update", err=True)
 
@@ -100,6 +127,7 @@ def systemd(
     service_name: ServiceNameOption = None,
     user: UserOption = None,
     key_file: KeyFileOption = None,
+    force: ForceOption = False,
 ) -> None:
     """Print a systemd .service unit that runs this agent.
 
@@ -115,7 +143,7 @@ def systemd(
     """
     from localagent.install import render_systemd
 
-    plan = _install(options, render_systemd, output, service_name, user, key_file)
+    plan = _install(options, render_systemd, output, service_name, user, key_file, force)
     if output is not None:
         typer.echo(f"next: systemctl daemon-reload && systemctl enable --now {plan.name}", err=True)
 
@@ -131,12 +159,16 @@ def _install(
     service_name: str | None,
     user: str | None,
     key_file: Path | None,
+    force: bool,
 ) -> ServicePlan:
-    """Load the config like ``run`` does, keep the key out, render, then write the key file and output."""
+    """Load the config like ``run`` does, keep the key out, render; with ``-o`` write the key file and output.
+
+    Printing (no ``-o``) writes nothing at all; it says where the key file would go.
+    """
     from localagent.config import load_config
     from localagent.errors import ConfigError
-    from localagent.install import build_plan, service_key_file, write_key_file
-    from localagent.install.plan import is_api_key_variable
+    from localagent.install import build_plan, service_key_file
+    from localagent.install.plan import is_api_key_variable, lookup_user, service_state_dir
 
     environ = dict(os.environ)
     files = list(options.config)
@@ -148,7 +180,9 @@ def _install(
     try:
         loaded = load_config(files, options.to_flags(), environ)
         without_key = load_config(files, service_options.to_flags(), service_environ)
-        target = service_key_file(loaded, without_key, key_file)
+        account = lookup_user(user) if user is not None else None
+        state_dir = service_state_dir(loaded, account)
+        target = service_key_file(loaded, without_key, key_file, state_dir)
         plan = build_plan(
             loaded,
             service_options.to_argv(absolute=True, include_key=False),
@@ -157,11 +191,13 @@ def _install(
             name=service_name,
             user=user,
             key_file=target,
+            state_dir=state_dir,
         )
         text = render(plan)
+        if account is not None and loaded.origins.get("agent.state_dir") == "default":
+            typer.echo(f"state dir for user {user}: {state_dir} (from that user's home directory)", err=True)
         if target is not None and loaded.api_key is not None:
-            write_key_file(target, loaded.api_key)
-            typer.echo(f"wrote the API key to {target} (mode 0600); the service reads it via api.key_file", err=True)
+            _place_key(target, loaded.api_key, output is not None, force, account)
     except ConfigError as exc:
         _report_invalid(exc)
     _warn_missing_variables(files, service_options, plan)
@@ -178,13 +214,41 @@ def _install(
     return plan
 
 
+def _place_key(target: Path, key: str, writing: bool, force: bool, account: ServiceUser | None) -> None:
+    """Write the key file when writing the definition; refuse to replace a different key without --force."""
+    from localagent.errors import ConfigError, ConfigProblem
+    from localagent.install.keys import existing_key, write_key_file
+
+    if not writing:
+        typer.echo(
+            f"printed only, nothing written: with -o FILE the API key also goes to {target} (mode 0600), "
+            "which the service reads via api.key_file",
+            err=True,
+        )
+        return
+    current = existing_key(target)
+    if current == key:
+        typer.echo(f"the key file {target} already holds this key; left as it is", err=True)
+        return
+    if target.exists() and not force:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    str(target),
+                    "api.key_file",
+                    "holds a different key, which a running service may be reading: pass --force to replace "
+                    "it, or choose another file with --key-file",
+                )
+            ]
+        )
+    owner = (account.uid, account.gid) if account is not None and os.geteuid() == 0 else None
+    write_key_file(target, key, owner)
+    typer.echo(f"wrote the API key to {target} (mode 0600); the service reads it via api.key_file", err=True)
+
+
 def _report_invalid(exc: ConfigError) -> NoReturn:
     """Every problem on its own line, as ``localagent config validate`` prints them; exit 1."""
-    for problem in exc.problems:
-        typer.echo(str(problem), err=True)
-    count = len(exc.problems)
-    typer.echo(f"config is invalid: {count} problem{'s' if count != 1 else ''}", err=True)
-    raise typer.Exit(EXIT_INVALID) from None
+    report_config_error(exc, EXIT_INVALID)
 
 
 def _warn_secrets_in_clear(service_options: RunOptions, plan: ServicePlan) -> None:

@@ -59,7 +59,7 @@ class RunOptions:
         from localagent.config import FlagOverrides, FlagSetting
 
         settings = [
-            FlagSetting(_OPTIONS[name].key, value, _OPTIONS[name].flag)
+            FlagSetting(_OPTIONS[name].key, value, _OPTIONS[name].flag_for(value))
             for name, value in self._named_values()
             if _OPTIONS[name].key
         ]
@@ -103,7 +103,7 @@ class RunOptions:
                     argv += [spec.flag, text]
             elif isinstance(value, bool):
                 if spec.name == "hostname_label":
-                    argv.append(spec.flag if value else "--no-hostname-label")
+                    argv.append(spec.flag_for(value))
                 elif value:
                     argv.append(spec.flag)
             elif value is not None:
@@ -123,23 +123,29 @@ class _Spec:
     repeatable: bool = False
     path: bool = False
     only_true: bool = False
+    metavar: str | None = None
 
     @property
     def flag(self) -> str:
         return self.decls[0].split("/")[0]
 
+    def flag_for(self, value: object) -> str:
+        """The flag that gives ``value``: ``--no-hostname-label`` for False of an on/off pair."""
+        on, _, off = self.decls[0].partition("/")
+        return off if off and value is False else on
+
 
 _SPECS: tuple[_Spec, ...] = (
     _Spec("config", ("--config", "-c"), list[Path] | None, None,
           "Config file (TOML); repeat to layer files, later ones win. None: built-in defaults.",
-          repeatable=True, path=True),
-    _Spec("name", ("--name", "-n"), str | None, None, "Agent name (agent.name).", key="agent.name"),
+          repeatable=True, path=True, metavar="FILE"),
+    _Spec("name", ("--name", "-n"), str | None, None, "Agent name (agent.name).", key="agent.name", metavar="NAME"),
     _Spec("label", ("--label", "-l"), list[str] | None, None,
-          "Add a label to agent.labels; repeatable.", repeatable=True),
+          "Add a label to agent.labels; repeatable.", repeatable=True, metavar="LABEL"),
     _Spec("env", ("--env", "-e"), list[str] | None, None,
-          "Add KEY=VALUE to runs.env; repeatable.", repeatable=True),
-    _Spec("api", ("--api", "-a"), str | None, None, "API URL or 'embedded' (api.url).", key="api.url"),
-    _Spec("key", ("--key", "-k"), str | None, None, "API key (api.key).", key="api.key"),
+          "Add KEY=VALUE to runs.env; repeatable.", repeatable=True, metavar="KEY=VALUE"),
+    _Spec("api", ("--api", "-a"), str | None, None, "API URL or 'embedded' (api.url).", key="api.url", metavar="URL"),
+    _Spec("key", ("--key", "-k"), str | None, None, "API key (api.key).", key="api.key", metavar="KEY"),
     _Spec("show_flow_logs", ("--show-flow-logs", "-f"), bool, False,
           "Stream run output to this console (logs.show_flow_logs).", key="logs.show_flow_logs", only_true=True),
     _Spec("hostname_label", ("--hostname-label/--no-hostname-label",), bool | None, None,
@@ -147,19 +153,22 @@ _SPECS: tuple[_Spec, ...] = (
     _Spec("no_api_logs", ("--no-api-logs", "--no-cloud-logs"), bool, False,
           "Do not ship run output to the API (logs.send_to_api = false).", key="logs.send_to_api", only_true=True),
     _Spec("max_polls", ("--max-polls",), int | None, None, "Stop after N polls (agent.max_polls).",
-          key="agent.max_polls"),
+          key="agent.max_polls", metavar="N"),
     _Spec("agent_address", ("--agent-address",), str | None, None,
-          "Serve /health and /metrics on HOST:PORT (health.address).", key="health.address"),
-    _Spec("log_level", ("--log-level",), str | None, None, "Agent log level (logs.level).", key="logs.level"),
+          "Serve /health and /metrics on HOST:PORT (health.address).", key="health.address", metavar="HOST:PORT"),
+    _Spec("log_level", ("--log-level",), str | None, None, "Agent log level (logs.level).", key="logs.level",
+          metavar="LEVEL"),
     _Spec("import_path", ("--import-path", "-p"), list[str] | None, None,
-          "Prepend to PYTHONPATH of every run (runs.import_paths); repeatable.", repeatable=True, path=True),
+          "Prepend to PYTHONPATH of every run (runs.import_paths); repeatable.", repeatable=True, path=True,
+          metavar="DIR"),
     _Spec("working_dir", ("--working-dir",), Path | None, None,
-          "Working directory for runs that name none (runs.working_dir).", key="runs.working_dir", path=True),
+          "Working directory for runs that name none (runs.working_dir).", key="runs.working_dir", path=True,
+          metavar="DIR"),
     _Spec("limit", ("--limit",), int | None, None, "Runs started at once (agent.max_concurrent_runs).",
-          key="agent.max_concurrent_runs"),
+          key="agent.max_concurrent_runs", metavar="N"),
     _Spec("set", ("--set",), list[str] | None, None,
           "Set any dotted key: --set runs.stop_grace=1m (value read as TOML, else text); repeatable.",
-          repeatable=True),
+          repeatable=True, metavar="KEY=VALUE"),
 )  # fmt: skip
 _OPTIONS = {spec.name: spec for spec in _SPECS}
 assert {f.name for f in fields(RunOptions)} == set(_OPTIONS), "RunOptions and _SPECS must list the same options"
@@ -174,7 +183,10 @@ def run_option_parameters() -> list[inspect.Parameter]:
             spec.name,
             inspect.Parameter.KEYWORD_ONLY,
             default=spec.default,
-            annotation=Annotated[spec.annotation, typer.Option(*spec.decls, help=spec.help, rich_help_panel=PANEL)],
+            annotation=Annotated[
+                spec.annotation,
+                typer.Option(*spec.decls, help=spec.help, rich_help_panel=PANEL, metavar=spec.metavar),
+            ],
         )
         for spec in _SPECS
     ]

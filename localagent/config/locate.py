@@ -32,10 +32,17 @@ class _Scanner:
         self.pos = 0
         self.found: dict[KeyPath, int] = {}
         self._table_array_counts: dict[KeyPath, int] = {}
+        self._counted_to = 0  # newlines before this position are counted in _counted_lines
+        self._counted_lines = 1
 
     @property
     def line(self) -> int:
-        return self.text.count("\n", 0, self.pos) + 1
+        # Counted from the last position asked about, so that a document's lines cost one pass in all.
+        if self.pos < self._counted_to:
+            self._counted_to, self._counted_lines = 0, 1
+        self._counted_lines += self.text.count("\n", self._counted_to, self.pos)
+        self._counted_to = self.pos
+        return self._counted_lines
 
     def peek(self, length: int = 1) -> str:
         return self.text[self.pos : self.pos + length]

@@ -20,7 +20,7 @@ from pydantic_core import ErrorDetails
 
 from localagent.config.locate import KeyPath
 from localagent.config.sources import Origin
-from localagent.errors import ConfigProblem
+from localagent.errors import ConfigProblem, escape_controls
 
 SECRET_KEYS = frozenset({"api.key"})
 
@@ -44,19 +44,60 @@ _EXPECTED = {
 }
 
 
+MAX_REASON = 400  # a validator's reason that quotes a huge value is cut here
+MAX_SHOWN = 120
+"""A value echoed in a message is cut to about this many characters (a 5,000-digit number, a huge table)."""
+
+
 def show_value(value: Any) -> str:
-    """A value as it would be written in TOML, for ``got ...`` in messages."""
+    """A value as it would be written in TOML, for ``got ...`` in messages: controls escaped, long ones cut."""
+    parts: list[str] = []
+    _show(value, parts, MAX_SHOWN)
+    text = "".join(parts)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "..."
+
+
+def _show(value: Any, out: list[str], budget: int) -> int:
+    """Append ``value``'s spelling to ``out`` until ``budget`` characters are spent; return what is left.
+
+    Iterating with a budget (not building the whole text) keeps a deep or huge value cheap to show.
+    """
+    if budget <= 0:
+        return budget
+    if isinstance(value, (list, tuple, dict)):
+        items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+        opening, closing = ("{ ", " }") if isinstance(value, dict) else ("[", "]")
+        out.append(opening)
+        budget -= len(opening)
+        for position, (key, item) in enumerate(items):
+            if budget <= 0:
+                break
+            if position:
+                out.append(", ")
+                budget -= 2
+            if isinstance(value, dict):
+                name = escape_controls(str(key)[:budget])
+                out.append(f"{name} = ")
+                budget -= len(name) + 3
+            budget = _show(item, out, budget)
+        out.append(closing)
+        return budget - len(closing)
+    text = _scalar(value, budget)
+    out.append(text)
+    return budget - len(text)
+
+
+def _scalar(value: Any, budget: int) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        cut = value[: budget + 1]
+        return '"' + escape_controls(cut.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+    if isinstance(value, int) and abs(value) >= 10**MAX_SHOWN:
+        return f"(an integer of {len(str(abs(value))):,} digits)" if value.bit_length() < 14000 else "(a huge integer)"
     if isinstance(value, float) and math.isfinite(value) and value == int(value):
         return str(int(value)) if abs(value) < 1e16 else repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(show_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{key} = {show_value(item)}" for key, item in value.items()) + " }"
-    return str(value)
+    return escape_controls(str(value))
 
 
 def _known_keys(path: KeyPath) -> list[str]:
@@ -68,6 +109,24 @@ def _known_keys(path: KeyPath) -> list[str]:
         annotation = getattr(field, "annotation", None)
         fields = dict(getattr(annotation, "model_fields", {}))
     return list(fields)
+
+
+def _unit_spelling(path: KeyPath) -> Callable[[Any], str] | None:
+    """How a duration or size field spells its values (``5m``, ``1TiB``), so that limits read naturally."""
+    from localagent.config.model import AgentConfig
+    from localagent.config.units import format_duration, format_size, parse_duration, parse_size
+
+    if len(path) != 2:
+        return None
+    section = AgentConfig.model_fields.get(str(path[0]))
+    field = getattr(section.annotation, "model_fields", {}).get(str(path[1])) if section is not None else None
+    for item in getattr(field, "metadata", ()):
+        function = getattr(getattr(item, "func", None), "__name__", None)
+        if function == parse_duration.__name__:
+            return lambda seconds: format_duration(float(seconds)) if seconds < 1e9 else f"{float(seconds):g}s"
+        if function == parse_size.__name__:
+            return lambda size: format_size(int(size))
+    return None
 
 
 def _message(error: ErrorDetails, key: str, path: KeyPath) -> str:
@@ -83,10 +142,15 @@ def _message(error: ErrorDetails, key: str, path: KeyPath) -> str:
         return f"unknown key (expected one of: {', '.join(known)})" if known else "unknown key"
     if kind == "value_error":
         reason = str(ctx.get("error", error["msg"]))
+        if len(reason) > MAX_REASON:
+            reason = reason[:MAX_REASON] + "..."
         return reason if key not in SECRET_KEYS else reason.split(", got ")[0]
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         operator = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
         bound = next(iter(ctx.values()), "?")
+        spell = _unit_spelling(path)
+        if spell is not None and isinstance(bound, (int, float)) and isinstance(value, (int, float)):
+            return f"must be {operator} {spell(bound)}, got {spell(value)}"
         return f"must be {operator} {show_value(bound)}{got}"
     if kind == "literal_error":
         return f"expected one of {ctx.get('expected', '?')}{got}"
@@ -104,7 +168,8 @@ def describe_errors(
     """One :class:`ConfigProblem` per pydantic error, located by ``origin_of``."""
     problems: list[ConfigProblem] = []
     for error in errors:
-        path: KeyPath = tuple(part for part in error["loc"] if isinstance(part, (str, int)))
+        # pydantic adds "[key]" to the location of a bad dict key: the key itself is the place to show.
+        path: KeyPath = tuple(part for part in error["loc"] if isinstance(part, (str, int)) and part != "[key]")
         key = ".".join(str(part) for part in path)
         origin = origin_of(path) or Origin("config")
         problems.append(ConfigProblem(origin.source, key, _message(error, key, path), line=origin.line))

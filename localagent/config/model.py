@@ -14,11 +14,55 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
 from localagent.config.units import Duration, Size
+
+MAX_CONCURRENT_RUNS = 1000
+"""One claim asks for at most this many runs (``ClaimRequest.slots`` on the wire)."""
+
+MAX_POLL_INTERVAL = 300.0
+"""The poll interval is also the claim's long-poll window, which the API caps at 5 minutes."""
+
+MAX_API_TIMEOUT = 3600.0
+"""Per request; beyond an hour a dead connection would hold the agent for longer than anyone waits."""
+
+MAX_STOP_GRACE = 86400.0
+MAX_DRAIN_TIMEOUT = 7 * 86400.0
+"""Both end up in timers and in the service manager's stop timeout (systemd TimeoutStopSec)."""
+
+MAX_POLLS = 1_000_000_000
+MAX_RUN_OUTPUT = 1 << 40  # 1 TiB: larger is no cap in practice; 0 means no cap
+MAX_AGENT_NAME = 200  # what the API takes (AgentRegister.name)
+
+
+def refuse_nul(value: object) -> object:
+    """A NUL cannot pass through a path, an environment variable, a command line or PostgreSQL."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain a NUL character (\\x00)")
+    return value
+
+
+def _env_name(name: object) -> object:
+    if isinstance(name, str) and (not name or "=" in name or "\x00" in name):
+        raise ValueError(f"an environment variable name must be non-empty, without '=' or NUL, got {name!r}")
+    return name
+
+
+Text = Annotated[str, BeforeValidator(refuse_nul)]
+EnvName = Annotated[str, BeforeValidator(_env_name)]
+TextPath = Annotated[Path, BeforeValidator(refuse_nul)]
+
+
+def api_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be sent as a Bearer key (blank, spaces or controls, non-ASCII), else ``None``."""
+    if not key.strip():
+        return "must not be empty"
+    if not all("!" <= char <= "~" for char in key):
+        return "must be printable ASCII without spaces or control characters (it is sent in an HTTP header)"
+    return None
 
 
 def default_state_dir() -> Path:
@@ -53,16 +97,28 @@ class _Section(BaseModel):
 class AgentSection(_Section):
     """``[agent]``: who this agent is and which runs it takes."""
 
-    name: str = Field(default_factory=socket.gethostname, min_length=1, description="agent name shown by the API")
-    labels: tuple[str, ...] = Field(default=(), description="labels this agent accepts")
+    name: Text = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=MAX_AGENT_NAME,
+        description="agent name shown by the API",
+    )
+    labels: tuple[Text, ...] = Field(default=(), description="labels this agent accepts")
     hostname_label: bool = Field(default=True, description="also accept this host's name as a label")
     run_unlabeled: bool = Field(default=False, description="also take runs that have no labels")
-    max_concurrent_runs: int = Field(default=0, ge=0, description="runs started at once; 0 means no cap")
-    max_polls: int = Field(default=0, ge=0, description="stop after this many polls; 0 means forever")
-    poll_interval: Duration = Field(
-        default=10.0, gt=0, description="longest wait between polls (long-poll window and back-off cap)"
+    max_concurrent_runs: int = Field(
+        default=0, ge=0, le=MAX_CONCURRENT_RUNS, description="runs started at once; 0 means no cap"
     )
-    state_dir: Path = Field(default_factory=default_state_dir, description="spool, run logs and the embedded database")
+    max_polls: int = Field(default=0, ge=0, le=MAX_POLLS, description="stop after this many polls; 0 means forever")
+    poll_interval: Duration = Field(
+        default=10.0,
+        gt=0,
+        le=MAX_POLL_INTERVAL,
+        description="longest wait between polls (long-poll window and back-off cap)",
+    )
+    state_dir: TextPath = Field(
+        default_factory=default_state_dir, description="spool, run logs and the embedded database"
+    )
 
     @field_validator("labels")
     @classmethod
@@ -91,8 +147,19 @@ class ApiSection(_Section):
         default="embedded", description="'embedded' hosts the API in this process; else http(s)://host:port"
     )
     key: SecretStr | None = Field(default=None, description="API key (literal or ${VAR})")
-    key_file: Path | None = Field(default=None, description="file holding the API key; re-read on reload")
-    timeout: Duration = Field(default=10.0, gt=0, description="per-request timeout")
+    key_file: TextPath | None = Field(default=None, description="file holding the API key; re-read on reload")
+    timeout: Duration = Field(default=10.0, gt=0, le=MAX_API_TIMEOUT, description="per-request timeout")
+
+    @field_validator("key")
+    @classmethod
+    def _usable_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            problem = api_key_problem(key.get_secret_value())
+            if problem is not None:
+                raise ValueError(
+                    problem + (" (to use no key, leave api.key and --key out)" if problem.endswith("empty") else "")
+                )
+        return key
 
     @field_validator("url")
     @classmethod
@@ -113,8 +180,8 @@ class ApiSection(_Section):
 class ServerSection(_Section):
     """``[server]``: the embedded API (used when ``api.url = "embedded"``)."""
 
-    address: str = Field(default="127.0.0.1:4300", description="where the embedded API listens (HOST:PORT)")
-    database: str | None = Field(
+    address: Text = Field(default="127.0.0.1:4300", description="where the embedded API listens (HOST:PORT)")
+    database: Text | None = Field(
         default=None, description="SQLAlchemy URL of the embedded API's storage; default SQLite in state_dir"
     )
 
@@ -128,13 +195,15 @@ class ServerSection(_Section):
 class RunsSection(_Section):
     """``[runs]``: how every flow run's process is set up and stopped."""
 
-    env: dict[str, str] = Field(default_factory=dict, description="environment added to every run")
+    env: dict[EnvName, Text] = Field(default_factory=dict, description="environment added to every run")
     inherit_env: bool = Field(default=True, description="pass the agent's own environment to runs")
-    working_dir: Path | None = Field(default=None, description="working directory for runs that name none")
-    import_paths: tuple[str, ...] = Field(default=(), description="prepended to PYTHONPATH of every run")
+    working_dir: TextPath | None = Field(default=None, description="working directory for runs that name none")
+    import_paths: tuple[Text, ...] = Field(default=(), description="prepended to PYTHONPATH of every run")
     stop_signal: str = Field(default="SIGTERM", description="first signal on cancel, timeout or shutdown")
-    stop_grace: Duration = Field(default=30.0, description="then SIGKILL to the whole process group")
-    drain_timeout: Duration = Field(default=300.0, description="on shutdown, how long running runs may finish")
+    stop_grace: Duration = Field(default=30.0, le=MAX_STOP_GRACE, description="then SIGKILL to the whole process group")
+    drain_timeout: Duration = Field(
+        default=300.0, le=MAX_DRAIN_TIMEOUT, description="on shutdown, how long running runs may finish"
+    )
 
     @field_validator("stop_signal")
     @classmethod
@@ -157,7 +226,9 @@ class LogsSection(_Section):
 
     show_flow_logs: bool = Field(default=False, description="stream each run's output to the agent console")
     send_to_api: bool = Field(default=True, description="ship each run's output to the API")
-    max_run_output: Size = Field(default=64 * 1024 * 1024, description="per-run cap; head and tail are kept")
+    max_run_output: Size = Field(
+        default=64 * 1024 * 1024, le=MAX_RUN_OUTPUT, description="per-run cap; head and tail are kept; 0 is no cap"
+    )
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         default="INFO", description="agent log level"
     )
@@ -172,7 +243,7 @@ class LogsSection(_Section):
 class HealthSection(_Section):
     """``[health]``: the agent's own /health and /metrics endpoint."""
 
-    address: str = Field(default="", description="serve /health and /metrics here (HOST:PORT); empty is off")
+    address: Text = Field(default="", description="serve /health and /metrics here (HOST:PORT); empty is off")
 
     @field_validator("address")
     @classmethod

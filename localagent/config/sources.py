@@ -14,6 +14,7 @@ that one load reports every problem at once.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from localagent.config.guards import MAX_DEPTH, MAX_FILE_BYTES, check_size, check_text, too_deep
 from localagent.config.interpolate import interpolate_tree
 from localagent.config.locate import KeyPath, line_of, locate_keys
 from localagent.config.values import is_text_field, parse_value_text
@@ -144,18 +146,38 @@ class FileSource:
     def read(self) -> tuple[list[Setting], list[ConfigProblem]]:
         name = self.display or str(self.path)
         try:
-            text = self.path.read_text(encoding="utf-8")
+            with self.path.open("rb") as file:
+                data = file.read(MAX_FILE_BYTES + 1)  # never a whole huge file in memory
+                size = os.fstat(file.fileno()).st_size if len(data) > MAX_FILE_BYTES else len(data)
+            too_big = check_size(data, max(size, len(data)))
+            if too_big is not None:
+                return [], [ConfigProblem(name, "", too_big[1], line=too_big[0])]
+            text = data.decode("utf-8")
         except FileNotFoundError:
             return [], [ConfigProblem(name, "", "config file does not exist (check the path given to -c/--config)")]
         except IsADirectoryError:
             return [], [ConfigProblem(name, "", "is a directory, not a config file")]
-        except (OSError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
+            line = exc.object[: exc.start].count(b"\n") + 1
+            reason = f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
+            return [], [ConfigProblem(name, "", f"cannot read config file: {reason}", line=line)]
+        except OSError as exc:
             return [], [ConfigProblem(name, "", f"cannot read config file: {_os_reason(exc)}")]
+        limit = check_text(text)
+        if limit is not None:
+            return [], [ConfigProblem(name, "", limit[1], line=limit[0])]
         try:
             document = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             return [], [_syntax_problem(name, text, exc)]
+        except (RecursionError, ValueError) as exc:  # past what check_text catches; never a traceback
+            return [], [ConfigProblem(name, "", f"cannot read this document: {exc}", line=1)]
         lines = locate_keys(text)
+        deep = too_deep(document)
+        if deep is not None:
+            reason = f"keys nested more than {MAX_DEPTH} levels deep"
+            deep_line = next((at for path, at in lines.items() if path[: len(deep)] == deep), line_of(lines, deep))
+            return [], [ConfigProblem(name, _dotted(deep[:3]) + "...", reason, line=deep_line)]
         document, failures = interpolate_tree(document, self.environ)
         problems = [
             ConfigProblem(name, _dotted(path), message, line=line_of(lines, path)) for path, message in failures

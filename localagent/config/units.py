@@ -19,7 +19,7 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like '30s', '5m' or a number of seconds, got {value!r}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = _as_seconds(value)
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -30,7 +30,7 @@ def parse_duration(value: Any) -> float:
                 raise ValueError(
                     f"expected a duration like '30s', '5m', '1h30m' or a number of seconds, got {value!r}"
                 ) from None
-            seconds = float(parsed)
+            seconds = _as_seconds(parsed)
     else:
         raise ValueError(f"expected a duration like '30s', '5m' or a number of seconds, got {value!r}")
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
@@ -38,6 +38,13 @@ def parse_duration(value: Any) -> float:
     if seconds < 0:
         raise ValueError(f"must be >= 0, got {value!r}")
     return seconds
+
+
+def _as_seconds(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer past the float range
+        return float("inf")
 
 
 def format_duration(seconds: float) -> str:
@@ -64,7 +71,7 @@ def parse_size(value: Any) -> int:
         raise ValueError(f"expected a size like '64MiB', '1GB' or a number of bytes, got {value!r}")
     try:
         size = int(_BYTES.validate_python(value))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValueError(f"expected a size like '64MiB', '1GB' or a number of bytes, got {value!r}") from None
     if size < 0:
         raise ValueError(f"must be >= 0, got {value!r}")

@@ -31,6 +31,8 @@ _TEXT_TYPES: tuple[type, ...] = (str, Path, SecretStr)
 
 def _is_text_annotation(annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_text_annotation(typing.get_args(annotation)[0])
     if origin is Literal:
         return all(isinstance(arg, str) for arg in typing.get_args(annotation))
     if origin in (Union, types.UnionType):
@@ -62,7 +64,7 @@ def parse_toml_value(text: str) -> Any:
     """``text`` read as one TOML value, or ``text`` itself when it is not valid TOML."""
     try:
         document = tomllib.loads(f"value = {text}")
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError, ValueError):  # ValueError: an integer of > 4300 digits
         return text
     # "1\nother = 2" parses too; only a single value counts.
     return document["value"] if list(document) == ["value"] else text

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import pwd
 import re
 import shutil
 import sys
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from localagent.config import LoadedConfig
 from localagent.config.sources import ENV_PREFIX
+from localagent.errors import ConfigError, ConfigProblem
 
 SHUTDOWN_MARGIN = 45.0
 """Seconds on top of drain_timeout + stop_grace before the service manager may SIGKILL the agent.
@@ -63,6 +65,46 @@ def stop_timeout(loaded: LoadedConfig) -> int:
     """Whole seconds the service manager waits after SIGTERM: drain + stop grace + :data:`SHUTDOWN_MARGIN`."""
     runs = loaded.config.runs
     return math.ceil(runs.drain_timeout + runs.stop_grace + SHUTDOWN_MARGIN)
+
+
+@dataclass(frozen=True)
+class ServiceUser:
+    """The account ``--user`` names: its home decides the default state dir; root gives it the key file."""
+
+    name: str
+    home: Path
+    uid: int
+    gid: int
+
+
+def lookup_user(name: str) -> ServiceUser:
+    """The account ``name`` on this host; a ConfigError when there is none."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "flag --user",
+                    "",
+                    f"no user {name!r} on this host: create it first, or set agent.state_dir explicitly "
+                    "(--set agent.state_dir=/var/lib/localagent) so nothing depends on its home",
+                )
+            ]
+        ) from None
+    return ServiceUser(name, Path(entry.pw_dir), entry.pw_uid, entry.pw_gid)
+
+
+def service_state_dir(loaded: LoadedConfig, user: ServiceUser | None) -> Path:
+    """The state dir the service will use.
+
+    An explicit ``agent.state_dir`` is kept. The default depends on ``$HOME``: for ``--user`` it is that
+    user's ``~/.local/state/localagent`` (looked up in the passwd database, never the installer's own);
+    otherwise the installer's, as ``localagent run`` would use it.
+    """
+    if loaded.origins.get("agent.state_dir") != "default" or user is None:
+        return loaded.config.agent.state_dir.absolute()
+    return user.home / ".local" / "state" / "localagent"
 
 
 def default_service_name(agent_name: str) -> str:
@@ -123,17 +165,19 @@ def build_plan(
     user: str | None = None,
     key_file: Path | None = None,
     executable: Sequence[str] | None = None,
+    state_dir: Path | None = None,
 ) -> ServicePlan:
     """The plan for running ``localagent run <run_args>`` as a service.
 
     ``run_args`` must already be free of any key (``RunOptions.to_argv(absolute=True, include_key=False)``
     without ``--set api.key=...``); ``key_file`` is the file the key was written to, referenced as
-    ``--set api.key_file=PATH``.
+    ``--set api.key_file=PATH``. ``state_dir`` (default: the config's) is pinned when it came from the
+    default, which depends on ``$HOME`` (see :func:`service_state_dir`).
     """
     config = loaded.config
     args = list(run_args)
     if loaded.origins.get("agent.state_dir") == "default":
-        args += ["--set", f"agent.state_dir={config.agent.state_dir.absolute()}"]
+        args += ["--set", f"agent.state_dir={(state_dir or config.agent.state_dir).absolute()}"]
     if key_file is not None:
         args += ["--set", f"api.key_file={key_file.absolute()}"]
     command = list(executable) if executable is not None else localagent_executable()

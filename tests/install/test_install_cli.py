@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import stat
@@ -70,13 +71,14 @@ def test_a_key_goes_to_a_private_key_file_never_into_the_definition(
 def test_a_key_from_the_environment_is_not_passed_on(tmp_path: Path, agent_toml: Path) -> None:
     key_file = tmp_path / "secrets" / "agent.key"
     result = localagent(
-        "install", "systemd", "-c", "agent.toml", "--key-file", str(key_file), cwd=tmp_path,
+        "install", "systemd", "-c", "agent.toml", "--key-file", str(key_file), "-o", "agent.service", cwd=tmp_path,
         env={"LOCALAGENT_API__KEY": KEY, "LOCALAGENT_AGENT__POLL_INTERVAL": "3s"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert KEY not in result.stdout
+    text = (tmp_path / "agent.service").read_text()
+    assert KEY not in text
     assert key_file.read_text().strip() == KEY
-    environment = unit_fields(result.stdout)["Environment"]
+    environment = unit_fields(text)["Environment"]
     assert '"LOCALAGENT_AGENT__POLL_INTERVAL=3s"' in environment
     assert not any("LOCALAGENT_API__KEY" in item for item in environment)
 
@@ -159,3 +161,74 @@ def test_secret_looking_run_variables_written_in_clear_are_warned_about(tmp_path
     assert "TZ" not in warning and "hunter2" not in result.stderr
     quiet = localagent("install", "systemd", "-c", "agent.toml", "-e", "TZ=UTC", cwd=tmp_path)
     assert "in clear text" not in quiet.stderr
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_printing_writes_nothing_not_even_the_key_file(kind: str, tmp_path: Path, agent_toml: Path) -> None:
+    key_file = tmp_path / "keys" / "api.key"
+    result = localagent("install", kind, "-c", "agent.toml", "--key", KEY, "--key-file", str(key_file), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"api.key_file={key_file}" in command_of(kind, result.stdout)
+    assert not key_file.exists() and not key_file.parent.exists()
+    assert not (tmp_path / "state").exists()
+    assert f"printed only, nothing written: with -o FILE the API key also goes to {key_file}" in result.stderr
+
+
+def test_a_different_key_over_an_existing_key_file_needs_force(tmp_path: Path, agent_toml: Path) -> None:
+    key_file = tmp_path / "api.key"
+    key_file.write_text("sk-the-running-service-key\n")
+    args = ("install", "systemd", "-c", "agent.toml", "--key-file", str(key_file), "-o", "agent.service")
+    refused = localagent(*args, "--key", KEY, cwd=tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"{key_file}: api.key_file: holds a different key, which a running service")
+    assert key_file.read_text() == "sk-the-running-service-key\n"
+    assert not (tmp_path / "agent.service").exists()
+    same = localagent(*args, "--key", "sk-the-running-service-key", cwd=tmp_path)
+    assert same.returncode == 0 and "already holds this key" in same.stderr
+    forced = localagent(*args, "--key", KEY, "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert key_file.read_text().strip() == KEY
+
+
+def test_user_gets_the_state_dir_of_its_own_home(tmp_path: Path, agent_toml: Path) -> None:
+    import pwd
+
+    account = pwd.getpwuid(os.geteuid() if os.geteuid() != 0 else 1)  # another account when run as root
+    home = Path(account.pw_dir)
+    result = localagent("install", "systemd", "-c", "agent.toml", "--user", account.pw_name, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    argv = command_of("systemd", result.stdout)
+    assert f"agent.state_dir={home / '.local' / 'state' / 'localagent'}" in argv
+    assert unit_fields(result.stdout)["User"] == [account.pw_name]
+    assert f"state dir for user {account.pw_name}: {home / '.local' / 'state' / 'localagent'}" in result.stderr
+    explicit = localagent(
+        "install", "systemd", "-c", "agent.toml", "--user", account.pw_name, "--set", "agent.state_dir=/srv/la",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert explicit.returncode == 0, explicit.stderr
+    state_dirs = [arg for arg in command_of("systemd", explicit.stdout) if arg.startswith("agent.state_dir=")]
+    assert state_dirs == ["agent.state_dir=/srv/la"]
+    assert "state dir for user" not in explicit.stderr
+
+
+def test_an_unknown_user_is_refused_with_advice(tmp_path: Path, agent_toml: Path) -> None:
+    result = localagent("install", "supervisord", "-c", "agent.toml", "--user", "no-such-user-xyz", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("flag --user: no user 'no-such-user-xyz' on this host")
+    assert "agent.state_dir" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_root_gives_the_key_file_to_the_service_user(tmp_path: Path, agent_toml: Path) -> None:
+    import pwd
+
+    account = pwd.getpwnam("daemon")
+    key_file = tmp_path / "keys" / "api.key"
+    result = localagent(
+        "install", "systemd", "-c", "agent.toml", "--user", "daemon", "--key", KEY, "--key-file", str(key_file),
+        "-o", "agent.service", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (key_file.stat().st_uid, key_file.parent.stat().st_uid) == (account.pw_uid, account.pw_uid)
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600

@@ -94,6 +94,11 @@ class ReloadCoordinator:
                 self._failing = True
                 self._agent.reject_config(exc)
                 return False
+            except Exception as exc:  # a loader bug: still a refused config, shown on /health, never None
+                logger.exception("config reload: the loader failed unexpectedly")
+                self._failing = True
+                self._agent.reject_config(ConfigError(f"the config could not be loaded: {type(exc).__name__}: {exc}"))
+                return False
             if loaded.hash == self._loaded_hash and not self._failing:
                 # An operator who sends SIGHUP wants to see it was handled; file events stay quiet.
                 log = logger.info if trigger == "SIGHUP" else logger.debug
