@@ -41,6 +41,7 @@ from localagent.agent.launcher import plan_launch
 from localagent.agent.output import OutputPump
 from localagent.agent.registration import api_name
 from localagent.agent.reporter import GiveUp, PendingDeliveries, StateReporter
+from localagent.agent.run_processes import RunTag
 from localagent.agent.shipper import LogShipper
 from localagent.agent.spool import RunSpool, SpoolMeta
 from localagent.agent.state_batch import FALLBACK
@@ -184,8 +185,9 @@ class RunExecution:
             if self._stop is not None:
                 return StateUpdate(state=StateName.CANCELLED, message=self._stop.message)
             try:
+                tag = RunTag(self.run_id, self._api_name, self._label, self.claimed.token, self._api.url)
                 proc = self._reaper.spawn(
-                    plan.argv, cwd=plan.cwd, env=plan.env, executable=plan.executable, on_exit=self._on_exit
+                    plan.argv, cwd=plan.cwd, env=plan.env, executable=plan.executable, on_exit=self._on_exit, tag=tag
                 )
             except OSError as exc:
                 reason = exc.strerror or str(exc)

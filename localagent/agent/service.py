@@ -16,19 +16,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localagent.agent.embedded import EmbeddedApi
+from localagent.agent.ledger import LEDGER_DIR, LedgerEntry, RunLedger
 from localagent.agent.logs import configure_logging
 from localagent.agent.loop import Agent
 from localagent.agent.memory import freeze_startup_objects, limit_arenas, tune_collector
 from localagent.agent.metrics import AgentMetrics
+from localagent.agent.orphans import report_orphans, stop_orphans
+from localagent.agent.run_processes import ProcessTracking
 from localagent.agent.signals import SignalInbox, handle_signals
+from localagent.agent.watchdog import Watchdog
 from localagent.errors import ServiceError
 
 if TYPE_CHECKING:
+    from localagent.agent.reaper import ChildReaper
     from localagent.agent.reload import ConfigWatcher
     from localagent.config import LoadedConfig
 
@@ -56,6 +62,7 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         reaper = ChildReaper()
         reaper.start()
         stack.callback(logger.debug, "child reaper stopped")
+        ledger, orphans = _supervise_runs(stack, reaper, config.agent.state_dir)
         stack.callback(reaper.stop)
         embedded: EmbeddedApi | None = None
         embedded_url = None
@@ -63,6 +70,14 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
             embedded = EmbeddedApi()
             embedded_url = embedded.start(loaded)
             stack.callback(embedded.stop)
+        if orphans:  # the API (the embedded one included) is up now; the claims may start meanwhile
+            threading.Thread(
+                target=report_orphans,
+                args=(ledger, orphans),
+                kwargs={"timeout": config.api.timeout},
+                name="localagent-orphans",
+                daemon=True,
+            ).start()
         agent = Agent(
             loaded,
             load=load,
@@ -82,6 +97,22 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         finally:
             watcher.join()
     raise AssertionError("unreachable")  # pragma: no cover  (ExitStack does not swallow exceptions here)
+
+
+def _supervise_runs(
+    stack: contextlib.ExitStack, reaper: ChildReaper, state_dir: Path
+) -> tuple[RunLedger, list[LedgerEntry]]:
+    """Track every process of every run, record runs in the ledger, start the watchdog; stop what a dead
+    agent left on this ``state_dir`` (before the first claim). Returns the ledger and those dead agent's runs.
+    """
+    tracking = ProcessTracking.detect()
+    stack.callback(tracking.close)
+    ledger = RunLedger(state_dir / LEDGER_DIR)
+    reaper.track_runs(tracking, ledger)
+    watchdog = Watchdog.start(ledger.directory, cgroup_root=tracking.cgroup_root)
+    if watchdog is not None:
+        stack.callback(watchdog.close)
+    return ledger, stop_orphans(ledger)
 
 
 def _watch_config(agent: Agent, load: Callable[[], LoadedConfig], embedded: EmbeddedApi | None) -> ConfigWatcher:
