@@ -239,7 +239,11 @@ class RunExecution:
             follower.join(1.0)
         if pump.cut_lines and self._metrics is not None:
             self._metrics.observe_log_lines(dropped=pump.cut_lines)
-        return self._outcome(proc, watch.signalled_at is not None or watch.killed)
+        final = self._outcome(proc, watch.signalled_at is not None or watch.killed)
+        loss = pump.loss_summary()  # output that could not be written (disk full): the state says so
+        if loss is not None and self._metrics is not None:
+            self._metrics.observe_output_lost(lines=pump.lost_lines, size=pump.lost_bytes)
+        return final if loss is None else final.model_copy(update={"message": f"{final.message}; {loss}"})
 
     def _on_exit(self, _proc: ChildProcess) -> None:
         self._wake.set()
