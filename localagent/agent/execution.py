@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from localagent.agent.console import ConsoleFollower, ConsolePrinter
+from localagent.agent.console import ConsoleFollower, ConsolePrinter, RunSource
 from localagent.agent.launcher import plan_launch
 from localagent.agent.output import OutputPump
 from localagent.agent.registration import api_name
@@ -260,7 +260,14 @@ class RunExecution:
             thread.start()
         if self._follower is None and self._console.enabled and self._spool is not None:
             # Switched on mid-run: like a follower that skipped while it was off, start at the current end.
-            follower = ConsoleFollower(self._spool, self._console, prefix=f"[{self._label}] ", from_end=not first)
+            run = self.claimed.run
+            follower = ConsoleFollower(
+                self._spool,
+                self._console,
+                prefix=f"[{self._label}] ",
+                from_end=not first,
+                source=RunSource(run.id, run.flow, run.name),
+            )
             follower.start(name=f"console-{self.claimed.run.name}")
             self._follower = follower
 

@@ -62,7 +62,7 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         reaper = ChildReaper()
         reaper.start()
         stack.callback(logger.debug, "child reaper stopped")
-        ledger, orphans = _supervise_runs(stack, reaper, config.agent.state_dir)
+        ledger, orphans = _supervise_runs(stack, reaper, config.agent.state_dir, config.logs.format)
         stack.callback(reaper.stop)
         embedded: EmbeddedApi | None = None
         embedded_url = None
@@ -100,7 +100,7 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
 
 
 def _supervise_runs(
-    stack: contextlib.ExitStack, reaper: ChildReaper, state_dir: Path
+    stack: contextlib.ExitStack, reaper: ChildReaper, state_dir: Path, log_format: str
 ) -> tuple[RunLedger, list[LedgerEntry]]:
     """Track every process of every run, record runs in the ledger, start the watchdog; stop what a dead
     agent left on this ``state_dir`` (before the first claim). Returns the ledger and those dead agent's runs.
@@ -109,7 +109,7 @@ def _supervise_runs(
     stack.callback(tracking.close)
     ledger = RunLedger(state_dir / LEDGER_DIR)
     reaper.track_runs(tracking, ledger)
-    watchdog = Watchdog.start(ledger.directory, cgroup_root=tracking.cgroup_root)
+    watchdog = Watchdog.start(ledger.directory, cgroup_root=tracking.cgroup_root, log_format=log_format)
     if watchdog is not None:
         stack.callback(watchdog.close)
     return ledger, stop_orphans(ledger)

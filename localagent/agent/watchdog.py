@@ -19,7 +19,7 @@ Usage::
     ...
     watchdog.close()  # the agent is done: the watchdog sweeps (normally nothing) and exits
 
-Entry point: ``python -m localagent.agent.watchdog LEDGER_DIR AGENT_PID [CGROUP_ROOT]`` with the pipe as stdin.
+Entry point: ``python -m localagent.agent.watchdog text|json LEDGER_DIR AGENT_PID [CGROUP_ROOT]``, the pipe as stdin.
 """
 
 from __future__ import annotations
@@ -44,9 +44,12 @@ class Watchdog:
         self._pipe = pipe
 
     @classmethod
-    def start(cls, ledger_dir: Path, *, cgroup_root: Path | None = None) -> Watchdog | None:
-        """Start the watchdog for this process; None (logged) when it cannot start."""
-        argv = [sys.executable, "-m", "localagent.agent.watchdog", str(ledger_dir), str(os.getpid())]
+    def start(cls, ledger_dir: Path, *, cgroup_root: Path | None = None, log_format: str = "text") -> Watchdog | None:
+        """Start the watchdog for this process; None (logged) when it cannot start.
+
+        ``log_format`` (``logs.format`` at start) is the format of the lines it prints on stderr.
+        """
+        argv = [sys.executable, "-m", "localagent.agent.watchdog", log_format, str(ledger_dir), str(os.getpid())]
         if cgroup_root is not None:
             argv.append(str(cgroup_root))
         env = dict(os.environ)
@@ -67,9 +70,18 @@ class Watchdog:
             self._pipe.close()
 
 
-def _report(message: str) -> None:
+def _report(message: str, log_format: str) -> None:
+    if log_format == "json":
+        from datetime import datetime, timezone
+
+        from localagent.agent.escape import json_line
+
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        line = json_line({"time": now, "level": "WARNING", "logger": "localagent.watchdog", "message": message})
+    else:
+        line = f"localagent watchdog: {message}"
     with contextlib.suppress(OSError):
-        sys.stderr.write(f"localagent watchdog: {message}\n")
+        sys.stderr.write(line + "\n")
         sys.stderr.flush()
 
 
@@ -78,8 +90,8 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the agent, which drains
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    ledger_dir, agent_pid = Path(argv[0]), int(argv[1])
-    cgroup_root = Path(argv[2]) if len(argv) > 2 else None
+    log_format, ledger_dir, agent_pid = argv[0], Path(argv[1]), int(argv[2])
+    cgroup_root = Path(argv[3]) if len(argv) > 3 else None
     with contextlib.suppress(OSError):
         while os.read(0, 4096):  # nothing is ever written: this returns b"" when the agent is gone
             pass
@@ -89,7 +101,10 @@ def main(argv: list[str]) -> int:
         count = entry.stop()
         stopped += count
         if count:
-            _report(f"agent pid {agent_pid} is gone: stopped {count} process(es) of run {entry.run_id} ({entry.label})")
+            message = (
+                f"agent pid {agent_pid} is gone: stopped {count} process(es) of run {entry.run_id} ({entry.label})"
+            )
+            _report(message, log_format)
     if cgroup_root is not None:
         with contextlib.suppress(OSError):
             cgroup_root.rmdir()
