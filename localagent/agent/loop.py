@@ -192,6 +192,12 @@ class Agent:
         self._beat_now.set()  # report config.error to the API now
         self._metrics.observe_reload(ok=False)
 
+    def clear_config_error(self) -> None:
+        """The config in force is valid again (its content came back): stop reporting the error."""
+        with self._lock:
+            self._config_error = None
+        self._beat_now.set()
+
     @property
     def closed(self) -> threading.Event:
         """Set once the agent shuts down: a stop event for helpers tied to its life (a config watcher)."""
@@ -546,7 +552,7 @@ class Agent:
         healthy = silent_for <= 3 * config.agent.poll_interval
         running = self._runs.ids()
         body: dict[str, Any] = {
-            "status": "ok" if healthy else "unhealthy",
+            "status": ("ok" if error is None else "config error") if healthy else "unhealthy",
             "agent": {
                 "name": config.agent.name,
                 "id": self._session.agent_id,
