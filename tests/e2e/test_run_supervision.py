@@ -14,6 +14,7 @@ from localagent.agent.ledger import LEDGER_DIR
 from localagent.api.client import ApiClient
 from localagent.api.models import FlowRunCreate, FlowSpec, StateName
 from localagent.server.runner import ServerThread
+from tests.conftest import MakeApiServer
 from tests.e2e.support import Agent, wait_for, wait_state
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -93,20 +94,34 @@ def test_a_daemon_that_escapes_its_run_is_stopped_when_the_run_ends(
     assert agent.wait() == 0
 
 
-def test_kill_9_of_the_agent_stops_its_runs_at_once(
-    tmp_path: Path, api_server: ServerThread, agents: list[Agent]
+def test_kill_9_of_the_agent_stops_its_runs_at_once_and_their_retries_never_overlap(
+    tmp_path: Path, make_api_server: MakeApiServer, agents: list[Agent]
 ) -> None:
+    server = make_api_server(agent_timeout=3.0, sweep_interval=0.5)
     pidfile = tmp_path / "daemon.pid"
-    agent = Agent(tmp_path, "a1", _config(api_server.url, tmp_path / "state", pidfile))
+    agent = Agent(tmp_path, "a1", _config(server.url, tmp_path / "state", pidfile))
     agents.append(agent)
-    with ApiClient(api_server.url) as api:
+    with ApiClient(server.url) as api:
         agent.wait_registered(api)
-        _, pids, _ = _start_runs_with_daemon(api, pidfile, 3)
+        runs, pids, _ = _start_runs_with_daemon(api, pidfile, 3, retries=1)
         daemon = int(pidfile.read_text())
         assert all(alive(pid) for pid in [*pids, daemon])
         agent.kill()
         for pid in [*pids, daemon]:
             wait_for(lambda pid=pid: not alive(pid), what=f"run process {pid} to be stopped by the watchdog")
+        # The API finds the agent lost and retries the runs on another agent: never next to the originals.
+        second = Agent(tmp_path, "a2", _config(server.url, tmp_path / "state-2", tmp_path / "daemon-2.pid"))
+        agents.append(second)
+        for run_id in runs:
+            wait_for(
+                lambda run_id=run_id: (
+                    api.get_run(run_id).attempt == 2 and api.get_run(run_id).state == StateName.RUNNING
+                ),
+                timeout=60,
+                what=f"run {run_id} to be retried",
+            )
+            assert api.get_run(run_id).agent_name == "a2"
+        assert not any(alive(pid) for pid in [*pids, daemon])
 
 
 def test_a_restarted_agent_stops_what_a_dead_agent_and_watchdog_left_and_reports_it_crashed(
@@ -139,10 +154,12 @@ def test_a_restarted_agent_stops_what_a_dead_agent_and_watchdog_left_and_reports
     assert "was still running unsupervised: stopped" in second.stderr
 
 
-def _start_runs_with_daemon(api: ApiClient, pidfile: Path, count: int) -> tuple[list[str], list[int], Path]:
-    api.register_flow(FlowSpec(name="long", command=["sleep", "120"]))
+def _start_runs_with_daemon(
+    api: ApiClient, pidfile: Path, count: int, retries: int = 0
+) -> tuple[list[str], list[int], Path]:
+    api.register_flow(FlowSpec(name="long", command=["sleep", "120"], retries=retries))
     script = DAEMONIZE + "time.sleep(120)\n"
-    api.register_flow(FlowSpec(name="daemon", command=[sys.executable, "-c", script, str(pidfile)]))
+    api.register_flow(FlowSpec(name="daemon", command=[sys.executable, "-c", script, str(pidfile)], retries=retries))
     runs = [api.create_run(FlowRunCreate(flow="long")).id for _ in range(count)]
     runs.append(api.create_run(FlowRunCreate(flow="daemon")).id)
     pids = [wait_state(api, run_id, [StateName.RUNNING]).pid for run_id in runs]
