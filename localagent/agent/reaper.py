@@ -4,6 +4,10 @@ On Linux the agent becomes a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)`
 below one of our runs (``sleep 300 &``) is re-parented to the agent instead of to init, so it can be
 stopped and reaped here and never lingers as a zombie, also when the agent is PID 1 in a container.
 
+Runs spawned with a :class:`~localagent.agent.run_processes.RunTag` (once :meth:`ChildReaper.track_runs` was
+called) are tracked whole: a cgroup per run, or /proc, finds what left the process group too (a daemon that
+forked twice), and it is stopped with the run; the run is listed in the ledger until then.
+
 One thread per process waits on *all* children (``waitid(P_ALL)``). A run's exit status is recorded on
 its :class:`ChildProcess` handle (never through ``Popen.wait``, which would race with this thread). Before
 a run's main process is reaped, while its pid (= its process-group id) cannot be reused yet, whatever is
