@@ -60,3 +60,8 @@ class ConfigInForce:
         with self._lock:
             self._error = message
             return self._generation
+
+    def clear_error(self) -> None:
+        """The config in force is valid again (its content came back): stop reporting the refused reload."""
+        with self._lock:
+            self._error = None

@@ -46,7 +46,7 @@ def health_report(
     healthy = silent_for <= 3 * config.agent.poll_interval
     running = runs.ids()
     body: dict[str, Any] = {
-        "status": "ok" if healthy else "unhealthy",
+        "status": ("ok" if error is None else "config error") if healthy else "unhealthy",
         "agent": {
             "name": config.agent.name,
             "id": session.agent_id,

@@ -4,17 +4,19 @@ Usage::
 
     configure_logging(config.logs)   # at start, and again on every reload (the change applies at once)
 
-Only the ``localagent`` logger tree is configured; run output goes to stdout through the ConsolePrinter.
+Only the ``localagent`` logger tree is configured. Run output (``logs.show_flow_logs``) goes to stdout through
+the ConsolePrinter in text format; in JSON format it goes through :func:`write_log_lines` to this same stream,
+one object a line, so that everything the agent prints is JSON on one stream.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from localagent.agent.escape import json_line
 from localagent.config.model import LogsSection
 
 LOGGER_NAME = "localagent"
@@ -40,7 +42,32 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return json_line(entry)
+
+
+def _handler() -> logging.Handler | None:
+    return next((h for h in logging.getLogger(LOGGER_NAME).handlers if h.get_name() == _HANDLER_NAME), None)
+
+
+def current_format() -> str:
+    """``"json"`` when the agent's log is configured as JSON, else ``"text"``."""
+    handler = _handler()
+    return "json" if handler is not None and isinstance(handler.formatter, JsonFormatter) else "text"
+
+
+def write_log_lines(text: str) -> bool:
+    """Write ``text`` (whole lines) to the agent's log stream under the handler's lock, so it never lands in
+    the middle of a log line; False when logging is not configured (nothing written)."""
+    handler = _handler()
+    if not isinstance(handler, logging.StreamHandler):
+        return False
+    handler.acquire()
+    try:
+        handler.stream.write(text)
+        handler.flush()
+    finally:
+        handler.release()
+    return True
 
 
 def _formatter(log_format: str) -> logging.Formatter:

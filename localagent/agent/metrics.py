@@ -62,12 +62,18 @@ class AgentMetrics:
         )
         self._log_lines = Counter(
             "localagent_log_lines",
-            "Run output lines, by outcome: shipped to the API, spooled to disk while it is unreachable, dropped.",
+            "Run output lines, by outcome: shipped to the API, spooled to disk while it is unreachable, dropped "
+            "(past logs.max_run_output), lost (could not be written to state_dir).",
             ["outcome"],
             registry=self.registry,
         )
-        for outcome in ("shipped", "spooled", "dropped"):
+        for outcome in ("shipped", "spooled", "dropped", "lost"):
             self._log_lines.labels(outcome=outcome)
+        self._lost_bytes = Counter(
+            "localagent_log_bytes_lost",
+            "Run output bytes read but lost because they could not be written to state_dir (disk full).",
+            registry=self.registry,
+        )
 
     def run_started(self) -> None:
         """A run's process started."""
@@ -94,6 +100,12 @@ class AgentMetrics:
         for outcome, count in (("shipped", shipped), ("spooled", spooled), ("dropped", dropped)):
             if count:
                 self._log_lines.labels(outcome=outcome).inc(count)
+
+    def observe_output_lost(self, *, lines: int, size: int) -> None:
+        """Count run output that could not be written to ``state_dir`` (``size`` bytes, ``lines`` lines)."""
+        if size:
+            self._log_lines.labels(outcome="lost").inc(lines)
+            self._lost_bytes.inc(size)
 
     def observe_poll(self, seconds: float, *, ok: bool) -> None:
         """One claim request took ``seconds``; ``ok`` is False when it failed."""

@@ -184,6 +184,11 @@ class Agent:
         self._life.beat_now.set()  # report config.error to the API now
         self._metrics.observe_reload(ok=False)
 
+    def clear_config_error(self) -> None:
+        """The config in force is valid again (its content came back): stop reporting the error."""
+        self._config.clear_error()
+        self._life.beat_now.set()
+
     @property
     def closed(self) -> threading.Event:
         """Set once the agent shuts down: a stop event for helpers tied to its life (a config watcher)."""
@@ -303,18 +308,27 @@ class Agent:
         return None
 
     def _stop_now(self, signum: signal.Signals) -> int:
-        logger.warning("received %s again: stopping %d run(s) now", signum.name, len(self._runs.running()))
-        self._runs.shutdown_all(immediate=True)
-        self._wait_stopped(escalated=True)
+        runs = self._config.config.runs
+        logger.warning(
+            "received %s again: stopping %d run(s) now (%s, SIGKILL after %gs; send it a third time to kill them)",
+            signum.name,
+            len(self._runs.running()),
+            runs.stop_signal,
+            runs.stop_grace,
+        )
+        self._runs.shutdown_all(immediate=False)
+        self._wait_stopped()
         return 128 + signum
 
-    def _wait_stopped(self, *, escalated: bool = False) -> None:
+    def _wait_stopped(self) -> None:
         """Wait for stopped runs to end and report; a further stop signal sends SIGKILL at once."""
         limit = time.monotonic() + self._config.config.runs.stop_grace + 30.0
+        escalated = False
         while (running := self._runs.running()) and time.monotonic() < limit:
             signum = self._wait_signal(limit - time.monotonic())
             if signum is not None and not escalated:
                 escalated = True
+                logger.warning("received %s: killing %d run(s) at once (SIGKILL)", signum.name, len(running))
                 self._runs.shutdown_all(immediate=True)
         if running:
             logger.error("%d run(s) did not report their end in time: %s", len(running), [h.run_id for h in running])

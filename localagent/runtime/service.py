@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,10 @@ from typing import TYPE_CHECKING
 from localagent.agent.logs import configure_logging
 from localagent.agent.memory import freeze_startup_objects, limit_arenas, tune_collector
 from localagent.agent.metrics import AgentMetrics
+from localagent.agent.processes.ledger import LEDGER_DIR, LedgerEntry, RunLedger
+from localagent.agent.processes.orphans import report_orphans, stop_orphans
+from localagent.agent.processes.tracking import ProcessTracking
+from localagent.agent.processes.watchdog import Watchdog
 from localagent.agent.signals import SignalInbox, handle_signals
 from localagent.agent.supervisor import Agent
 from localagent.errors import ServiceError
@@ -30,6 +35,7 @@ from localagent.runtime.backends import open_backend
 
 if TYPE_CHECKING:
     from localagent.agent.reload.watcher import ConfigWatcher
+    from localagent.agent.run.reaper import ChildReaper
     from localagent.config import LoadedConfig
     from localagent.embedded.api import EmbeddedApi
 
@@ -57,9 +63,18 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         reaper = ChildReaper()
         reaper.start()
         stack.callback(logger.debug, "child reaper stopped")
+        ledger, orphans = _supervise_runs(stack, reaper, config.agent.state_dir, config.logs.format)
         stack.callback(reaper.stop)
         backend = open_backend(loaded, stack)
         embedded = backend.embedded
+        if orphans:  # the API (the embedded one included) is up now; the claims may start meanwhile
+            threading.Thread(
+                target=report_orphans,
+                args=(ledger, orphans),
+                kwargs={"timeout": config.api.timeout},
+                name="localagent-orphans",
+                daemon=True,
+            ).start()
         agent = Agent(
             loaded,
             reaper=reaper,
@@ -78,6 +93,22 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         finally:
             watcher.join()
     raise AssertionError("unreachable")  # pragma: no cover  (ExitStack does not swallow exceptions here)
+
+
+def _supervise_runs(
+    stack: contextlib.ExitStack, reaper: ChildReaper, state_dir: Path, log_format: str
+) -> tuple[RunLedger, list[LedgerEntry]]:
+    """Track every process of every run, record runs in the ledger, start the watchdog; stop what a dead
+    agent left on this ``state_dir`` (before the first claim). Returns the ledger and those dead agent's runs.
+    """
+    tracking = ProcessTracking.detect()
+    stack.callback(tracking.close)
+    ledger = RunLedger(state_dir / LEDGER_DIR)
+    reaper.track_runs(tracking, ledger)
+    watchdog = Watchdog.start(ledger.directory, cgroup_root=tracking.cgroup_root, log_format=log_format)
+    if watchdog is not None:
+        stack.callback(watchdog.close)
+    return ledger, stop_orphans(ledger)
 
 
 def _watch_config(agent: Agent, load: Callable[[], LoadedConfig], embedded: EmbeddedApi | None) -> ConfigWatcher:

@@ -228,16 +228,20 @@ def test_drain_timeout_stops_the_rest_and_exits_143(tmp_path: Path) -> None:
     assert harness.join() == 143
 
 
-def test_second_signal_stops_runs_at_once(tmp_path: Path) -> None:
+def test_second_signal_stops_runs_with_stop_signal_and_a_third_kills(tmp_path: Path) -> None:
     server = FakeServer()
     server.add_runs(claimed_run("r1"))
     harness = Harness(loaded_config(tmp_path), server)
     wait_for(lambda: len(harness.executions) == 1, timeout=10.0)
     harness.inbox.deliver(signal.SIGTERM)
     threading.Event().wait(0.2)
+    assert harness.executions[0].shutdowns == [], "the first signal drains"
     harness.inbox.deliver(signal.SIGINT)
     wait_for(lambda: harness.executions[0].shutdowns, timeout=10.0)
-    assert harness.executions[0].shutdowns == [("agent shut down", True)]
+    assert harness.executions[0].shutdowns == [("agent shut down", False)], "the second: stop_signal, then grace"
+    harness.inbox.deliver(signal.SIGINT)
+    wait_for(lambda: len(harness.executions[0].shutdowns) == 2, timeout=10.0)
+    assert harness.executions[0].shutdowns[1] == ("agent shut down", True), "the third: SIGKILL at once"
     harness.executions[0].finish(StateName.CANCELLED)
     assert harness.join() == 130
 

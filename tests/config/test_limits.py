@@ -159,7 +159,7 @@ def test_a_reload_whose_loader_fails_unexpectedly_shows_the_error_on_health(tmp_
     import json
     import urllib.request
 
-    from localagent.agent.reload import ReloadCoordinator
+    from localagent.agent.reload.coordinator import ReloadCoordinator
     from tests.ports import free_port
 
     def broken_loader() -> LoadedConfig:

@@ -35,6 +35,7 @@ class RecordingAgent:
         self._generation = 1
         self.applied: list[LoadedConfig] = []
         self.rejected: list[ConfigError] = []
+        self.cleared = 0
         self.lock = threading.Lock()
 
     @property
@@ -54,6 +55,10 @@ class RecordingAgent:
     def reject_config(self, error: ConfigError) -> None:
         with self.lock:
             self.rejected.append(error)
+
+    def clear_config_error(self) -> None:
+        with self.lock:
+            self.cleared += 1
 
     def labels(self) -> tuple[str, ...]:
         return self._loaded.config.agent.labels

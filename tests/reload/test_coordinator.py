@@ -46,9 +46,15 @@ def test_the_same_good_config_after_an_error_clears_it(tmp_path: Path) -> None:
     config.write_text(good + "[agent.nope]\n")
     assert not coordinator.reload("SIGHUP")
     assert len(agent.rejected) == 1
+    assert not coordinator.reload("file change"), "the same error again"
+    assert not coordinator.reload("SIGHUP")
+    assert len(agent.rejected) == 1, "is reported once"
+    config.write_text(good + "[agent.other]\n")
+    assert not coordinator.reload("file change")
+    assert len(agent.rejected) == 2, "a different error is news"
     config.write_text(good)
-    assert coordinator.reload("file change")  # applied, so the loop clears config.error
-    assert agent.generation == 2
+    assert not coordinator.reload("file change")  # the error is cleared, nothing else changed
+    assert (agent.cleared, agent.generation, agent.applied) == (1, 1, [])
 
 
 def test_database_change_under_a_running_embedded_api_is_kept_for_a_restart(

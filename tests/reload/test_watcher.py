@@ -99,7 +99,8 @@ def test_removed_then_restored_file_reports_then_clears_the_error(rig: Rig, conf
     assert "agent.toml" in str(rig.agent.rejected[-1])
     assert rig.agent.labels() == ("a",)  # the last good config stays in force
     config.write_text(original)
-    wait_for(lambda: len(rig.agent.applied) == 1, what="the restored file to clear the error")
+    wait_for(lambda: rig.agent.cleared == 1, what="the restored file to clear the error")
+    assert rig.agent.applied == [], "the same content is back: no new generation"
     assert rig.agent.labels() == ("a",)
 
 

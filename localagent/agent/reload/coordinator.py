@@ -13,7 +13,8 @@ running embedded API, moves the embedded API first when ``server.address`` or th
 ``on_server_change``; if it cannot move, the old address and key are kept and the error logged), hands the
 config to ``agent.apply_config`` and logs one line per reload: ``config generation 4: agent.labels ['a']
 -> ['a', 'b']``. An invalid config goes to ``agent.reject_config`` (logged as ``config validate`` prints
-it, reported until fixed).
+it, reported until fixed) once: the same error again is not reported again. When the last good content
+comes back, ``agent.clear_config_error`` ends the error without a new generation.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class ReloadTarget(Protocol):
     def generation(self) -> int: ...
     def apply_config(self, loaded: LoadedConfig) -> None: ...
     def reject_config(self, error: ConfigError) -> None: ...
+    def clear_config_error(self) -> None: ...
 
 
 ServerChange = Callable[["LoadedConfig", "LoadedConfig"], None]
@@ -76,6 +78,7 @@ class ReloadCoordinator:
         self._lock = threading.Lock()
         self._loaded_hash = agent.loaded.hash  # hash of the last good load, before anything was kept back
         self._failing = False
+        self._last_error: str | None = None  # the error reported while failing (reported once)
 
     def watched_paths(self) -> list[Path]:
         """Every config file loaded, and ``api.key_file`` of the config in force."""
@@ -91,15 +94,26 @@ class ReloadCoordinator:
             try:
                 loaded = self._load()
             except ConfigError as exc:
-                self._failing = True
-                self._agent.reject_config(exc)
+                self._refuse(exc, trigger)
                 return False
             except Exception as exc:  # a loader bug: still a refused config, shown on /health, never None
                 logger.exception("config reload: the loader failed unexpectedly")
-                self._failing = True
-                self._agent.reject_config(ConfigError(f"the config could not be loaded: {type(exc).__name__}: {exc}"))
+                self._refuse(ConfigError(f"the config could not be loaded: {type(exc).__name__}: {exc}"), trigger)
                 return False
-            if loaded.hash == self._loaded_hash and not self._failing:
+            if loaded.hash == self._loaded_hash and self._failing:
+                # The last good content is back (a reverted push): nothing effective changed, so no new
+                # generation; only the error is over.
+                self._failing, self._last_error = False, None
+                self._agent.clear_config_error()
+                logger.info(
+                    "config reload (%s): the config error is cleared; the config in force is unchanged "
+                    "(generation %d, hash %s)",
+                    trigger,
+                    self._agent.generation,
+                    public_hash(loaded)[:12],
+                )
+                return False
+            if loaded.hash == self._loaded_hash:
                 # An operator who sends SIGHUP wants to see it was handled; file events stay quiet.
                 log = logger.info if trigger == "SIGHUP" else logger.debug
                 log(
@@ -123,7 +137,7 @@ class ReloadCoordinator:
                     )
             changes = diff_configs(old, loaded)
             self._agent.apply_config(loaded)
-            self._loaded_hash, self._failing = raw_hash, False
+            self._loaded_hash, self._failing, self._last_error = raw_hash, False, None
             logger.info(
                 "config generation %d: %s (%s, hash %s)",
                 self._agent.generation,
@@ -134,6 +148,25 @@ class ReloadCoordinator:
         if self._on_applied is not None:
             self._on_applied()
         return True
+
+    def _refuse(self, error: ConfigError, trigger: str) -> None:
+        """Report a config error once: the same error again (one push seen twice, a ``touch``) is not news.
+
+        A symlink swap (``..data``) changes the watched paths, so the watcher looks once more after the
+        first reload; a ``touch`` of a broken file reloads it too. Neither logs or counts the error again.
+        """
+        message = str(error)
+        if self._failing and message == self._last_error:
+            log = logger.info if trigger == "SIGHUP" else logger.debug
+            log(
+                "config reload (%s): the config is still invalid, with the error already reported; keeping "
+                "generation %d",
+                trigger,
+                self._agent.generation,
+            )
+            return
+        self._failing, self._last_error = True, message
+        self._agent.reject_config(error)
 
     def _keep_embedded(self, old: LoadedConfig, new: LoadedConfig) -> LoadedConfig:
         """Under a running embedded API, keep what it cannot change live; log that a restart applies it.

@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING
 
 from localagent.agent.coordination.session import api_name
 from localagent.agent.coordination.state_batch import FALLBACK
+from localagent.agent.processes.tracking import RunTag
 from localagent.agent.retry import GiveUp
-from localagent.agent.run.console import ConsoleFollower, ConsolePrinter
+from localagent.agent.run.console import ConsoleFollower, ConsolePrinter, RunSource
 from localagent.agent.run.launcher import plan_launch
 from localagent.agent.run.output import OutputPump
 from localagent.agent.run.reporter import PendingDeliveries, StateReporter
@@ -170,8 +171,9 @@ class RunExecution:
             if self._stop is not None:
                 return StateUpdate(state=StateName.CANCELLED, message=self._stop.message)
             try:
+                tag = RunTag(self.run_id, self._api_name, self._label, self.claimed.token, self._api.url)
                 proc = self._reaper.spawn(
-                    plan.argv, cwd=plan.cwd, env=plan.env, executable=plan.executable, on_exit=self._on_exit
+                    plan.argv, cwd=plan.cwd, env=plan.env, executable=plan.executable, on_exit=self._on_exit, tag=tag
                 )
             except OSError as exc:
                 reason = exc.strerror or str(exc)
@@ -222,7 +224,11 @@ class RunExecution:
             follower.join(1.0)
         if pump.cut_lines and self._metrics is not None:
             self._metrics.observe_log_lines(dropped=pump.cut_lines)
-        return self._outcome(proc, self._watch.stopped_by_us)
+        final = self._outcome(proc, self._watch.stopped_by_us)
+        loss = pump.loss_summary()  # output that could not be written (disk full): the state says so
+        if loss is not None and self._metrics is not None:
+            self._metrics.observe_output_lost(lines=pump.lost_lines, size=pump.lost_bytes)
+        return final if loss is None else final.model_copy(update={"message": f"{final.message}; {loss}"})
 
     def _on_exit(self, _proc: ChildProcess) -> None:
         self._wake.set()
@@ -239,7 +245,14 @@ class RunExecution:
             thread.start()
         if self._follower is None and self._console.enabled and self._spool is not None:
             # Switched on mid-run: like a follower that skipped while it was off, start at the current end.
-            follower = ConsoleFollower(self._spool, self._console, prefix=f"[{self._label}] ", from_end=not first)
+            run = self.claimed.run
+            follower = ConsoleFollower(
+                self._spool,
+                self._console,
+                prefix=f"[{self._label}] ",
+                from_end=not first,
+                source=RunSource(run.id, run.flow, run.name),
+            )
             follower.start(name=f"console-{self.claimed.run.name}")
             self._follower = follower
 

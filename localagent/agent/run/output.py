@@ -1,14 +1,14 @@
 """Reading a run's stdout and stderr pipes without ever blocking the child.
 
 One thread per run reads both pipes in large chunks, each until it is empty (never sleeping between
-reads), appends each chunk to the run's :class:`~localagent.agent.spool.RunSpool` and does no per-line
+reads), appends each chunk to the run's :class:`~localagent.agent.run.spool.RunSpool` and does no per-line
 work, so the child runs at the speed it would writing to a file. Past ``logs.max_run_output`` the head
 is kept, the middle is only counted and the tail is kept in memory (bounded); at the end a marker line
 saying how much was cut is written between them. The run's own thread may call :meth:`OutputPump.run`
 with a ``tick`` to watch its process between reads, so one thread serves both.
 
 A read that finds a lot in the pipe (:data:`BUSY_READ`) means the child writes faster than we read: the
-pump marks the spool busy (:meth:`~localagent.agent.spool.RunSpool.mark_busy`) so its readers (shipper,
+pump marks the spool busy (:meth:`~localagent.agent.run.spool.RunSpool.mark_busy`) so its readers (shipper,
 console) hold back and leave the GIL to it, instead of making it wait while the child blocks on a full pipe.
 
 Usage::
@@ -74,7 +74,11 @@ class OutputPump(Background):
         self.total_bytes = 0
         self.cut_bytes = 0
         self.cut_lines = 0
-        self.failed = False
+        self.failed = False  # something other than a write failed (the pipes could not be read)
+        self.lost_bytes = 0  # output read but not kept: it could not be written to the spool (disk full)
+        self.lost_lines = 0
+        self.loss_reason = ""
+        self._unmarked = (0, 0)  # (bytes, lines) lost since the last marker in the spool
         self._abandoned = False
         self._wake_lock = threading.Lock()
         self._wake_r, self._wake_w = os.pipe()
@@ -126,12 +130,16 @@ class OutputPump(Background):
                         open_fds -= 1
                 if tick is not None:
                     timeout = tick()
-            if not self.failed:
-                self._finish()
+            self._finish()
         except OSError as exc:
-            log.error("cannot write run output to %s: %s", self._spool.path, exc)
+            log.error("cannot read the output of the run spooled in %s: %s", self._spool.directory, exc)
             self.failed = True
         finally:
+            if self._unmarked[0]:
+                try:
+                    self._spool.append(SYSTEM, time.time(), self._loss_marker().encode())
+                except OSError:  # the disk is still full: the marker is kept in memory, read after the end
+                    self._spool.add_note(self._loss_marker())
             selector.close()
             self._spool.close()
             with self._wake_lock:
@@ -158,13 +166,7 @@ class OutputPump(Background):
             got = True
             if len(data) >= BUSY_READ:
                 self._spool.mark_busy(time.monotonic())
-            if not self.failed:
-                try:
-                    self._take(stream, data)
-                except OSError as exc:
-                    # Keep draining the pipes so the child never blocks; its output is lost.
-                    log.error("cannot write run output to %s: %s", self._spool.path, exc)
-                    self.failed = True
+            self._take(stream, data)
         if got and self._on_data is not None:
             self._on_data()
         return True
@@ -175,14 +177,14 @@ class OutputPump(Background):
         if not self._cutting:
             if not self._head_budget or self._head_used + len(data) <= self._head_budget:
                 self._head_used += len(data)
-                self._spool.append(stream, now, data)
+                self._write(stream, now, data)
                 return
             # The head ends at the last line end that fits (or mid-line when no line end fits).
             room = self._head_budget - self._head_used
             cut = data.rfind(b"\n", 0, room) + 1 or room
             if cut:
                 self._head_used += cut
-                self._spool.append(stream, now, data[:cut])
+                self._write(stream, now, data[:cut])
             data = data[cut:]
             self._cutting = True
             if not data:
@@ -211,8 +213,47 @@ class OutputPump(Background):
                 f"logs.max_run_output = {format_size(self._max_output)} keeps the first {format_size(head)} "
                 f"and the last {format_size(tail)}"
             )
-            self._spool.append(SYSTEM, time.time(), marker.encode())
+            self._write(SYSTEM, time.time(), marker.encode())
         while self._tail:
             stream, when, data = self._tail.popleft()
-            self._spool.append(stream, when, data)
+            self._write(stream, when, data)
         self._tail_bytes = 0
+
+    def _write(self, stream: int, when: float, data: bytes) -> None:
+        """Append to the spool; output that cannot be written is counted, never raised: the child goes on.
+
+        The first write that succeeds after a loss is preceded by a marker saying how much was lost there.
+        """
+        try:
+            if self._unmarked[0]:
+                self._spool.append(SYSTEM, when, self._loss_marker().encode())
+                self._unmarked = (0, 0)
+            self._spool.append(stream, when, data)
+        except OSError as exc:
+            lines = data.count(b"\n") if stream != SYSTEM else 0
+            if not self.lost_bytes:
+                log.error(
+                    "cannot write run output to %s (%s): the output is counted as lost until there is room again",
+                    self._spool.path,
+                    exc.strerror or exc,
+                )
+            self.loss_reason = exc.strerror or str(exc)
+            self.lost_bytes += len(data)
+            self.lost_lines += lines
+            self._unmarked = (self._unmarked[0] + len(data), self._unmarked[1] + lines)
+
+    def _loss_marker(self) -> str:
+        lost_bytes, lost_lines = self._unmarked
+        return (
+            f"[localagent] output lost here: {lost_lines:,} lines ({lost_bytes:,} bytes) could not be written to "
+            f"the agent's state_dir ({self.loss_reason})"
+        )
+
+    def loss_summary(self) -> str | None:
+        """What the run's final state message says about output lost, or None when nothing was."""
+        if not self.lost_bytes:
+            return None
+        return (
+            f"output lost: {self.lost_lines:,} lines ({self.lost_bytes:,} bytes) could not be written to the "
+            f"agent's state_dir ({self.loss_reason})"
+        )

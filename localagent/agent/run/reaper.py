@@ -4,6 +4,10 @@ On Linux the agent becomes a *child subreaper* (``prctl(PR_SET_CHILD_SUBREAPER)`
 below one of our runs (``sleep 300 &``) is re-parented to the agent instead of to init, so it can be
 stopped and reaped here and never lingers as a zombie, also when the agent is PID 1 in a container.
 
+Runs spawned with a :class:`~localagent.agent.processes.tracking.RunTag` (once :meth:`ChildReaper.track_runs` was
+called) are tracked whole: a cgroup per run, or /proc, finds what left the process group too (a daemon that
+forked twice), and it is stopped with the run; the run is listed in the ledger until then.
+
 One thread per process waits on *all* children (``waitid(P_ALL)``). A run's exit status is recorded on
 its :class:`ChildProcess` handle (never through ``Popen.wait``, which would race with this thread). Before
 a run's main process is reaped, while its pid (= its process-group id) cannot be reused yet, whatever is
@@ -32,6 +36,11 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from localagent.agent.processes.ledger import RunLedger
+    from localagent.agent.processes.tracking import ProcessTracking, RunProcesses, RunTag
 
 log = logging.getLogger("localagent.run")
 
@@ -66,6 +75,7 @@ class ChildProcess:
         self.returncode: int | None = None
         self.exited = threading.Event()
         self._on_exit = on_exit
+        self.processes: RunProcesses | None = None  # every process of the run, when spawned with a tag
 
     @property
     def stdout_fd(self) -> int | None:
@@ -110,6 +120,8 @@ class _ReaperCore:
         self._generation = 0
         self._thread: threading.Thread | None = None
         self.subreaper = False
+        self.tracking: ProcessTracking | None = None
+        self.ledger: RunLedger | None = None
 
     def acquire(self) -> None:
         with self._lock:
@@ -135,6 +147,7 @@ class _ReaperCore:
         executable: str | None,
         kill_group_on_exit: bool,
         on_exit: Callable[[ChildProcess], None] | None,
+        tag: RunTag | None = None,
     ) -> ChildProcess:
         # Held across fork+exec so the reaper cannot see this pid exit before it is registered.
         with self._lock:
@@ -152,6 +165,10 @@ class _ReaperCore:
                 close_fds=True,
             )
             child = ChildProcess(popen, on_exit)
+            if tag is not None and self.tracking is not None:
+                child.processes = self.tracking.track(tag, child.pid)
+                if self.ledger is not None:
+                    self.ledger.record(child.processes)
             self._children[child.pid] = (child, kill_group_on_exit)
             self._generation += 1
             self._lock.notify_all()
@@ -194,6 +211,8 @@ class _ReaperCore:
         if entry is not None and entry[1]:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+            if entry[0].processes is not None:  # what left the group (setsid, a double fork) too
+                entry[0].processes.kill_rest()
         if status is None:
             try:
                 _, status = os.waitpid(pid, 0)
@@ -203,7 +222,14 @@ class _ReaperCore:
             entry = self._children.pop(pid, None)
         if entry is None:
             log.debug("reaped orphan pid %d", pid)
+            if self.tracking is not None:
+                self.tracking.remove_emptied()  # a run's cgroup may have waited for this process
             return
+        processes = entry[0].processes
+        if processes is not None:
+            processes.release()
+            if self.ledger is not None:
+                self.ledger.forget(processes.tag.run_id)
         if status is None:
             log.warning("pid %d was reaped elsewhere; its exit status is unknown", pid)
             status = 255 << 8
@@ -227,6 +253,13 @@ class ChildReaper:
     def is_subreaper(self) -> bool:
         return _CORE.subreaper
 
+    def track_runs(self, tracking: ProcessTracking, ledger: RunLedger | None = None) -> None:
+        """Track every process of runs spawned with a ``tag`` (a cgroup or /proc) and stop them with the run.
+
+        With a ``ledger``, each run is recorded there while any of its processes may live.
+        """
+        _CORE.tracking, _CORE.ledger = tracking, ledger
+
     def start(self) -> None:
         if not self._started:
             _CORE.acquire()
@@ -249,15 +282,23 @@ class ChildReaper:
         executable: str | None = None,
         kill_group_on_exit: bool = True,
         on_exit: Callable[[ChildProcess], None] | None = None,
+        tag: RunTag | None = None,
     ) -> ChildProcess:
         """Start ``argv`` in its own session with stdin from /dev/null and stdout/stderr as pipes.
 
-        With ``kill_group_on_exit`` whatever is left of its process group is killed when it exits.
+        With ``kill_group_on_exit`` whatever is left of its process group is killed when it exits; with a
+        ``tag`` (and :meth:`track_runs`), every process the run started is, wherever it went.
         ``on_exit`` runs on the reaper thread right after the status is recorded; keep it short.
         Raises ``OSError`` when the program cannot be executed.
         """
         if not self._started:
             raise RuntimeError("ChildReaper.spawn() before start()")
         return _CORE.spawn(
-            argv, cwd=cwd, env=env, executable=executable, kill_group_on_exit=kill_group_on_exit, on_exit=on_exit
+            argv,
+            cwd=cwd,
+            env=env,
+            executable=executable,
+            kill_group_on_exit=kill_group_on_exit,
+            on_exit=on_exit,
+            tag=tag,
         )

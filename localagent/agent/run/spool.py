@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -120,6 +121,7 @@ class RunSpool:
         self._ended = threading.Event()  # set with _closed: wakes readers holding back for a busy writer
         self._busy_until = 0.0  # time.monotonic() until which the writer counts as busy
         self._created = False
+        self._notes: list[str] = []  # system lines that could not be written (disk full), read after the end
 
     @classmethod
     def create(cls, directory: Path, meta: SpoolMeta | None = None) -> RunSpool:
@@ -193,12 +195,28 @@ class RunSpool:
                 raise OSError(f"{self.path}: the spool is closed")
             self._open()
         header = _HEADER.pack(stream, when, len(data))
-        written = os.writev(self._fd, [header, data])
-        if written != len(header) + len(data):  # a short write to a regular file: disk full or similar
-            raise OSError(f"short write to {self.path}: {written} of {len(header) + len(data)} bytes")
+        try:
+            written = os.writev(self._fd, [header, data])
+            if written != len(header) + len(data):  # a short write to a regular file: the disk is full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # what the next write would say
+        except OSError:
+            # Cut a partly written frame off again: the file stays a sequence of whole frames, and a later
+            # append (once there is room) lands where readers expect it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)
+            raise
         with self._changed:
             self._size += written
             self._changed.notify_all()
+
+    def add_note(self, text: str) -> None:
+        """A system line kept in memory, read after the file's last line (for when it cannot be written)."""
+        with self._changed:
+            self._notes.append(text)
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self._notes)
 
     def close(self) -> None:
         with self._changed:
@@ -256,6 +274,7 @@ class LineReader:
         self._spool = spool
         self.offset = 0
         self._pending: deque[OutputLine] = deque()
+        self._notes_read = False
         self._reset_decoders()
 
     def _reset_decoders(self) -> None:
@@ -267,7 +286,10 @@ class LineReader:
     @property
     def finished(self) -> bool:
         """Every line of a closed spool has been returned."""
-        return self._spool.closed and self.offset >= self._spool.size and not self._pending
+        spool = self._spool
+        return (
+            spool.closed and self.offset >= spool.size and not self._pending and (self._notes_read or not spool.notes)
+        )
 
     def read_lines(self, limit: int) -> list[OutputLine]:
         """Up to ``limit`` lines available now (possibly none); partial lines are held until complete."""
@@ -281,6 +303,11 @@ class LineReader:
                     # writing it): skip those bytes.
                     self.offset = spool.size
                     self._flush_partials()
+                    if not self._notes_read:
+                        self._notes_read = True
+                        self._pending.extend(OutputLine("system", time.time(), note) for note in spool.notes)
+                        if self._pending:
+                            continue
                 break
             stream, when, data, self.offset = frame
             self._take(stream, when, data)

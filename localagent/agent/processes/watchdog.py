@@ -1,0 +1,123 @@
+"""The agent's watchdog: a small process that stops the agent's runs the moment the agent dies.
+
+Runs are in sessions of their own, so nothing stops them when the agent is killed with SIGKILL (or by the
+OOM killer): they would run on unsupervised while the API, having lost the agent, retries them elsewhere.
+The agent therefore starts this watchdog first thing. It holds the read end of a pipe whose only write end
+is in the agent, in a session of its own (a signal to the agent's process group does not reach it), and
+blocks reading. The pipe ends when the agent exits, however it exits; the watchdog then stops every run the
+agent's ledger (:mod:`localagent.agent.processes.ledger`) still lists, and exits. After a clean shutdown the ledger is
+empty and it has nothing to do.
+
+A pipe rather than ``PR_SET_PDEATHSIG`` on each run: the parent-death signal fires when the *thread* that
+forked dies (the agent starts runs from its claim thread, which ends before a drain), it reaches only the
+run's main process (not what that process started), and it needs code between fork and exec, which is not
+safe in a threaded Python process.
+
+Usage::
+
+    watchdog = Watchdog.start(ledger_dir, cgroup_root=tracking.cgroup_root)  # before the first run starts
+    ...
+    watchdog.close()  # the agent is done: the watchdog sweeps (normally nothing) and exits
+
+Entry point: ``python -m localagent.agent.processes.watchdog text|json LEDGER_DIR AGENT_PID [CGROUP_ROOT]``,
+the pipe as stdin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger("localagent.agent")
+
+
+class Watchdog:
+    """The agent's side of the watchdog: the process and the pipe's write end."""
+
+    def __init__(self, process: subprocess.Popen[bytes], pipe: IO[bytes]) -> None:
+        self.process = process
+        self._pipe = pipe
+
+    @classmethod
+    def start(cls, ledger_dir: Path, *, cgroup_root: Path | None = None, log_format: str = "text") -> Watchdog | None:
+        """Start the watchdog for this process; None (logged) when it cannot start.
+
+        ``log_format`` (``logs.format`` at start) is the format of the lines it prints on stderr.
+        """
+        argv = [
+            sys.executable,
+            "-m",
+            "localagent.agent.processes.watchdog",
+            log_format,
+            str(ledger_dir),
+            str(os.getpid()),
+        ]
+        if cgroup_root is not None:
+            argv.append(str(cgroup_root))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)  # the same localagent as this agent
+        try:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True, env=env
+            )
+        except OSError as exc:
+            log.error("cannot start the watchdog (%s): if the agent is killed, its runs go on unsupervised", exc)
+            return None
+        assert process.stdin is not None
+        return cls(process, process.stdin)
+
+    def close(self) -> None:
+        """The agent is exiting: let the watchdog sweep what is left and exit."""
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+
+
+def _report(message: str, log_format: str) -> None:
+    if log_format == "json":
+        from datetime import datetime, timezone
+
+        from localagent.agent.escape import json_line
+
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        line = json_line({"time": now, "level": "WARNING", "logger": "localagent.watchdog", "message": message})
+    else:
+        line = f"localagent watchdog: {message}"
+    with contextlib.suppress(OSError):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def main(argv: list[str]) -> int:
+    from localagent.agent.processes.ledger import RunLedger
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the agent, which drains
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    log_format, ledger_dir, agent_pid = argv[0], Path(argv[1]), int(argv[2])
+    cgroup_root = Path(argv[3]) if len(argv) > 3 else None
+    with contextlib.suppress(OSError):
+        while os.read(0, 4096):  # nothing is ever written: this returns b"" when the agent is gone
+            pass
+    entries = RunLedger(ledger_dir).of_agent(agent_pid)
+    stopped = 0
+    for entry in entries:
+        count = entry.stop()
+        stopped += count
+        if count:
+            message = (
+                f"agent pid {agent_pid} is gone: stopped {count} process(es) of run {entry.run_id} ({entry.label})"
+            )
+            _report(message, log_format)
+    if cgroup_root is not None:
+        with contextlib.suppress(OSError):
+            cgroup_root.rmdir()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
