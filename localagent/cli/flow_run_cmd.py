@@ -35,7 +35,14 @@ LONG_POLL = 2.0  # seconds one read_logs may wait for new lines while following
 RETRY_GRACE = 120.0  # after retry_delay, how long a Failed run with retries left may take to be rescheduled
 _STATE_CHECK_EVERY = 2.0
 
-RunIdArgument = Annotated[str, typer.Argument(metavar="ID", help="The flow run's id.")]
+RunIdArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="RUN",
+        help="The flow run: its id, a unique prefix of the id (as `flow-run ls` prints it), or its name.",
+        show_default=False,
+    ),
+]
 
 
 def follow_run(
@@ -157,7 +164,9 @@ def show_run(
 ) -> None:
     """Show one flow run: its state history with times and messages, exit code, pid, agent and attempt.
 
-    Example: `localagent flow-run show 3f2a9c1e-...`
+    Example: `localagent flow-run show proud-dolphin-18`
+
+    Example: `localagent flow-run show 506f15aa`
     """
     with api_client(api, key) as client:
         run = client.get_run(run_id)
@@ -208,7 +217,7 @@ def show_logs(
 ) -> None:
     """Print a flow run's output; stdout lines go to stdout, stderr and system lines to stderr.
 
-    Example: `localagent flow-run logs 3f2a9c1e-... --follow`
+    Example: `localagent flow-run logs 506f15aa --follow`
     """
 
     def emit(line: LogLine) -> None:
@@ -218,6 +227,7 @@ def show_logs(
             print_line_plain(line, timestamps=timestamps)
 
     with api_client(api, key) as client:
+        run_id = client.get_run(run_id).id  # a prefix or a name is resolved once: it could match more later
         if follow:
             follow_run(client, run_id, emit)
             return
@@ -240,7 +250,7 @@ def cancel_run(
 ) -> None:
     """Cancel a flow run: at once if it has not started, else its agent stops it (Cancelling, then Cancelled).
 
-    Example: `localagent flow-run cancel 3f2a9c1e-...`
+    Example: `localagent flow-run cancel proud-dolphin-18`
     """
     with api_client(api, key) as client:
         run = client.cancel_run(run_id)

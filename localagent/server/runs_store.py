@@ -36,6 +36,7 @@ from localagent.server.database import Database, dump_json
 from localagent.server.flows_store import FlowStore
 from localagent.server.names import generate_run_name
 from localagent.server.notify import RUNS, Notifier, logs_topic
+from localagent.server.run_refs import is_full_id, resolve_run_ref
 from localagent.server.run_rows import (
     RUN_BY_ID,
     load_runs,
@@ -112,12 +113,22 @@ class RunStore:
         history = [StateRecord(state=S.SCHEDULED, time=now, message="created")]
         return run_model(SimpleNamespace(**row), history)
 
-    def get(self, run_id: str) -> FlowRun:
+    def get(self, ref: str) -> FlowRun:
+        """One run, named by its id, a unique prefix of the id, or its name (see ``run_refs``)."""
         with self._db.connect() as conn:
-            run = read_run(conn, run_id)
+            run = read_run(conn, ref)
+            if run is None and not is_full_id(ref):
+                run = read_run(conn, resolve_run_ref(conn, ref))
         if run is None:
-            raise run_not_found(run_id)
+            raise run_not_found(ref)
         return run
+
+    def resolve(self, ref: str) -> str:
+        """The id of the run ``ref`` names (a full id is returned without a query)."""
+        if is_full_id(ref):
+            return ref
+        with self._db.connect() as conn:
+            return resolve_run_ref(conn, ref)
 
     def list_runs(
         self,
@@ -139,8 +150,9 @@ class RunStore:
         with self._db.snapshot() as conn:  # the runs, then their histories: both as of one moment
             return load_runs(conn, query)
 
-    def cancel(self, run_id: str) -> FlowRun:
+    def cancel(self, ref: str) -> FlowRun:
         """Scheduled -> Cancelled at once; Submitted/Running -> Cancelling (the agent carries it out)."""
+        run_id = self.resolve(ref)
         for _ in range(_CAS_ATTEMPTS):
             now = self._clock()
             with self._db.begin() as conn:

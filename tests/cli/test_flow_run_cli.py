@@ -146,3 +146,34 @@ def test_run_watch_follows_a_retry_of_the_same_run(api: ApiClient, agent: Acting
     assert watcher.returncode == 0, err
     assert out.splitlines() == ["attempt one", "attempt two"]
     assert "Success (attempt 2" in err
+
+
+def test_a_run_is_named_by_its_name_or_a_unique_id_prefix(api: ApiClient, agent: ActingAgent) -> None:
+    run = api.create_run(FlowRunCreate(flow="hello"))
+    agent.play(agent.claim_one(), ["from the run"], StateName.SUCCESS, exit_code=0)
+    by_name = cli_json(api.url, "flow-run", "show", run.name)
+    assert by_name["id"] == run.id
+    assert cli_json(api.url, "flow-run", "show", run.id[:8])["id"] == run.id
+    logs = cli(api.url, "flow-run", "logs", run.id[:8])
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.splitlines() == ["from the run"]
+    followed = cli(api.url, "flow-run", "logs", run.name, "--follow")
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.splitlines() == ["from the run"]
+    waiting = api.create_run(FlowRunCreate(flow="other", name="to-cancel"))
+    cancelled = cli(api.url, "flow-run", "cancel", "to-cancel")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.strip() == f"run to-cancel ({waiting.id}) is Cancelled"
+
+
+def test_a_name_two_runs_share_is_refused_with_the_matches(api: ApiClient) -> None:
+    older = api.create_run(FlowRunCreate(flow="hello", name="twice"))
+    newer = api.create_run(FlowRunCreate(flow="other", name="twice"))
+    shown = cli(api.url, "flow-run", "show", "twice")
+    assert shown.returncode == 1
+    assert shown.stderr.startswith("ApiConflict: flow run 'twice' is ambiguous: it matches 2 runs (newest first): ")
+    assert shown.stderr.index(newer.id) < shown.stderr.index(older.id)
+    assert len(shown.stderr.splitlines()) == 1
+    assert cli(api.url, "flow-run", "cancel", "twice").returncode == 1
+    assert api.get_run(older.id).state is StateName.SCHEDULED
+    assert cli_json(api.url, "flow-run", "show", newer.id[:12])["flow"] == "other"

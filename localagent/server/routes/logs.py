@@ -18,7 +18,7 @@ from localagent.server.checks import INT64_MAX
 from localagent.server.http_errors import ERROR_RESPONSES, require_json
 from localagent.server.log_wire import parse_batch, render_page
 from localagent.server.notify import logs_topic
-from localagent.server.services import Services, services
+from localagent.server.services import Services, quick, services
 
 router = APIRouter(
     prefix="/api/flow_runs/{run_id}/logs",
@@ -45,7 +45,7 @@ async def append_logs(run_id: str, request: Request, svc: Services = Depends(ser
 
 @router.get(
     "",
-    summary="Lines after a cursor, oldest first; wait > 0 long-polls for new ones",
+    summary="Lines after a cursor, oldest first; wait > 0 long-polls for new ones (the run by id, id prefix or name)",
     response_model=LogPage,
 )
 async def read_logs(
@@ -56,6 +56,7 @@ async def read_logs(
     svc: Services = Depends(services),
 ) -> Response:
     deadline = time.monotonic() + wait
+    run_id = await quick(svc, svc.runs.resolve, run_id)
     while True:
         with svc.notifier.subscribe(logs_topic(run_id)) as wakeup:
             page = await run_in_threadpool(svc.logs.read, run_id, after=after, limit=limit)
