@@ -348,6 +348,7 @@ class Agent:
         # embedded one in particular) goes away.
         self._pending.wait(DELIVERY_GRACE_ON_EXIT)  # logs what it had to give up on
         self._state_batchers.close()
+        self._session.disconnect()
         self._session.close()
         self._runs.close()
         logger.info("agent stopped")

@@ -234,8 +234,14 @@ class ApiClient:
         path = f"/api/agents/{_segment(agent_id)}/claim"
         return self._call("POST", path, ClaimReply.model_validate, body=request, wait=request.wait)
 
-    def list_agents(self) -> list[Agent]:
-        return self._call("GET", "/api/agents", _AGENT_LIST.validate_python, idempotent=True)
+    def disconnect_agent(self, agent_id: str) -> Agent:
+        """Tell the API this agent stops cleanly. Sent once: it is called on the way out."""
+        return self._call("POST", f"/api/agents/{_segment(agent_id)}/disconnect", Agent.model_validate)
+
+    def list_agents(self, *, history: bool = False) -> list[Agent]:
+        """The latest record of each agent name and host; ``history``: every record."""
+        params = {"all": "true"} if history else None
+        return self._call("GET", "/api/agents", _AGENT_LIST.validate_python, params=params, idempotent=True)
 
     # -- transport: the one place foreign exceptions become ApiErrors --------------------------------
 

@@ -27,13 +27,14 @@ from localagent.cli.common import (
 
 if TYPE_CHECKING:
     from localagent.api.client import ApiClient
-    from localagent.api.models import FlowRun, LogLine, StateRecord
+    from localagent.api.models import FlowRun, LogLine, StateRecord, Waiting
 
 app = typer.Typer(no_args_is_help=True, help="List, inspect, read the output of and cancel flow runs.")
 
 LONG_POLL = 2.0  # seconds one read_logs may wait for new lines while following
 RETRY_GRACE = 120.0  # after retry_delay, how long a Failed run with retries left may take to be rescheduled
 _STATE_CHECK_EVERY = 2.0
+WAITING_REPORT_AFTER = 3.0  # seconds of watching before why a Scheduled run waits is printed (most are taken at once)
 
 RunIdArgument = Annotated[
     str,
@@ -50,15 +51,19 @@ def follow_run(
     run_id: str,
     print_line: Callable[[LogLine], None],
     print_state: Callable[[FlowRun, Sequence[StateRecord]], None] | None = None,
+    print_waiting: Callable[[Waiting], None] | None = None,
 ) -> FlowRun:
     """Print a run's output as it arrives until it is final for good (retries of the same run followed).
 
     Returns the run in its final state. ``print_state`` gets the run and its new history entries each time
-    its state history grows.
+    its state history grows; ``print_waiting`` gets why the run waits once it has been Scheduled for
+    ``WAITING_REPORT_AFTER`` seconds of the watch, and again each time the reason changes.
     """
     from localagent.api.models import StateName
 
     after, history_seen, last_check = -1, 0, 0.0
+    report_waiting_from = time.monotonic() + WAITING_REPORT_AFTER
+    waiting_shown: Waiting | None = None
     retries: int | None = None
     retry_delay = 0.0
     while True:
@@ -72,6 +77,13 @@ def follow_run(
         if print_state is not None and len(run.history) != history_seen:
             print_state(run, run.history[history_seen:] if len(run.history) > history_seen else run.history[-1:])
             history_seen = len(run.history)
+        if print_waiting is not None:
+            waiting = run.waiting if run.state is StateName.SCHEDULED else None
+            if waiting is not None and waiting != waiting_shown and time.monotonic() >= report_waiting_from:
+                print_waiting(waiting)
+                waiting_shown = waiting
+            elif waiting is None:
+                waiting_shown = None  # a later wait (a retry) is printed again
         if not page.finished or not run.state.is_final:
             continue
         if run.state not in (StateName.FAILED, StateName.CRASHED):
@@ -116,6 +128,13 @@ def print_state_changes(run: FlowRun, records: Sequence[StateRecord]) -> None:
         echo_err(line + (f": {record.message}" if record.message else ""))
 
 
+def print_waiting_reason(waiting: Waiting) -> None:
+    """Why a watched run waits, on stderr: ``14:03:10 waiting: no agent is online: ... (no_agent)``."""
+    from datetime import datetime
+
+    echo_err(f"{datetime.now().strftime('%H:%M:%S')} waiting: {waiting.message} ({waiting.reason})")
+
+
 @app.command("ls")
 def list_runs(
     flow: Annotated[str | None, typer.Option("--flow", help="Only runs of this flow.")] = None,
@@ -127,7 +146,7 @@ def list_runs(
     api: ApiUrlOption = DEFAULT_API_URL,
     key: ApiKeyOption = None,
 ) -> None:
-    """List flow runs, newest first.
+    """List flow runs, newest first; WAITING says why a Scheduled run is not taken yet (`flow-run show` explains).
 
     Example: `localagent flow-run ls --flow nightly-report --state failed --limit 10`
     """
@@ -138,17 +157,19 @@ def list_runs(
         print_json(runs)
         return
     print_table(
-        ["ID", "NAME", "FLOW", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "EXIT"],
+        ["ID", "NAME", "FLOW", "LABELS", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "EXIT", "WAITING"],
         (
             [
                 run.id,
                 run.name,
                 f"{run.flow}:{run.flow_version}",
+                format_labels(run.labels),
                 run.state.value,
                 str(run.attempt),
                 run.agent_name or "-",
                 format_time(run.scheduled_start),
                 "-" if run.exit_code is None else str(run.exit_code),
+                run.waiting.reason if run.waiting else "-",
             ]
             for run in runs
         ),
@@ -181,6 +202,7 @@ def show_run(
             ("name", run.name),
             ("flow", f"{run.flow} (version {run.flow_version})"),
             ("state", state),
+            *([("waiting", f"{run.waiting.message} ({run.waiting.reason})")] if run.waiting else []),
             ("attempt", str(run.attempt)),
             ("parameters", json.dumps(run.parameters, ensure_ascii=False)),
             ("labels", format_labels(run.labels)),

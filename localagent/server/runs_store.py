@@ -57,6 +57,7 @@ from localagent.server.transitions import (
     record_history,
     schedule_retry,
 )
+from localagent.server.waiting import WaitingExplainer
 
 S = StateName
 U = TypeVar("U", bound=StateUpdate)
@@ -73,12 +74,18 @@ class RunStore:
     """Everything about flow runs except claims (``claims``) and logs (``logs_store``)."""
 
     def __init__(
-        self, database: Database, flow_store: FlowStore, notifier: Notifier, clock: Callable[[], datetime]
+        self,
+        database: Database,
+        flow_store: FlowStore,
+        notifier: Notifier,
+        clock: Callable[[], datetime],
+        waiting: WaitingExplainer | None = None,
     ) -> None:
         self._db = database
         self._flows = flow_store
         self._notifier = notifier
         self._clock = clock
+        self._waiting = waiting
 
     def create(self, request: FlowRunCreate) -> FlowRun:
         now = self._clock()
@@ -119,8 +126,10 @@ class RunStore:
             run = read_run(conn, ref)
             if run is None and not is_full_id(ref):
                 run = read_run(conn, resolve_run_ref(conn, ref))
-        if run is None:
-            raise run_not_found(ref)
+            if run is None:
+                raise run_not_found(ref)
+            if self._waiting is not None and run.state is S.SCHEDULED:
+                run = self._waiting.annotate(conn, [run], self._clock())[0]
         return run
 
     def resolve(self, ref: str) -> str:
@@ -148,7 +157,10 @@ class RunStore:
             query = query.where(sa.or_(flow_runs.c.agent_id == agent, flow_runs.c.agent_name == agent))
         query = query.order_by(flow_runs.c.created.desc(), flow_runs.c.id.desc()).limit(limit).offset(offset)
         with self._db.snapshot() as conn:  # the runs, then their histories: both as of one moment
-            return load_runs(conn, query)
+            runs = load_runs(conn, query)
+            if self._waiting is not None:
+                runs = self._waiting.annotate(conn, runs, self._clock())
+        return runs
 
     def cancel(self, ref: str) -> FlowRun:
         """Scheduled -> Cancelled at once; Submitted/Running -> Cancelling (the agent carries it out)."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from localagent.server.runner import ServerThread
 from tests.conftest import MakeApiServer
+from tests.server.backends import make_server, pg_database, pg_url
 from tests.server.helpers import Http
+
+__all__ = ["make_server", "pg_database", "pg_url"]  # fixtures used by name
 
 
 def _distinct_prefix(run: dict[str, Any], others: list[dict[str, Any]]) -> str:
@@ -18,8 +20,8 @@ def _distinct_prefix(run: dict[str, Any], others: list[dict[str, Any]]) -> str:
     raise AssertionError("ids are unique")
 
 
-def test_a_unique_prefix_and_a_name_name_the_run(api_server: ServerThread) -> None:
-    http = Http(api_server)
+def test_a_unique_prefix_and_a_name_name_the_run(make_server: MakeApiServer) -> None:
+    http = Http(make_server())
     http.flow()
     runs = [http.run(name=f"run-{i}") for i in range(5)]
     target = runs[2]
@@ -32,15 +34,15 @@ def test_a_unique_prefix_and_a_name_name_the_run(api_server: ServerThread) -> No
     assert http.ok("get", f"/api/flow_runs/{target['id']}")["state"] == "Cancelled"
 
 
-def test_a_generated_name_names_the_run(api_server: ServerThread) -> None:
-    http = Http(api_server)
+def test_a_generated_name_names_the_run(make_server: MakeApiServer) -> None:
+    http = Http(make_server())
     http.flow()
     run = http.run()
     assert http.ok("get", f"/api/flow_runs/{run['name']}")["id"] == run["id"]
 
 
-def test_an_ambiguous_reference_lists_the_matches(api_server: ServerThread) -> None:
-    http = Http(api_server)
+def test_an_ambiguous_reference_lists_the_matches(make_server: MakeApiServer) -> None:
+    http = Http(make_server())
     http.flow()
     first = http.run(name="nightly")
     second = http.run(name="nightly")
@@ -58,8 +60,8 @@ def test_an_ambiguous_reference_lists_the_matches(api_server: ServerThread) -> N
     assert http.ok("get", f"/api/flow_runs/{first['id']}")["name"] == "nightly"
 
 
-def test_a_prefix_matching_many_runs_is_ambiguous_and_counts_the_rest(api_server: ServerThread) -> None:
-    http = Http(api_server)
+def test_a_prefix_matching_many_runs_is_ambiguous_and_counts_the_rest(make_server: MakeApiServer) -> None:
+    http = Http(make_server())
     http.flow()
     runs = [http.run() for _ in range(40)]
     digit = max("0123456789abcdef", key=lambda d: sum(r["id"].startswith(d) for r in runs))
@@ -75,8 +77,8 @@ def test_a_prefix_matching_many_runs_is_ambiguous_and_counts_the_rest(api_server
         assert f"and {matching - 10} more" in detail
 
 
-def test_unknown_references_are_404(api_server: ServerThread) -> None:
-    http = Http(api_server)
+def test_unknown_references_are_404(make_server: MakeApiServer) -> None:
+    http = Http(make_server())
     http.flow()
     http.run(name="known")
     for ref in ("no-such-run", "0" * 32, "zzzz", "%20"):
@@ -87,8 +89,8 @@ def test_unknown_references_are_404(api_server: ServerThread) -> None:
     assert http.get("/api/flow_runs/no-such-run/logs").status_code == 404
 
 
-def test_state_reports_and_log_batches_take_exact_ids_only(api_server: ServerThread) -> None:
-    http = Http(api_server)
+def test_state_reports_and_log_batches_take_exact_ids_only(make_server: MakeApiServer) -> None:
+    http = Http(make_server())
     http.flow()
     run = http.run(name="exact-only")
     http.claim(http.agent()["id"], run_unlabeled=True)
@@ -99,8 +101,8 @@ def test_state_reports_and_log_batches_take_exact_ids_only(api_server: ServerThr
     assert http.state(run["id"], "Running").status_code == 200
 
 
-def test_a_run_token_names_its_run_by_its_exact_id_only(make_api_server: MakeApiServer) -> None:
-    server = make_api_server(api_keys=("k",))
+def test_a_run_token_names_its_run_by_its_exact_id_only(make_server: MakeApiServer) -> None:
+    server = make_server(api_keys=("k",))
     http = Http(server, key="k")
     http.flow()
     mine = http.run(name="mine")
