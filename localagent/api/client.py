@@ -13,7 +13,8 @@ session's urllib3 pool is thread-safe; the session object itself is only read af
 Idempotent calls (every GET, ``append_logs``, ``set_state`` and
 ``heartbeat``) are retried with exponential back-off on connection errors and 5xx answers; the others are
 sent once. Every foreign exception (requests, a body that is not JSON, a body that is not the expected
-model) is translated into the ``localagent.errors`` tree in one place, :meth:`ApiClient._call`.
+model) is translated into the ``localagent.errors`` tree in one place, :meth:`ApiClient._call`. Replies are
+read leniently: a field this version does not know (added by a newer server) is ignored, not refused.
 """
 
 from __future__ import annotations
@@ -249,7 +250,7 @@ class ApiClient:
         self,
         method: str,
         path: str,
-        reply: Callable[[Any], T],
+        reply: Callable[..., T],
         *,
         body: BaseModel | None = None,
         params: Mapping[str, Any] | None = None,
@@ -298,7 +299,7 @@ class ApiClient:
             yield min(delay, _MAX_BACKOFF)
             delay *= 2
 
-    def _decode(self, response: requests.Response, reply: Callable[[Any], T], what: str) -> T:
+    def _decode(self, response: requests.Response, reply: Callable[..., T], what: str) -> T:
         status = response.status_code
         if status >= 400:
             raise _rejection(status, _detail(response) or f"the API answered {what} with HTTP {status}")
@@ -309,7 +310,8 @@ class ApiClient:
                 status, f"the API at {self._url} answered {what} with a body that is not JSON: {_snippet(response)}"
             ) from exc
         try:
-            return reply(data)
+            # Fields this client does not know are ignored: a newer server may add some to its replies.
+            return reply(data, extra="ignore")
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "body"
