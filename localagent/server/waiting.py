@@ -24,7 +24,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from localagent.api.models import FlowRun, StateName, Waiting
-from localagent.server.claims import label_rule_accepts
 from localagent.server.database import load_json
 from localagent.server.tables import UtcTime, agents, flow_runs
 from localagent.server.transitions import ACTIVE_STATES
@@ -64,6 +63,11 @@ class _Online:
     run_unlabeled: bool
     run_config_types: frozenset[str]
     cap: int | None  # 0: no cap; None: the agent did not tell
+    label_set: frozenset[str]
+
+    def accepts(self, wanted: frozenset[str]) -> bool:
+        """``claims.label_rule_accepts`` on sets made once per read (a listing asks it runs x agents times)."""
+        return wanted <= self.label_set if wanted else self.run_unlabeled or not self.label_set
 
     def describe_labels(self) -> str:
         return f"[{', '.join(self.labels)}]" if self.labels else "no labels"
@@ -89,10 +93,11 @@ class WaitingExplainer:
         if not any(run.state is StateName.SCHEDULED for run in runs):
             return runs
         read = _Read(conn, now, now - timedelta(seconds=self._agent_timeout))
-        return [
-            run.model_copy(update={"waiting": read.explain(run)}) if run.state is StateName.SCHEDULED else run
-            for run in runs
-        ]
+        for run in runs:
+            if run.state is StateName.SCHEDULED:
+                # The models were just built from rows for this read: setting the field in place is safe.
+                run.waiting = read.explain(run)
+        return runs
 
 
 class _Read:
@@ -105,14 +110,22 @@ class _Read:
         self._online: list[_Online] | None = None
         self._active: dict[str, int] = {}
         self._counted: set[str] = set()
+        self._due: dict[tuple[str, tuple[str, ...]], Waiting] = {}
 
     def explain(self, run: FlowRun) -> Waiting:
-        if run.scheduled_start > self._now:
-            if run.attempt > 1:
-                due = _when(run.scheduled_start)
-                message = f"attempt {run.attempt} waits out the flow's retry delay: due at {due}"
-                return Waiting(reason="retry_delay", message=message)
-            return Waiting(reason="not_due", message=f"not due yet: scheduled for {_when(run.scheduled_start)}")
+        if run.scheduled_start <= self._now:
+            # Runs of one listing share a few label sets: a due run's answer depends on nothing else.
+            key = (run.run_config_type, tuple(run.labels))
+            if key not in self._due:
+                self._due[key] = self._explain_due(run)
+            return self._due[key]
+        if run.attempt > 1:
+            due = _when(run.scheduled_start)
+            message = f"attempt {run.attempt} waits out the flow's retry delay: due at {due}"
+            return Waiting(reason="retry_delay", message=message)
+        return Waiting(reason="not_due", message=f"not due yet: scheduled for {_when(run.scheduled_start)}")
+
+    def _explain_due(self, run: FlowRun) -> Waiting:
         online = self._agents()
         if not online:
             return Waiting(reason="no_agent", message=self._nobody_online())
@@ -124,7 +137,8 @@ class _Read:
                 message=f"no online agent takes run config type {run.run_config_type!r} "
                 f"(the online agents take {', '.join(taken) or 'none'})",
             )
-        accepting = [a for a in typed if label_rule_accepts(run.labels, a.labels, a.run_unlabeled)]
+        wanted = frozenset(run.labels)
+        accepting = [agent for agent in typed if agent.accepts(wanted)]
         if not accepting:
             return _no_label_match(run, typed)
         return self._capacity(accepting)
@@ -139,6 +153,7 @@ class _Read:
                     run_unlabeled=bool(row.run_unlabeled),
                     run_config_types=frozenset(load_json(row.run_config_types)),
                     cap=row.max_concurrent_runs,
+                    label_set=frozenset(load_json(row.labels)),
                 )
                 for row in self._conn.execute(_ONLINE, {"cutoff": self._cutoff})
             ]
@@ -196,8 +211,8 @@ def _no_label_match(run: FlowRun, typed: list[_Online]) -> Waiting:
             "give the run a label such an agent has (--label), or start an agent with "
             "agent.run_unlabeled = true (`localagent run --set agent.run_unlabeled=true`)",
         )
-    wanted = set(run.labels)
-    closest = max(typed, key=lambda a: (len(wanted & set(a.labels)), -len(set(a.labels) - wanted)))
+    wanted = frozenset(run.labels)
+    closest = max(typed, key=lambda a: (len(wanted & a.label_set), -len(a.label_set - wanted)))
     missing = [label for label in run.labels if label not in closest.labels]
     return Waiting(
         reason="no_matching_agent",

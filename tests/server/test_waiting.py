@@ -7,7 +7,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 
+from localagent.server.claims import label_rule_accepts
+from localagent.server.waiting import _Online
 from tests.conftest import MakeApiServer
 from tests.server.backends import make_server, pg_database, pg_url
 from tests.server.helpers import Http
@@ -167,3 +171,15 @@ def test_listings_carry_the_reason_only_on_scheduled_runs(make_server: MakeApiSe
     claimed = http.claim(agent["id"], labels=["gpu"])["runs"][0]
     assert claimed["run"]["id"] == gpu["id"]
     assert "waiting" not in claimed["run"]
+
+
+@given(
+    run_labels=st.lists(st.sampled_from("abcd"), max_size=3),
+    agent_labels=st.lists(st.sampled_from("abcd"), max_size=3),
+    run_unlabeled=st.booleans(),
+)
+def test_the_explainer_applies_the_claims_label_rule(
+    run_labels: list[str], agent_labels: list[str], run_unlabeled: bool
+) -> None:
+    agent = _Online("id", "a", tuple(agent_labels), run_unlabeled, frozenset(), None, frozenset(agent_labels))
+    assert agent.accepts(frozenset(run_labels)) == label_rule_accepts(run_labels, agent_labels, run_unlabeled)
