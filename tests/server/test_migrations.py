@@ -16,15 +16,13 @@ import requests
 import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.pool import NullPool
 
 from localagent.errors import StorageError
-from localagent.server import migrations
 from localagent.server.database import Database
-from localagent.server.migrations.baseline import BASELINE
-from localagent.server.migrations.schema import current_revision, head_revision
+from localagent.server.migrations import baseline
+from localagent.server.migrations.schema import _config, current_revision, head_revision
 from localagent.server.runner import ServerThread
 from localagent.server.tables import metadata
 from tests.pg.support import POSTGRES_URL_ENV, pg_database, pg_url
@@ -193,16 +191,12 @@ def test_head_is_the_schema_of_tables_py(db_url: str) -> None:
 
 def test_baseline_makes_exactly_what_create_all_made(tmp_path: Path) -> None:
     """SQLite keeps each table's and index's DDL text: revision 0001 (+0002, a no-op there) must match
-    what the server created with ``create_all`` before it had migrations (the frozen baseline), statement
-    for statement. Later revisions change the schema on purpose: the database stops at 0002 here."""
+    what the server created with ``create_all`` before it had migrations, statement for statement."""
     old = _engine(f"sqlite:///{tmp_path / 'create_all.db'}")
-    BASELINE.create_all(old)
+    baseline.BASELINE.create_all(old)  # tables.py has moved on since (revision 0003 on)
     new = _engine(f"sqlite:///{tmp_path / 'migrated.db'}")
-    config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
     with new.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0002")
+        command.upgrade(_config(conn), "0002")
     query = "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE tbl_name != 'alembic_version' ORDER BY name"
     with old.connect() as a, new.connect() as b:
         assert a.exec_driver_sql(query).all() == b.exec_driver_sql(query).all()
