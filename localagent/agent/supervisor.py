@@ -350,6 +350,7 @@ class Agent:
         # embedded one in particular) goes away.
         self._pending.wait(self._delivery_grace)  # logs what it had to give up on
         self._state_batchers.close()
+        self._session.disconnect()
         self._session.close()
         self._runs.close()
         logger.info("agent stopped")

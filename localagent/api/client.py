@@ -13,7 +13,8 @@ session's urllib3 pool is thread-safe; the session object itself is only read af
 Idempotent calls (every GET, ``append_logs``, ``set_state`` and
 ``heartbeat``) are retried with exponential back-off on connection errors and 5xx answers; the others are
 sent once. Every foreign exception (requests, a body that is not JSON, a body that is not the expected
-model) is translated into the ``localagent.errors`` tree in one place, :meth:`ApiClient._call`.
+model) is translated into the ``localagent.errors`` tree in one place, :meth:`ApiClient._call`. Replies are
+read leniently: a field this version does not know (added by a newer server) is ignored, not refused.
 """
 
 from __future__ import annotations
@@ -245,8 +246,14 @@ class ApiClient:
         path = f"/api/agents/{_segment(agent_id)}/claim"
         return self._call("POST", path, ClaimReply.model_validate, body=request, wait=request.wait)
 
-    def list_agents(self) -> list[Agent]:
-        return self._call("GET", "/api/agents", _AGENT_LIST.validate_python, idempotent=True)
+    def disconnect_agent(self, agent_id: str) -> Agent:
+        """Tell the API this agent stops cleanly. Sent once: it is called on the way out."""
+        return self._call("POST", f"/api/agents/{_segment(agent_id)}/disconnect", Agent.model_validate)
+
+    def list_agents(self, *, history: bool = False) -> list[Agent]:
+        """The latest record of each agent name and host; ``history``: every record."""
+        params = {"all": "true"} if history else None
+        return self._call("GET", "/api/agents", _AGENT_LIST.validate_python, params=params, idempotent=True)
 
     # -- transport: the one place foreign exceptions become ApiErrors --------------------------------
 
@@ -254,7 +261,7 @@ class ApiClient:
         self,
         method: str,
         path: str,
-        reply: Callable[[Any], T],
+        reply: Callable[..., T],
         *,
         body: BaseModel | None = None,
         params: Mapping[str, Any] | None = None,
@@ -303,7 +310,7 @@ class ApiClient:
             yield min(delay, _MAX_BACKOFF)
             delay *= 2
 
-    def _decode(self, response: requests.Response, reply: Callable[[Any], T], what: str) -> T:
+    def _decode(self, response: requests.Response, reply: Callable[..., T], what: str) -> T:
         status = response.status_code
         if status >= 400:
             raise _rejection(status, _detail(response) or f"the API answered {what} with HTTP {status}")
@@ -314,7 +321,8 @@ class ApiClient:
                 status, f"the API at {self._url} answered {what} with a body that is not JSON: {_snippet(response)}"
             ) from exc
         try:
-            return reply(data)
+            # Fields this client does not know are ignored: a newer server may add some to its replies.
+            return reply(data, extra="ignore")
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "body"

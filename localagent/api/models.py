@@ -9,15 +9,16 @@ Every request and response body of the orchestration API is one of these. The en
     GET    /api/flows/{name}?version=N              -> Flow
     POST   /api/flow_runs             FlowRunCreate -> FlowRun                (201)
     GET    /api/flow_runs?flow=&state=&agent=&limit=&offset= -> list[FlowRun] (newest first)
-    GET    /api/flow_runs/{id}                      -> FlowRun                (with history)
-    POST   /api/flow_runs/{id}/cancel               -> FlowRun
+    GET    /api/flow_runs/{ref}                     -> FlowRun                (with history; ref: id, id prefix or name)
+    POST   /api/flow_runs/{ref}/cancel              -> FlowRun
     POST   /api/flow_runs/{id}/state  StateUpdate   -> FlowRun                (409 on an illegal transition)
     POST   /api/flow_runs/states      StateReports  -> StateReportResults     (many runs at once; API key only)
     POST   /api/flow_runs/{id}/logs   LogBatch      -> LogBatchResult         (a resent seq is stored once)
-    GET    /api/flow_runs/{id}/logs?after=-1&limit=1000&wait=0 -> LogPage    (wait > 0 long-polls)
-    POST   /api/agents                AgentRegister -> Agent
-    GET    /api/agents                              -> list[Agent]
+    GET    /api/flow_runs/{ref}/logs?after=-1&limit=1000&wait=0 -> LogPage   (wait > 0 long-polls)
+    POST   /api/agents                AgentRegister -> Agent                  (reuses a stopped or lost record)
+    GET    /api/agents?all=false                    -> list[Agent]            (all: every record, not the latest)
     POST   /api/agents/{id}/heartbeat Heartbeat     -> HeartbeatReply
+    POST   /api/agents/{id}/disconnect              -> Agent                  (the agent stops cleanly)
     POST   /api/agents/{id}/claim     ClaimRequest  -> ClaimReply             (long-polls up to ``wait``)
 
 States::
@@ -31,6 +32,10 @@ States::
 Text fields refuse lone UTF-16 surrogates and NUL (422 naming the field); state messages and config
 errors get U+FFFD instead (``localagent.api.text``). Times are timezone-aware UTC. Durations on the wire
 are seconds (numbers); ``FlowSpec`` also accepts the config spellings (``"30s"``, ``"1h30m"``).
+
+Fields added to replies after the first release (``FlowRun.waiting``, ``Agent.stopped``,
+``Agent.max_concurrent_runs``) are left out of the JSON while they are null, so that clients built before
+them, which refuse unknown fields, keep reading the replies that do not use them.
 """
 
 from __future__ import annotations
@@ -143,6 +148,33 @@ class FlowRunCreate(_Wire):
     name: Text | None = Field(default=None, max_length=200, description="default: a generated name")
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+WAITING_REASONS = {
+    "not_due": "its scheduled start is in the future",
+    "retry_delay": "a retry waits out the flow's retry_delay",
+    "no_agent": "no agent is online",
+    "unsupported_run_config": "no online agent takes the run's run-config type",
+    "unlabeled_run": "the run has no labels and no online agent takes unlabeled runs",
+    "no_matching_agent": "no online agent has every label of the run",
+    "agents_busy": "every agent that takes the run runs as many runs as its max_concurrent_runs allows",
+    "claimable": "an online agent takes the run and has a free slot: it should claim it with its next poll",
+}
+"""The codes of ``Waiting.reason`` and what each means."""
+
+
+class Waiting(_Wire):
+    """Why a Scheduled run has not been taken by an agent yet; computed when the run is read, never stored.
+
+    A client should show ``message`` for a ``reason`` it does not know (codes may be added).
+    """
+
+    reason: str = Field(description="a short code: " + "; ".join(f"{k}: {v}" for k, v in WAITING_REASONS.items()))
+    message: str = Field(description="one readable sentence naming the labels, agents and times involved")
+
+
 class FlowRun(_Wire):
     """One execution of a flow."""
 
@@ -166,6 +198,11 @@ class FlowRun(_Wire):
     updated: datetime
     started: datetime | None = None
     ended: datetime | None = None
+    waiting: Waiting | None = Field(
+        default=None,
+        exclude_if=_is_none,
+        description="only on a Scheduled run read by id or listed: why no agent has taken it yet",
+    )
 
 
 class StateUpdate(_Wire):
@@ -245,6 +282,9 @@ class AgentRegister(_Wire):
     config_generation: int = 0
     config_hash: Text = ""
     config_error: Relayed | None = None
+    max_concurrent_runs: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, description="runs it starts at once; 0 = no cap; null = not told"
+    )
 
 
 class Agent(_Wire):
@@ -261,7 +301,15 @@ class Agent(_Wire):
     registered: datetime
     last_heartbeat: datetime
     running_runs: list[str] = Field(default_factory=list)
-    lost: bool = Field(default=False, description="its heartbeat stopped for longer than agent_timeout")
+    lost: bool = Field(
+        default=False, description="its heartbeat stopped for longer than agent_timeout (and it did not stop cleanly)"
+    )
+    stopped: datetime | None = Field(
+        default=None, exclude_if=_is_none, description="when it said it stopped cleanly (null while it runs)"
+    )
+    max_concurrent_runs: int | None = Field(
+        default=None, exclude_if=_is_none, description="runs it starts at once; 0 = no cap; null = not told"
+    )
 
 
 class Heartbeat(_Wire):
@@ -273,6 +321,9 @@ class Heartbeat(_Wire):
     config_generation: int = 0
     config_hash: Text = ""
     config_error: Relayed | None = None
+    max_concurrent_runs: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, description="runs it starts at once; 0 = no cap; null = not told"
+    )
 
 
 class HeartbeatReply(_Wire):

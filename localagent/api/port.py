@@ -123,6 +123,10 @@ class Orchestrator(RunChannel, StateBatchChannel, Protocol):
         """Tell what runs here (keeps its runs alive); ``reply.cancel`` lists runs to stop. 404: forgotten."""
         ...
 
+    def disconnect_agent(self, agent_id: str) -> Agent:
+        """This agent stops cleanly (listed as stopped, not lost). Sent once, on the way out."""
+        ...
+
     def claim(self, agent_id: str, request: ClaimRequest) -> ClaimReply:
         """Long-poll up to ``request.wait`` seconds for up to ``request.slots`` runs (and cancels).
 

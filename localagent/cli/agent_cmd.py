@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import textwrap
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
 from localagent.cli.common import (
@@ -13,44 +17,91 @@ from localagent.cli.common import (
     format_ago,
     format_labels,
     print_json,
-    print_table,
-    shorten,
+    table_lines,
 )
+
+if TYPE_CHECKING:
+    from localagent.api.models import Agent
 
 app = typer.Typer(no_args_is_help=True, help="List the agents known to the API.")
 
 _HASH_WIDTH = 12
+_ERROR_INDENT = "    "
+
+
+def agent_status(agent: Agent) -> str:
+    """``online``, ``stopped`` (it said so on its way out) or ``lost`` (silent for the server's agent timeout)."""
+    if agent.stopped is not None:
+        return "stopped"
+    return "lost" if agent.lost else "online"
+
+
+def _running(agent: Agent) -> str:
+    count = len(agent.running_runs)
+    return f"{count}/{agent.max_concurrent_runs}" if agent.max_concurrent_runs else str(count)
+
+
+def _error_lines(error: str, width: int) -> list[str]:
+    """The whole config error under its agent's row, wrapped to the terminal, never cut."""
+    lines: list[str] = []
+    first = "config error: "
+    for index, part in enumerate(error.splitlines() or [""]):
+        lines.extend(
+            textwrap.wrap(
+                part,
+                width=max(width, 40),
+                initial_indent=_ERROR_INDENT + (first if index == 0 else " " * len(first)),
+                subsequent_indent=_ERROR_INDENT + " " * len(first),
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            or [_ERROR_INDENT]
+        )
+    return lines
 
 
 @app.command("ls")
 def list_agents(
+    history: Annotated[
+        bool,
+        typer.Option("--all", help="Every record: also earlier ones of the same name and host (history)."),
+    ] = False,
     as_json: JsonOption = False,
     api: ApiUrlOption = DEFAULT_API_URL,
     key: ApiKeyOption = None,
 ) -> None:
-    """List agents: labels, last heartbeat, config generation/hash/error, runs running, lost or not.
+    """List agents: host, labels, status (online, stopped or lost), last heartbeat, runs running (of its
+    max_concurrent_runs), config generation and hash; a config error is printed in full under its agent.
+
+    An agent keeps one record per name and host across restarts; `--all` also lists older records.
 
     Example: `localagent agent ls --api http://orchestrator:4300 --key "$KEY"`
     """
     with api_client(api, key) as client:
-        agents = client.list_agents()
+        agents = client.list_agents(history=history)
     if as_json:
         print_json(agents)
         return
-    print_table(
-        ["NAME", "ID", "LABELS", "HEARTBEAT", "STATUS", "RUNNING", "CONFIG", "HASH", "CONFIG ERROR"],
-        (
-            [
-                agent.name,
-                agent.id,
-                format_labels(agent.labels) + (" (+unlabeled)" if agent.run_unlabeled else ""),
-                format_ago(agent.last_heartbeat),
-                "lost" if agent.lost else "ok",
-                str(len(agent.running_runs)),
-                f"gen {agent.config_generation}",
-                agent.config_hash[:_HASH_WIDTH] or "-",
-                shorten(agent.config_error, 80) if agent.config_error else "-",
-            ]
-            for agent in agents
-        ),
-    )
+    rows = [
+        [
+            agent.name,
+            agent.id,
+            agent.hostname or "-",
+            format_labels(agent.labels) + (" (+unlabeled)" if agent.run_unlabeled else ""),
+            agent_status(agent),
+            format_ago(agent.last_heartbeat),
+            _running(agent),
+            f"gen {agent.config_generation}",
+            agent.config_hash[:_HASH_WIDTH] or "-",
+        ]
+        for agent in agents
+    ]
+    width = shutil.get_terminal_size((100, 24)).columns
+    headers = ["NAME", "ID", "HOST", "LABELS", "STATUS", "HEARTBEAT", "RUNNING", "CONFIG", "HASH"]
+    lines = table_lines(headers, rows)
+    typer.echo(lines[0])
+    for agent, line in zip(agents, lines[1:], strict=True):
+        typer.echo(line)
+        if agent.config_error:
+            for error_line in _error_lines(agent.config_error, width):
+                typer.echo(error_line)

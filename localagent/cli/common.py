@@ -72,13 +72,21 @@ def api_client(url: str, key: str | None) -> Iterator[ApiClient]:
 # -- output --------------------------------------------------------------------------------------------
 
 
-def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    """Columns aligned by their widest cell; the last column is not padded."""
+def table_lines(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """The header and row lines of a table: columns aligned by their widest cell, the last one not padded."""
     table = [list(headers), *([str(cell) for cell in row] for row in rows)]
     widths = [max(len(row[column]) for row in table) for column in range(len(headers))]
+    lines = []
     for row in table:
         cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths[:-1], strict=True)]
-        typer.echo("  ".join([*cells, row[-1]]).rstrip())
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return lines
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Columns aligned by their widest cell; the last column is not padded."""
+    for line in table_lines(headers, rows):
+        typer.echo(line)
 
 
 def print_json(data: BaseModel | Sequence[BaseModel]) -> None:

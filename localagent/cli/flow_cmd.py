@@ -290,6 +290,8 @@ def run_flow(
     """Start a run of a flow and print its id (or the run as JSON).
 
     With --watch: print its output as it arrives (states on stderr), follow retries; exit 0 on Success, else 1.
+    A run still waiting for an agent after a few seconds gets a line on stderr saying why (no agent online, no
+    agent with its labels, every agent busy, ...), and another each time the reason changes.
 
     Example: `localagent flow run nightly-report --param day=2024-05-01 --at +5m`
 
@@ -298,7 +300,7 @@ def run_flow(
     from pydantic import ValidationError
 
     from localagent.api.models import FlowRunCreate, StateName
-    from localagent.cli.flow_run_cmd import follow_run, print_line_plain, print_state_changes
+    from localagent.cli.flow_run_cmd import follow_run, print_line_plain, print_state_changes, print_waiting_reason
 
     try:
         request = FlowRunCreate(
@@ -323,6 +325,7 @@ def run_flow(
             run.id,
             lambda line: print_line_plain(line, all_to_stderr=as_json),
             print_state_changes,
+            print_waiting_reason,
         )
     if as_json:
         print_json(final)

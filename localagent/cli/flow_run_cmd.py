@@ -27,15 +27,23 @@ from localagent.cli.common import (
 
 if TYPE_CHECKING:
     from localagent.api.client import ApiClient
-    from localagent.api.models import FlowRun, LogLine, StateRecord
+    from localagent.api.models import FlowRun, LogLine, StateRecord, Waiting
 
 app = typer.Typer(no_args_is_help=True, help="List, inspect, read the output of and cancel flow runs.")
 
 LONG_POLL = 2.0  # seconds one read_logs may wait for new lines while following
 RETRY_GRACE = 120.0  # after retry_delay, how long a Failed run with retries left may take to be rescheduled
 _STATE_CHECK_EVERY = 2.0
+WAITING_REPORT_AFTER = 3.0  # seconds of watching before why a Scheduled run waits is printed (most are taken at once)
 
-RunIdArgument = Annotated[str, typer.Argument(metavar="ID", help="The flow run's id.")]
+RunIdArgument = Annotated[
+    str,
+    typer.Argument(
+        metavar="RUN",
+        help="The flow run: its id, a unique prefix of the id (as `flow-run ls` prints it), or its name.",
+        show_default=False,
+    ),
+]
 
 
 def follow_run(
@@ -43,15 +51,19 @@ def follow_run(
     run_id: str,
     print_line: Callable[[LogLine], None],
     print_state: Callable[[FlowRun, Sequence[StateRecord]], None] | None = None,
+    print_waiting: Callable[[Waiting], None] | None = None,
 ) -> FlowRun:
     """Print a run's output as it arrives until it is final for good (retries of the same run followed).
 
     Returns the run in its final state. ``print_state`` gets the run and its new history entries each time
-    its state history grows.
+    its state history grows; ``print_waiting`` gets why the run waits once it has been Scheduled for
+    ``WAITING_REPORT_AFTER`` seconds of the watch, and again each time the reason changes.
     """
     from localagent.api.models import StateName
 
     after, history_seen, last_check = -1, 0, 0.0
+    report_waiting_from = time.monotonic() + WAITING_REPORT_AFTER
+    waiting_shown: Waiting | None = None
     retries: int | None = None
     retry_delay = 0.0
     while True:
@@ -65,6 +77,13 @@ def follow_run(
         if print_state is not None and len(run.history) != history_seen:
             print_state(run, run.history[history_seen:] if len(run.history) > history_seen else run.history[-1:])
             history_seen = len(run.history)
+        if print_waiting is not None:
+            waiting = run.waiting if run.state is StateName.SCHEDULED else None
+            if waiting is not None and waiting != waiting_shown and time.monotonic() >= report_waiting_from:
+                print_waiting(waiting)
+                waiting_shown = waiting
+            elif waiting is None:
+                waiting_shown = None  # a later wait (a retry) is printed again
         if not page.finished or not run.state.is_final:
             continue
         if run.state not in (StateName.FAILED, StateName.CRASHED):
@@ -109,6 +128,13 @@ def print_state_changes(run: FlowRun, records: Sequence[StateRecord]) -> None:
         echo_err(line + (f": {record.message}" if record.message else ""))
 
 
+def print_waiting_reason(waiting: Waiting) -> None:
+    """Why a watched run waits, on stderr: ``14:03:10 waiting: no agent is online: ... (no_agent)``."""
+    from datetime import datetime
+
+    echo_err(f"{datetime.now().strftime('%H:%M:%S')} waiting: {waiting.message} ({waiting.reason})")
+
+
 @app.command("ls")
 def list_runs(
     flow: Annotated[str | None, typer.Option("--flow", help="Only runs of this flow.")] = None,
@@ -120,7 +146,7 @@ def list_runs(
     api: ApiUrlOption = DEFAULT_API_URL,
     key: ApiKeyOption = None,
 ) -> None:
-    """List flow runs, newest first.
+    """List flow runs, newest first; WAITING says why a Scheduled run is not taken yet (`flow-run show` explains).
 
     Example: `localagent flow-run ls --flow nightly-report --state failed --limit 10`
     """
@@ -131,17 +157,19 @@ def list_runs(
         print_json(runs)
         return
     print_table(
-        ["ID", "NAME", "FLOW", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "EXIT"],
+        ["ID", "NAME", "FLOW", "LABELS", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "EXIT", "WAITING"],
         (
             [
                 run.id,
                 run.name,
                 f"{run.flow}:{run.flow_version}",
+                format_labels(run.labels),
                 run.state.value,
                 str(run.attempt),
                 run.agent_name or "-",
                 format_time(run.scheduled_start),
                 "-" if run.exit_code is None else str(run.exit_code),
+                run.waiting.reason if run.waiting else "-",
             ]
             for run in runs
         ),
@@ -157,7 +185,9 @@ def show_run(
 ) -> None:
     """Show one flow run: its state history with times and messages, exit code, pid, agent and attempt.
 
-    Example: `localagent flow-run show 3f2a9c1e-...`
+    Example: `localagent flow-run show proud-dolphin-18`
+
+    Example: `localagent flow-run show 506f15aa`
     """
     with api_client(api, key) as client:
         run = client.get_run(run_id)
@@ -172,6 +202,7 @@ def show_run(
             ("name", run.name),
             ("flow", f"{run.flow} (version {run.flow_version})"),
             ("state", state),
+            *([("waiting", f"{run.waiting.message} ({run.waiting.reason})")] if run.waiting else []),
             ("attempt", str(run.attempt)),
             ("parameters", json.dumps(run.parameters, ensure_ascii=False)),
             ("labels", format_labels(run.labels)),
@@ -208,7 +239,7 @@ def show_logs(
 ) -> None:
     """Print a flow run's output; stdout lines go to stdout, stderr and system lines to stderr.
 
-    Example: `localagent flow-run logs 3f2a9c1e-... --follow`
+    Example: `localagent flow-run logs 506f15aa --follow`
     """
 
     def emit(line: LogLine) -> None:
@@ -218,6 +249,7 @@ def show_logs(
             print_line_plain(line, timestamps=timestamps)
 
     with api_client(api, key) as client:
+        run_id = client.get_run(run_id).id  # a prefix or a name is resolved once: it could match more later
         if follow:
             follow_run(client, run_id, emit)
             return
@@ -240,7 +272,7 @@ def cancel_run(
 ) -> None:
     """Cancel a flow run: at once if it has not started, else its agent stops it (Cancelling, then Cancelled).
 
-    Example: `localagent flow-run cancel 3f2a9c1e-...`
+    Example: `localagent flow-run cancel proud-dolphin-18`
     """
     with api_client(api, key) as client:
         run = client.cancel_run(run_id)

@@ -160,6 +160,13 @@ class InProcessClient:
         with _as_api_errors("a registration"):
             return operations.register_agent(server[0], request)
 
+    def disconnect_agent(self, agent_id: str) -> Agent:
+        server = self._server()
+        if server is None:
+            return self._http.disconnect_agent(agent_id)
+        with _as_api_errors("a disconnect"):
+            return operations.disconnect_agent(server[0], agent_id)
+
     # -- plumbing ------------------------------------------------------------------------------------
 
     def _server(self) -> tuple[Services, asyncio.AbstractEventLoop] | None:

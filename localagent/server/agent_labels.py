@@ -73,6 +73,11 @@ class AgentLabels:
                 return None
             return entry.labels
 
+    def forget(self, agent_id: str) -> None:
+        """Drop an agent that stopped (it records its set again when it registers)."""
+        with self._lock:
+            self._entries.pop(agent_id, None)
+
     def forget_silent(self) -> None:
         """Drop agents not heard from for a long while (they re-register with a new id anyway)."""
         cutoff = time.monotonic() - self._forget_after

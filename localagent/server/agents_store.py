@@ -1,9 +1,14 @@
-"""Agents: register, heartbeat, list, and the sweeps that notice a silent agent or a run it never started.
+"""Agents: register, heartbeat, disconnect, list, and the sweeps that notice a silent agent or a run it never
+started.
 
-Usage::
+One record per agent name and host: an agent that registers again after it stopped (cleanly, or silently
+for longer than ``agent_timeout``) takes over its earlier record, id included, provided no run is still
+active under it; so restarts do not add records, and runs listed by agent keep one id across them. A
+second agent of the same name on the same host while the first one runs gets a record of its own. Usage::
 
     agent = agents.register(AgentRegister(name="host-1"))
     reply = agents.heartbeat(agent.id, Heartbeat(running_runs=[...]))
+    agents.disconnect(agent.id)              # it stops cleanly: listed as stopped, not lost
     agents.sweep_lost()                      # called every few seconds by the background sweep
 """
 
@@ -25,7 +30,7 @@ from localagent.server.database import Database, dump_json, load_json
 from localagent.server.flows_store import FlowStore
 from localagent.server.notify import RUNS, Notifier, agent_topic, logs_topic
 from localagent.server.settings import ServerSettings
-from localagent.server.tables import agents, flow_runs
+from localagent.server.tables import UtcTime, agents, flow_runs
 from localagent.server.transitions import ACTIVE_STATES, apply_transition
 
 S = StateName
@@ -44,6 +49,7 @@ _BEAT = (
                 "config_generation",
                 "config_hash",
                 "config_error",
+                "max_concurrent_runs",
             )
         }
     )
@@ -53,6 +59,24 @@ _CANCELLING_OF_AGENT = sa.select(flow_runs.c.id).where(
 )
 _OWNERS = sa.select(flow_runs.c.id, flow_runs.c.agent_id, flow_runs.c.state).where(
     flow_runs.c.id.in_(sa.bindparam("run_ids", expanding=True))
+)
+_ACTIVE_UNDER = sa.exists().where(flow_runs.c.agent_id == agents.c.id, flow_runs.c.state.in_(ACTIVE_STATES))
+_GONE = sa.or_(agents.c.stopped.is_not(None), agents.c.last_heartbeat < sa.bindparam("cutoff", type_=UtcTime))
+_REUSABLE = (
+    sa.select(agents.c.id)
+    .where(
+        agents.c.name == sa.bindparam("name"),
+        agents.c.hostname == sa.bindparam("hostname"),
+        _GONE,
+        ~_ACTIVE_UNDER,
+    )
+    .order_by(agents.c.last_heartbeat.desc(), agents.c.id)
+    .limit(1)
+)
+_DISCONNECT = (
+    sa.update(agents)
+    .where(agents.c.id == sa.bindparam("agent_id"))
+    .values(stopped=sa.bindparam("now", type_=UtcTime), running_runs="[]")
 )
 _SUBMITTED_BEFORE = (
     sa.select(flow_runs)
@@ -84,27 +108,46 @@ class AgentStore:
         self._labels = AgentLabels(forget_after=10 * settings.agent_timeout)
 
     def register(self, request: AgentRegister) -> Agent:
+        """Take over this name and host's stopped (or lost, idle) record, else add one (see the module doc)."""
         now = self._clock()
-        agent_id = uuid.uuid4().hex
+        cutoff = now - timedelta(seconds=self._settings.agent_timeout)
+        values = {
+            "name": request.name,
+            "labels": dump_json(request.labels),
+            "run_unlabeled": request.run_unlabeled,
+            "run_config_types": dump_json(request.run_config_types),
+            "hostname": request.hostname,
+            "version": request.version,
+            "config_generation": request.config_generation,
+            "config_hash": request.config_hash,
+            "config_error": request.config_error,
+            "max_concurrent_runs": request.max_concurrent_runs,
+            "running_runs": "[]",
+            "registered": now,
+            "last_heartbeat": now,
+            "stopped": None,
+        }
         with self._db.begin() as conn:
-            conn.execute(
-                sa.insert(agents).values(
-                    id=agent_id,
-                    name=request.name,
-                    labels=dump_json(request.labels),
-                    run_unlabeled=request.run_unlabeled,
-                    run_config_types=dump_json(request.run_config_types),
-                    hostname=request.hostname,
-                    version=request.version,
-                    config_generation=request.config_generation,
-                    config_hash=request.config_hash,
-                    config_error=request.config_error,
-                    running_runs="[]",
-                    registered=now,
-                    last_heartbeat=now,
-                )
-            )
+            identity = {"name": request.name, "hostname": request.hostname, "cutoff": cutoff}
+            agent_id = conn.execute(_REUSABLE, identity).scalar()
+            # Compare-and-set: of two agents of one name starting together, only one takes the record over.
+            if (
+                agent_id is None
+                or not conn.execute(
+                    sa.update(agents).where(agents.c.id == agent_id, _GONE).values(values), {"cutoff": cutoff}
+                ).rowcount
+            ):
+                agent_id = uuid.uuid4().hex
+                conn.execute(sa.insert(agents).values(id=agent_id, **values))
         self._labels.record(agent_id, LabelSet.of(request.labels, request.run_unlabeled))
+        return self.get(agent_id)
+
+    def disconnect(self, agent_id: str) -> Agent:
+        """The agent stops cleanly: it is listed as stopped (not lost) and its record awaits its next start."""
+        with self._db.begin() as conn:
+            if conn.execute(_DISCONNECT, {"agent_id": agent_id, "now": self._clock()}).rowcount != 1:
+                raise ApiNotFound(404, f"agent {agent_id!r} not found")
+        self._labels.forget(agent_id)
         return self.get(agent_id)
 
     def get(self, agent_id: str) -> Agent:
@@ -114,11 +157,21 @@ class AgentStore:
             raise ApiNotFound(404, f"agent {agent_id!r} not found; register it again")
         return self._model(row, self._clock())
 
-    def list_agents(self) -> list[Agent]:
+    def list_agents(self, *, history: bool = False) -> list[Agent]:
+        """Agents by name; without ``history`` only the latest record of each name and host, and every
+        online one (records left by earlier versions, which registered anew at each start, are history)."""
         now = self._clock()
         with self._db.connect() as conn:
             rows = conn.execute(sa.select(agents).order_by(agents.c.name, agents.c.registered)).all()
-        return [self._model(row, now) for row in rows]
+        models = [self._model(row, now) for row in rows]
+        if history:
+            return models
+        latest: dict[tuple[str, str], Agent] = {}
+        for agent in models:
+            key = (agent.name, agent.hostname)
+            if key not in latest or agent.last_heartbeat > latest[key].last_heartbeat:
+                latest[key] = agent
+        return [a for a in models if a is latest[(a.name, a.hostname)] or (not a.lost and a.stopped is None)]
 
     def label_changes(self, agent_id: str) -> int:
         """A marker to pass to ``labels_since`` (taken before a claim starts waiting)."""
@@ -140,6 +193,7 @@ class AgentStore:
             "new_config_generation": beat.config_generation,
             "new_config_hash": beat.config_hash,
             "new_config_error": beat.config_error,
+            "new_max_concurrent_runs": beat.max_concurrent_runs,
         }
         with self._db.begin() as conn:
             if conn.execute(_BEAT, values).rowcount != 1:
@@ -158,7 +212,7 @@ class AgentStore:
         timeout = self._settings.agent_timeout
         cutoff = now - timedelta(seconds=timeout)
         query = (
-            sa.select(flow_runs)
+            sa.select(flow_runs, agents.c.stopped.label("agent_stopped"))
             .join(agents, agents.c.id == flow_runs.c.agent_id)
             .where(flow_runs.c.state.in_(ACTIVE_STATES), agents.c.last_heartbeat < cutoff)
             # One lock order for every writer of many runs, so two sweeps (two server processes on one
@@ -169,7 +223,10 @@ class AgentStore:
         crashed: list[str] = []
         with self._db.begin() as conn:
             for row in conn.execute(query).all():
-                message = f"agent {row.agent_name} lost: no heartbeat for {format_duration(timeout)}"
+                if row.agent_stopped is not None:
+                    message = f"agent {row.agent_name} stopped without reporting the end of this run"
+                else:
+                    message = f"agent {row.agent_name} lost: no heartbeat for {format_duration(timeout)}"
                 # A run that was being cancelled is not retried: nobody wants it any more.
                 retry = row.state != S.CANCELLING.value
                 if apply_transition(conn, row, S.CRASHED, message, now, self._flows, retry=retry):
@@ -206,7 +263,9 @@ class AgentStore:
             registered=row.registered,
             last_heartbeat=row.last_heartbeat,
             running_runs=load_json(row.running_runs),
-            lost=silent > self._settings.agent_timeout,
+            lost=row.stopped is None and silent > self._settings.agent_timeout,
+            stopped=row.stopped,
+            max_concurrent_runs=row.max_concurrent_runs,
         )
 
 

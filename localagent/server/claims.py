@@ -88,7 +88,7 @@ _TOUCH_AGENT = (
     sa.update(agents)
     .where(agents.c.id == sa.bindparam("agent_id"))
     .values(last_heartbeat=sa.bindparam("now", type_=agents.c.last_heartbeat.type))
-    .returning(agents.c.name)
+    .returning(agents.c.name, agents.c.stopped)
 )
 _LAST_SEQS = (
     sa.select(run_logs.c.run_id, sa.func.max(run_logs.c.seq))
@@ -146,11 +146,13 @@ class ClaimService:
         claimed: list[ClaimedRun] = []
         try:
             with self._db.begin() as conn:
-                agent_name = conn.execute(_TOUCH_AGENT, {"agent_id": agent_id, "now": now}).scalar()
-                if agent_name is None:
+                agent = conn.execute(_TOUCH_AGENT, {"agent_id": agent_id, "now": now}).first()
+                if agent is None:
                     raise ApiNotFound(404, f"agent {agent_id!r} not found; register it again")
+                agent_name = agent.name
                 cancel = list(conn.execute(_CANCELLING_OF_AGENT, {"agent_id": agent_id}).scalars())
-                if request.slots > 0 and request.run_config_types:
+                # A claim still in flight from an agent that said it stopped gets no runs: nobody would run them.
+                if request.slots > 0 and request.run_config_types and agent.stopped is None:
                     claimed = self._claim(conn, agent_id, str(agent_name), request, now)
                     if claimed and still_wanted is not None and not still_wanted():
                         raise ClaimAbandoned

@@ -142,8 +142,14 @@ def register_agent(svc: Services, request: AgentRegister) -> Agent:
     return svc.agents.register(request)
 
 
-def list_agents(svc: Services) -> list[Agent]:
-    return svc.agents.list_agents()
+def list_agents(svc: Services, *, history: bool = False) -> list[Agent]:
+    """The latest record of each agent name and host; ``history``: every record."""
+    return svc.agents.list_agents(history=history)
+
+
+def disconnect_agent(svc: Services, agent_id: str) -> Agent:
+    """The agent stops cleanly: listed as stopped, not lost."""
+    return svc.agents.disconnect(agent_id)
 
 
 def heartbeat(svc: Services, agent_id: str, beat: Heartbeat) -> HeartbeatReply:

@@ -38,6 +38,7 @@ from localagent.server.database import Database, dump_json
 from localagent.server.flows_store import FlowStore
 from localagent.server.names import generate_run_name
 from localagent.server.notify import RUNS, Notifier, logs_topic
+from localagent.server.run_refs import is_full_id, resolve_run_ref
 from localagent.server.run_rows import (
     RUN_BY_ID,
     load_runs,
@@ -58,6 +59,7 @@ from localagent.server.transitions import (
     record_history,
     schedule_retry,
 )
+from localagent.server.waiting import WaitingExplainer
 
 S = StateName
 U = TypeVar("U", bound=StateUpdate)
@@ -74,12 +76,18 @@ class RunStore:
     """Everything about flow runs except claims (``claims``) and logs (``logs_store``)."""
 
     def __init__(
-        self, database: Database, flow_store: FlowStore, notifier: Notifier, clock: Callable[[], datetime]
+        self,
+        database: Database,
+        flow_store: FlowStore,
+        notifier: Notifier,
+        clock: Callable[[], datetime],
+        waiting: WaitingExplainer | None = None,
     ) -> None:
         self._db = database
         self._flows = flow_store
         self._notifier = notifier
         self._clock = clock
+        self._waiting = waiting
 
     def create(self, request: FlowRunCreate) -> FlowRun:
         now = self._clock()
@@ -121,12 +129,24 @@ class RunStore:
         history = [StateRecord(state=S.SCHEDULED, time=now, message="created")]
         return run_model(SimpleNamespace(**row), history)
 
-    def get(self, run_id: str) -> FlowRun:
+    def get(self, ref: str) -> FlowRun:
+        """One run, named by its id, a unique prefix of the id, or its name (see ``run_refs``)."""
         with self._db.connect() as conn:
-            run = read_run(conn, run_id)
-        if run is None:
-            raise run_not_found(run_id)
+            run = read_run(conn, ref)
+            if run is None and not is_full_id(ref):
+                run = read_run(conn, resolve_run_ref(conn, ref))
+            if run is None:
+                raise run_not_found(ref)
+            if self._waiting is not None and run.state is S.SCHEDULED:
+                run = self._waiting.annotate(conn, [run], self._clock())[0]
         return run
+
+    def resolve(self, ref: str) -> str:
+        """The id of the run ``ref`` names (a full id is returned without a query)."""
+        if is_full_id(ref):
+            return ref
+        with self._db.connect() as conn:
+            return resolve_run_ref(conn, ref)
 
     def list_runs(
         self,
@@ -146,10 +166,14 @@ class RunStore:
             query = query.where(sa.or_(flow_runs.c.agent_id == agent, flow_runs.c.agent_name == agent))
         query = query.order_by(flow_runs.c.created.desc(), flow_runs.c.id.desc()).limit(limit).offset(offset)
         with self._db.snapshot() as conn:  # the runs, then their histories: both as of one moment
-            return load_runs(conn, query)
+            runs = load_runs(conn, query)
+            if self._waiting is not None:
+                runs = self._waiting.annotate(conn, runs, self._clock())
+        return runs
 
-    def cancel(self, run_id: str) -> FlowRun:
+    def cancel(self, ref: str) -> FlowRun:
         """Scheduled -> Cancelled at once; Submitted/Running -> Cancelling (the agent carries it out)."""
+        run_id = self.resolve(ref)
         for _ in range(_CAS_ATTEMPTS):
             now = self._clock()
             with self._db.begin() as conn:

@@ -19,6 +19,7 @@ from localagent.server.logs_store import LogStore
 from localagent.server.notify import Notifier
 from localagent.server.runs_store import RunStore
 from localagent.server.settings import ServerSettings
+from localagent.server.waiting import WaitingExplainer
 
 T = TypeVar("T")
 
@@ -52,7 +53,7 @@ class Services:
             database=database,
             notifier=notifier,
             flows=flows,
-            runs=RunStore(database, flows, notifier, utc_now),
+            runs=RunStore(database, flows, notifier, utc_now, WaitingExplainer(settings.agent_timeout)),
             logs=LogStore(database, notifier),
             agents=agents,
             claims=claims,

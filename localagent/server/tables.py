@@ -74,6 +74,7 @@ flow_runs = sa.Table(
     sa.Index("ix_flow_runs_token", "token_hash"),
     sa.Index("ix_flow_runs_created", "created"),
     sa.Index("ix_flow_runs_flow", "flow", "created"),
+    sa.Index("ix_flow_runs_name", "name"),  # naming a run by its name (``run_refs``)
 )
 
 run_history = sa.Table(
@@ -115,5 +116,8 @@ agents = sa.Table(
     sa.Column("running_runs", sa.Text, nullable=False),
     sa.Column("registered", UtcTime, nullable=False),
     sa.Column("last_heartbeat", UtcTime, nullable=False),
+    sa.Column("max_concurrent_runs", sa.Integer),  # null: an agent that does not tell (older versions)
+    sa.Column("stopped", UtcTime),  # when it said it stopped cleanly; null while it runs
     sa.Index("ix_agents_heartbeat", "last_heartbeat"),
+    sa.Index("ix_agents_identity", "name", "hostname"),
 )

@@ -41,6 +41,17 @@ def test_claims_send_labels_and_types_and_max_polls_ends_with_exit_0(tmp_path: P
         assert claim.wait == pytest.approx(0.2)
     assert server.registrations[0].name == "a1"
     assert server.registrations[0].labels == ["etl", "gpu"]
+    assert server.registrations[0].max_concurrent_runs == 0
+
+
+def test_a_clean_stop_tells_the_api_and_heartbeats_carry_the_cap(tmp_path: Path) -> None:
+    server = FakeServer()
+    harness = Harness(loaded_config(tmp_path, agent={"max_concurrent_runs": 3}), server)
+    wait_for(lambda: server.heartbeats, timeout=10.0)
+    assert server.heartbeats[0].max_concurrent_runs == 3
+    harness.inbox.deliver(signal.SIGTERM)
+    assert harness.join() == 0
+    assert server.disconnects == [("http://api.test", "agent-1")]
 
 
 def test_claimed_runs_start_with_a_client_scoped_to_their_token(tmp_path: Path) -> None:

@@ -225,6 +225,17 @@ def test_body_of_the_wrong_shape_is_rejected_naming_the_field() -> None:
         api.get_run("r1")
 
 
+def test_reply_fields_this_version_does_not_know_are_ignored() -> None:
+    """A newer server may add fields to its replies; this client reads on (requests are still strict)."""
+    record = {"state": "Scheduled", "time": NOW, "message": "created", "new": True}
+    body = run_body(added_later={"anything": 1}, history=[record])
+    with scripted_server(Answer(body=body)) as (url, _), client(url) as api:
+        run = api.get_run("r1")
+    assert run.id == "r1"
+    assert run.history[0].message == "created"
+    assert "added_later" not in run.model_dump()
+
+
 def test_connection_refused_is_unavailable_with_a_hint() -> None:
     url = closed_port_url()
     with client(url, retries=1) as api, pytest.raises(ApiUnavailable) as caught:

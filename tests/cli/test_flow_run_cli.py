@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from localagent.api.client import ApiClient
-from localagent.api.models import FlowRunCreate, FlowSpec, StateName
+from localagent.api.models import AgentRegister, FlowRunCreate, FlowSpec, StateName
 from tests.cli.api_cli_support import CLI_TIMEOUT, ActingAgent, cli, cli_json, start_cli
 
 
@@ -35,9 +37,13 @@ def test_ls_filters_by_flow_and_state(api: ApiClient) -> None:
     table = cli(api.url, "flow-run", "ls")
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["ID", "NAME", "FLOW", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "EXIT"]
+    assert header.split() == [
+        "ID", "NAME", "FLOW", "LABELS", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "EXIT", "WAITING"
+    ]  # fmt: skip
     assert [row.split()[0] for row in rows] == [other.id, second.id, first.id]  # newest first
-    assert rows[1].split()[1:4] == [second.name, "hello:1", "Cancelled"]
+    assert rows[1].split()[1:5] == [second.name, "hello:1", "-", "Cancelled"]
+    assert rows[1].split()[-1] == "-"
+    assert rows[0].split()[-1] == "no_agent"  # nothing registered with this API yet
     assert [run["id"] for run in cli_json(api.url, "flow-run", "ls", "--flow", "hello", "--state", "scheduled")] == [
         first.id
     ]
@@ -146,3 +152,90 @@ def test_run_watch_follows_a_retry_of_the_same_run(api: ApiClient, agent: Acting
     assert watcher.returncode == 0, err
     assert out.splitlines() == ["attempt one", "attempt two"]
     assert "Success (attempt 2" in err
+
+
+def test_a_run_is_named_by_its_name_or_a_unique_id_prefix(api: ApiClient, agent: ActingAgent) -> None:
+    run = api.create_run(FlowRunCreate(flow="hello"))
+    agent.play(agent.claim_one(), ["from the run"], StateName.SUCCESS, exit_code=0)
+    by_name = cli_json(api.url, "flow-run", "show", run.name)
+    assert by_name["id"] == run.id
+    assert cli_json(api.url, "flow-run", "show", run.id[:8])["id"] == run.id
+    logs = cli(api.url, "flow-run", "logs", run.id[:8])
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout.splitlines() == ["from the run"]
+    followed = cli(api.url, "flow-run", "logs", run.name, "--follow")
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.splitlines() == ["from the run"]
+    waiting = api.create_run(FlowRunCreate(flow="other", name="to-cancel"))
+    cancelled = cli(api.url, "flow-run", "cancel", "to-cancel")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.strip() == f"run to-cancel ({waiting.id}) is Cancelled"
+
+
+def test_a_name_two_runs_share_is_refused_with_the_matches(api: ApiClient) -> None:
+    older = api.create_run(FlowRunCreate(flow="hello", name="twice"))
+    newer = api.create_run(FlowRunCreate(flow="other", name="twice"))
+    shown = cli(api.url, "flow-run", "show", "twice")
+    assert shown.returncode == 1
+    assert shown.stderr.startswith("ApiConflict: flow run 'twice' is ambiguous: it matches 2 runs (newest first): ")
+    assert shown.stderr.index(newer.id) < shown.stderr.index(older.id)
+    assert len(shown.stderr.splitlines()) == 1
+    assert cli(api.url, "flow-run", "cancel", "twice").returncode == 1
+    assert api.get_run(older.id).state is StateName.SCHEDULED
+    assert cli_json(api.url, "flow-run", "show", newer.id[:12])["flow"] == "other"
+
+
+def test_ls_and_show_say_why_a_run_waits(api: ApiClient) -> None:
+    api.register_agent(AgentRegister(name="gpu-box", labels=["gpu"]))
+    run = api.create_run(FlowRunCreate(flow="hello", labels=["etl", "nightly"]))
+    table = cli(api.url, "flow-run", "ls")
+    assert table.returncode == 0, table.stderr
+    cells = table.stdout.splitlines()[1].split()
+    assert cells[3] == "etl,nightly"
+    assert cells[-1] == "no_matching_agent"
+    shown = cli(api.url, "flow-run", "show", run.name)
+    assert shown.returncode == 0, shown.stderr
+    fields = dict(line.split(":", 1) for line in shown.stdout.split("\n\n")[0].splitlines())
+    assert fields["waiting"].strip() == (
+        "no online agent has every label of this run [etl, nightly]; the closest, gpu-box, has [gpu] "
+        "(missing etl, nightly) (no_matching_agent)"
+    )
+    assert cli_json(api.url, "flow-run", "show", run.id)["waiting"]["reason"] == "no_matching_agent"
+
+
+def test_run_watch_says_why_the_run_waits_and_again_when_the_reason_changes(api: ApiClient) -> None:
+    watcher = start_cli(api.url, "flow", "run", "hello", "--watch")
+    try:
+        # nothing registered: after a few seconds the watch says so
+        first = _read_err_line(watcher, "waiting: ")
+        assert first.endswith(
+            "waiting: no agent is online: none has ever registered with this API (start one: `localagent run`) "
+            "(no_agent)"
+        )
+        assert re.match(r"\d\d:\d\d:\d\d waiting: ", first)
+        # an agent with labels comes: the reason changes, and is printed once more
+        api.register_agent(AgentRegister(name="labelled", labels=["h1"]))
+        second = _read_err_line(watcher, "waiting: ")
+        assert second.endswith("(unlabeled_run)")
+        assert "labelled [h1]" in second
+        # an agent that takes it: the run is claimed and ends; the watch exits 0
+        agent = ActingAgent(api.url, name="taker")
+        try:
+            agent.play(agent.claim_one(), ["done"], StateName.SUCCESS, exit_code=0)
+        finally:
+            agent.close()
+        out, err = watcher.communicate(timeout=CLI_TIMEOUT)
+    finally:
+        watcher.kill()
+    assert watcher.returncode == 0, err
+    assert out.splitlines() == ["done"]
+    assert "(no_agent)" not in err and "(unlabeled_run)" not in err  # a reason is not printed again unchanged
+
+
+def _read_err_line(process: subprocess.Popen[str], marker: str) -> str:
+    """The next stderr line of ``process`` holding ``marker`` (the pipe is read line by line)."""
+    assert process.stderr is not None
+    for line in process.stderr:
+        if marker in line:
+            return line.rstrip("\n")
+    raise AssertionError(f"the process ended without a line holding {marker!r}")

@@ -93,7 +93,9 @@ class Agent(Process):
             if self.popen.poll() is not None:
                 raise AssertionError(f"agent exited with {self.popen.returncode}:\n{self.stderr}")
             try:
-                return any(agent.name == self.name and not agent.lost for agent in api.list_agents())
+                return any(
+                    agent.name == self.name and not agent.lost and agent.stopped is None for agent in api.list_agents()
+                )
             except Exception:
                 return False
 

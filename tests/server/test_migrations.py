@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.pool import NullPool
 
 from localagent.errors import StorageError
 from localagent.server.database import Database
-from localagent.server.migrations.schema import current_revision, head_revision
+from localagent.server.migrations import baseline
+from localagent.server.migrations.schema import _config, current_revision, head_revision
 from localagent.server.runner import ServerThread
 from localagent.server.tables import metadata
 from tests.pg.support import pg_database, pg_url, sqlite_or_pg_url
@@ -179,9 +181,10 @@ def test_baseline_makes_exactly_what_create_all_made(tmp_path: Path) -> None:
     """SQLite keeps each table's and index's DDL text: revision 0001 (+0002, a no-op there) must match
     what the server created with ``create_all`` before it had migrations, statement for statement."""
     old = _engine(f"sqlite:///{tmp_path / 'create_all.db'}")
-    metadata.create_all(old)
-    Database(f"sqlite:///{tmp_path / 'migrated.db'}").dispose()
+    baseline.BASELINE.create_all(old)  # tables.py has moved on since (revision 0003 on)
     new = _engine(f"sqlite:///{tmp_path / 'migrated.db'}")
+    with new.begin() as conn:
+        command.upgrade(_config(conn), "0002")
     query = "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE tbl_name != 'alembic_version' ORDER BY name"
     with old.connect() as a, new.connect() as b:
         assert a.exec_driver_sql(query).all() == b.exec_driver_sql(query).all()
@@ -220,6 +223,11 @@ def test_database_of_an_old_commit_is_upgraded_with_every_row(sqlite_or_pg_url: 
         logs = requests.get(server.url + f"/api/flow_runs/{2:032x}/logs", timeout=10).json()
         assert [line["text"] for line in logs["lines"]] == ["first", "ünïcode ✓", "", "big seq"]
         assert requests.get(server.url + "/api/flows/etl", timeout=10).json()["version"] == 2
+        # revision 0003: the old agent row has no cap and did not stop cleanly (both left out while null)
+        (agent,) = requests.get(server.url + "/api/agents", params={"all": "true"}, timeout=10).json()
+        assert (agent["name"], agent["hostname"], agent["labels"]) == ("box-1", "box", ["gpu"])
+        assert "stopped" not in agent and "max_concurrent_runs" not in agent
+        assert requests.get(server.url + "/api/flow_runs/run-1", timeout=10).json()["id"] == f"{1:032x}"
 
 
 def test_a_foreign_table_is_not_taken_over(sqlite_or_pg_url: str) -> None:

@@ -69,6 +69,7 @@ class FakeServer:
         self.heartbeats: list[Heartbeat] = []
         self.beats_to: list[tuple[str, str, Heartbeat]] = []  # (url, agent id, heartbeat)
         self.states: list[tuple[str, StateUpdate, str | None]] = []
+        self.disconnects: list[tuple[str, str]] = []  # (url, agent id)
         self.cancels: list[str] = []
         self.down = False
         self.refused: list[str] = []  # the calls made while down, by name (each one a try of the agent)
@@ -157,6 +158,12 @@ class FakeClient:
             cancels = list(self.server.cancels)
             self.server.changed.notify_all()
         return ClaimReply(runs=taken, cancel=cancels)
+
+    def disconnect_agent(self, agent_id: str) -> None:
+        self._check()
+        with self.server.changed:
+            self.server.disconnects.append((self.url, agent_id))
+            self.server.changed.notify_all()
 
     def set_state(self, run_id: str, update: StateUpdate) -> None:
         self._check()

@@ -212,6 +212,7 @@ class AgentSession:
                 config_generation=generation,
                 config_hash=public_hash(loaded),
                 config_error=error,
+                max_concurrent_runs=agent.max_concurrent_runs,
             )
             try:
                 registered = client.register_agent(request)
@@ -244,6 +245,7 @@ class AgentSession:
             config_generation=generation,
             config_hash=public_hash(loaded),
             config_error=error,
+            max_concurrent_runs=loaded.config.agent.max_concurrent_runs,
         )
 
     def heartbeat(self, runs_of: RunsOf, *, keep: Callable[[str], bool] = lambda api: False) -> list[str]:
@@ -288,6 +290,23 @@ class AgentSession:
             del self._left_behind[api]
         old.client.close()
         logger.info("no more heartbeats to the previous API %s (agent %s): %s", api, old.agent_id, why)
+
+    def disconnect(self) -> None:
+        """Tell every API this agent is registered with that it stops cleanly (``agent ls``: stopped, not lost).
+
+        Skipped during an outage (the shutdown should not wait for an API that is down); failures are logged.
+        """
+        with self._lock:
+            if self._outage is not None:
+                return
+            registrations = [(old.agent_id, old.client) for old in self._left_behind.values()]
+            if self._agent_id is not None and self._client is not None:
+                registrations.insert(0, (self._agent_id, self._client))
+        for agent_id, client in registrations:
+            try:
+                client.disconnect_agent(agent_id)
+            except ApiError as exc:
+                logger.debug("could not tell %s that agent %s stops: %s", client.url, agent_id, exc)
 
     def report_failure(self, what: str, exc: ApiError, retry_in: float) -> None:
         """Log an API failure: a warning when an outage starts, debug while it lasts."""

@@ -17,7 +17,7 @@ from localagent.server.auth import Principal, require_run_access
 from localagent.server.checks import INT64_MAX
 from localagent.server.http_errors import ERROR_RESPONSES, require_json
 from localagent.server.log_wire import render_page
-from localagent.server.services import Services, services
+from localagent.server.services import Services, quick, services
 
 router = APIRouter(
     prefix="/api/flow_runs/{run_id}/logs",
@@ -49,7 +49,7 @@ async def append_logs(
 
 @router.get(
     "",
-    summary="Lines after a cursor, oldest first; wait > 0 long-polls for new ones",
+    summary="Lines after a cursor, oldest first; wait > 0 long-polls for new ones (the run by id, id prefix or name)",
     response_model=LogPage,
 )
 async def read_logs(
@@ -59,6 +59,7 @@ async def read_logs(
     wait: Annotated[float, Query(ge=0, le=300)] = 0.0,
     svc: Services = Depends(services),
 ) -> Response:
+    run_id = await quick(svc, svc.runs.resolve, run_id)
     page = await operations.read_logs(svc, run_id, after=after, limit=limit, wait=wait)
     body = render_page(page.rows, next_after=page.next_after, finished=page.finished)
     return Response(content=body, media_type="application/json")

@@ -35,12 +35,20 @@ async def list_runs(
     )
 
 
-@router.get("/{run_id}", summary="One run with its state history", dependencies=[Depends(require_run_access)])
+@router.get(
+    "/{run_id}",
+    summary="One run with its state history (named by id, unique id prefix or name)",
+    dependencies=[Depends(require_run_access)],
+)
 async def get_run(run_id: str, svc: Services = Depends(services)) -> FlowRun:
     return await quick(svc, operations.get_run, svc, run_id)
 
 
-@router.post("/{run_id}/cancel", summary="Cancel a run", dependencies=[Depends(require_operator)])
+@router.post(
+    "/{run_id}/cancel",
+    summary="Cancel a run (named by id, unique id prefix or name)",
+    dependencies=[Depends(require_operator)],
+)
 async def cancel_run(run_id: str, svc: Services = Depends(services)) -> FlowRun:
     return await quick(svc, operations.cancel_run, svc, run_id)
 
