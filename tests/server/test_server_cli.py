@@ -23,7 +23,7 @@ def _wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
         try:
             if requests.get(url + "/api/health", timeout=1).ok:
                 return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still opening its database
             time.sleep(0.05)
     raise AssertionError("the server never answered")
 
