@@ -23,7 +23,7 @@ def _wait_healthy(url: str, process: subprocess.Popen[str]) -> None:
         try:
             if requests.get(url + "/api/health", timeout=1).ok:
                 return
-        except requests.RequestException:  # not listening yet, or a first answer slower than 1 s (a busy host)
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still opening its database
             time.sleep(0.05)
     raise AssertionError("the server never answered")
 
