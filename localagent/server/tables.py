@@ -69,7 +69,12 @@ flow_runs = sa.Table(
     sa.Column("updated", UtcTime, nullable=False),
     sa.Column("started", UtcTime),
     sa.Column("ended", UtcTime),
+    # Set on runs a schedule made: the schedule's id and the fire time the run is for. The unique index
+    # is what makes the scheduler exactly-once across server processes (NULLs, hand-made runs, never clash).
+    sa.Column("schedule_id", sa.String(320)),
+    sa.Column("nominal_time", UtcTime),
     sa.Index("ix_flow_runs_claimable", "state", "scheduled_start"),
+    sa.Index("ux_flow_runs_schedule_time", "schedule_id", "nominal_time", unique=True),
     sa.Index("ix_flow_runs_agent", "agent_id", "state"),
     sa.Index("ix_flow_runs_token", "token_hash"),
     sa.Index("ix_flow_runs_created", "created"),
@@ -116,4 +121,22 @@ agents = sa.Table(
     sa.Column("registered", UtcTime, nullable=False),
     sa.Column("last_heartbeat", UtcTime, nullable=False),
     sa.Index("ix_agents_heartbeat", "last_heartbeat"),
+)
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", sa.String(320), primary_key=True),  # "<flow>/<name>"
+    sa.Column("flow", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("flow_version", sa.Integer, nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("next_time", UtcTime, nullable=False),  # the first fire time not handled yet
+    sa.Column("last_time", UtcTime),  # the last fire time handled (a run made, skipped or dropped)
+    sa.Column("queued_time", UtcTime),  # overlap "queue": the fire time waiting for the running run
+    sa.Column("created", UtcTime, nullable=False),
+    sa.Column("updated", UtcTime, nullable=False),
+    sa.Index("ix_schedules_due", "paused", "next_time"),
+    sa.Index("ix_schedules_flow", "flow", "name"),
 )
