@@ -11,7 +11,8 @@ Usage::
 A fire time seen more than ``MISSED_AFTER`` after it passed counts as missed (the server was down,
 stopped, or the schedule could not be served); one seen sooner is on time and always runs. Missed times
 follow ``catchup``: ``latest`` runs the most recent one (only if no on-time one is due), ``all`` runs
-each of them but at most ``MAX_CATCHUP`` (the most recent ones), ``none`` runs none. A ``deadline`` drops
+each of them, but one tick makes at most ``MAX_CATCHUP`` runs of a schedule (the most recent times; older
+ones are dropped and logged), ``none`` runs none. A ``deadline`` drops
 any time older than it, on time or not.
 """
 
@@ -49,7 +50,7 @@ def due_times(spec: ScheduleSpec, times: FireTimes, *, next_time: datetime, now:
     on_time = [moment for moment in due if now - moment <= MISSED_AFTER]
     missed = [moment for moment in due if now - moment > MISSED_AFTER]
     if spec.catchup is Catchup.ALL:
-        chosen = missed[-MAX_CATCHUP:] + on_time
+        chosen = (missed + on_time)[-MAX_CATCHUP:]
     elif spec.catchup is Catchup.LATEST and missed and not on_time:
         chosen = missed[-1:]
     else:

@@ -82,3 +82,27 @@ class SimulatedServer:
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
+
+
+class Agent:
+    """A real agent registration on the simulated server that claims runs and reports their states."""
+
+    def __init__(self, sim: SimulatedServer, name: str = "agent-1") -> None:
+        from localagent.api.models import AgentRegister
+
+        self.sim = sim
+        self.id = sim.svc.agents.register(AgentRegister(name=name, run_unlabeled=True)).id
+
+    def start_all(self) -> list[str]:
+        """Claim every due run and report it Running; returns their ids."""
+        from localagent.api.models import ClaimRequest, StateName, StateUpdate
+
+        reply = self.sim.svc.claims.claim_now(self.id, ClaimRequest(slots=100, run_unlabeled=True)).reply
+        for claimed in reply.runs:
+            self.sim.svc.runs.set_state(claimed.run.id, StateUpdate(state=StateName.RUNNING, pid=1))
+        return [claimed.run.id for claimed in reply.runs]
+
+    def finish(self, run_id: str) -> None:
+        from localagent.api.models import StateName, StateUpdate
+
+        self.sim.svc.runs.set_state(run_id, StateUpdate(state=StateName.SUCCESS, exit_code=0))
