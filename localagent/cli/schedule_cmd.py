@@ -71,7 +71,14 @@ def describe_timing(schedule: Schedule) -> str:
     return f"every {format_duration(spec.interval or 0)}{anchor}"
 
 
-def _zone_time(moment: datetime) -> str:
+def _zone_time(moment: datetime, zone_name: str) -> str:
+    """``moment`` on the wall clock of the IANA zone, with its abbreviation (``CEST``) where it has one."""
+    from localagent.api.cron import parse_zone
+
+    try:
+        moment = moment.astimezone(parse_zone(zone_name))
+    except ValueError:  # a zone this machine does not know: keep the offset the server sent
+        pass
     return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
@@ -106,7 +113,7 @@ def list_schedules(
         ),
     )
     rows = [
-        [schedule.id, _zone_time(local), utc.strftime("%Y-%m-%d %H:%M:%S UTC")]
+        [schedule.id, _zone_time(local, schedule.spec.timezone), utc.strftime("%Y-%m-%d %H:%M:%S UTC")]
         for schedule in schedules
         for local, utc in zip(schedule.next_times_local, schedule.next_times, strict=True)
     ]
@@ -130,7 +137,9 @@ def _set_paused(flow: str, name: str | None, paused: bool, as_json: bool, api: s
         if paused:
             typer.echo(f"paused schedule {schedule.id}")
         else:
-            following = _zone_time(schedule.next_times_local[0]) if schedule.next_times_local else "-"
+            following = (
+                _zone_time(schedule.next_times_local[0], schedule.spec.timezone) if schedule.next_times_local else "-"
+            )
             typer.echo(f"resumed schedule {schedule.id}; next run at {following}")
 
 

@@ -58,7 +58,8 @@ def _describe_one(error: Any) -> str:
     if loc == ["body"] and kind in ("model_attributes_type", "dict_type"):
         return "body: expected a JSON object (send it with Content-Type: application/json)"
     where = ".".join(loc) or "request"
-    return f"{where}: {error.get('msg', 'invalid value')}"
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")  # our validators' own words
+    return f"{where}: {message}"
 
 
 def require_json(request: Request) -> None:
