@@ -43,6 +43,14 @@ def serve(
         str, typer.Option("--agent-timeout", help="An agent silent this long is lost; its runs crash.")
     ] = "60s",
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    upgrade_only: Annotated[
+        bool,
+        typer.Option("--upgrade-only", help="Bring the database schema to this version's head revision and exit."),
+    ] = False,
+    schema_revision: Annotated[
+        bool,
+        typer.Option("--schema-revision", help="Print the database's schema revision and this version's head; exit."),
+    ] = False,
     export_openapi: Annotated[
         Path | None, typer.Option("--export-openapi", help="Write the OpenAPI document to this file and exit.")
     ] = None,
@@ -54,6 +62,8 @@ def serve(
       localagent server
 
       localagent server --address 0.0.0.0:4300 --api-key "$KEY" --database postgresql+psycopg://u:p@db/la
+
+      localagent server --upgrade-only --database postgresql+psycopg://u:p@db/la
     """
     if export_openapi is not None:
         from localagent.server.openapi import write_openapi
@@ -81,6 +91,9 @@ def serve(
         except OSError as exc:
             raise ServiceError(f"cannot create the state dir {state_dir}: {exc.strerror or exc}") from exc
         database = f"sqlite:///{state_dir / 'localagent.db'}"
+    if upgrade_only or schema_revision:
+        _schema_command(database, upgrade=upgrade_only)
+        return
 
     server = ServerThread(
         address=address,
@@ -103,6 +116,26 @@ def serve(
                 raise ServiceError("the API server stopped unexpectedly; see the log above")
         typer.echo("stopping", err=True)
         server.stop()
+
+
+def _schema_command(database_url: str, *, upgrade: bool) -> None:
+    """``--upgrade-only`` / ``--schema-revision``: migrate (or only look) and say where the schema stands."""
+    from localagent.server.database import Database
+    from localagent.server.migrations.schema import current_revision, head_revision
+
+    database = Database(database_url, migrate=upgrade)
+    try:
+        revision = current_revision(database)
+    finally:
+        database.dispose()
+    head = head_revision()
+    if revision == head:
+        where = "head"
+    elif revision is None:
+        where = f"never migrated; head is {head}"
+    else:
+        where = f"head is {head}: run localagent server --upgrade-only"
+    typer.echo(f"{database.url}: schema revision {revision or 'none'} ({where})")
 
 
 @contextmanager

@@ -6,8 +6,9 @@ Usage::
     with database.begin() as conn:
         conn.execute(...)
 
-On PostgreSQL several server processes may share one database: the schema is created under an advisory
-lock so that processes starting together do not race on ``CREATE TABLE``.
+Opening a database brings its schema to the head revision (``localagent.server.migrations``). On
+PostgreSQL several server processes may share one database: the migrations run under an advisory lock so
+that processes starting together do not race on ``CREATE TABLE``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from localagent.errors import StorageError
-from localagent.server.tables import metadata
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 _SQLITE_INSERT_LOGS = "INSERT OR IGNORE INTO run_logs (run_id, seq, time, stream, text) VALUES "
@@ -42,9 +42,12 @@ class InvalidData(StorageError):
 
 
 class Database:
-    """One SQLAlchemy engine with the schema created; ``begin()`` / ``connect()`` translate errors."""
+    """One SQLAlchemy engine with the schema at head; ``begin()`` / ``connect()`` translate errors.
 
-    def __init__(self, url: str) -> None:
+    ``migrate=False`` opens it as it is (to read its revision without changing it).
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
         try:
             parsed = _with_default_driver(sa.make_url(url))
             self.backend = parsed.get_backend_name()
@@ -55,7 +58,7 @@ class Database:
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise StorageError(f"cannot use database URL {_hide_password(url)!r}: {exc}") from exc
         self.url = parsed.render_as_string(hide_password=True)
-        self.create_schema()
+        self.revision = self.upgrade_schema() if migrate else None
 
     @property
     def nul_free(self) -> bool:
@@ -73,13 +76,15 @@ class Database:
         do not see every change and long-polls must also re-check it now and then."""
         return self.backend != "sqlite"
 
-    def create_schema(self) -> None:
-        """Create missing tables and indexes; safe when several processes start at once."""
-        with self.begin() as conn:
-            # Without the lock two processes can both see a table missing and both create it (a unique
-            # violation in pg_type); with it the second one sees the first one's tables.
-            self.serialize(conn, "schema")
-            metadata.create_all(conn)
+    def upgrade_schema(self) -> str:
+        """Apply the schema revisions this database lacks; safe when several processes start at once.
+
+        Under the ``schema`` lock: without it two processes can both see a table missing and both create it
+        (a unique violation in pg_type); with it the second one finds the first one's revision.
+        """
+        from localagent.server.migrations import schema
+
+        return schema.upgrade(self)
 
     def serialize(self, conn: Connection, name: str) -> None:
         """Make transactions that pass the same ``name`` run one at a time, across server processes.

@@ -9,9 +9,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
+import sqlalchemy as sa
 
 from localagent.api.models import FlowRunCreate
 from localagent.server.runner import ServerThread
+from localagent.server.tables import flow_runs
 from tests.conftest import MakeApiServer
 from tests.server.helpers import Http
 
@@ -24,6 +26,7 @@ def test_eight_concurrent_claimers_never_share_a_run(api_server: ServerThread) -
     runs = api_server.app.state.services.runs
     created = {runs.create(FlowRunCreate(flow="hello")).id for _ in range(total)}
     claims: Counter[str] = Counter()
+    claimed_by: dict[str, str] = {}
     lock = threading.Lock()
     errors: list[str] = []
 
@@ -40,6 +43,7 @@ def test_eight_concurrent_claimers_never_share_a_run(api_server: ServerThread) -
             empty = 0 if runs else empty + 1
             with lock:
                 claims.update(run["run"]["id"] for run in runs)
+                claimed_by.update((run["run"]["id"], agent) for run in runs)
 
     threads = [threading.Thread(target=claimer, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -49,8 +53,11 @@ def test_eight_concurrent_claimers_never_share_a_run(api_server: ServerThread) -
     assert errors == []
     assert [run_id for run_id, count in claims.items() if count > 1] == []
     assert set(claims) == created
-    agents_used = Counter(run["agent_id"] for run in http.ok("get", "/api/flow_runs", params={"limit": 1000}))
-    assert sum(agents_used.values()) == 1000
+    # What was stored agrees with what was handed out: each run Submitted to the agent whose claim got it.
+    with api_server.app.state.services.database.connect() as conn:
+        stored = conn.execute(sa.select(flow_runs.c.id, flow_runs.c.state, flow_runs.c.agent_id)).all()
+    assert Counter(row.state for row in stored) == {"Submitted": total}
+    assert {row.id: row.agent_id for row in stored} == claimed_by
     assert http.ok("get", "/api/flow_runs", params={"state": "Scheduled"}) == []
 
 
