@@ -185,3 +185,25 @@ def test_a_retried_scheduled_run_is_still_one_run(sim: SimulatedServer) -> None:
     sim.svc.runs.set_state(first, StateUpdate(state=StateName.FAILED, exit_code=1))
     sim.run_until(START + timedelta(minutes=3))  # the retry (Scheduled again) blocks new ones under skip
     assert _states(sim) == [("2026-05-04T08:01Z", "Scheduled")]
+
+
+def test_a_time_handled_twice_still_makes_one_run(sim: SimulatedServer) -> None:
+    """A server that crashed after inserting runs but before moving next_time on, a second scheduler on the
+    same database, or a clock stepped back: the unique key (schedule, fire time) keeps one run per time."""
+    import sqlalchemy as sa
+
+    from localagent.server.scheduler import Scheduler
+    from localagent.server.tables import schedules
+
+    sim.flow(schedules=[{"cron": "*/5 * * * *", "catchup": "all"}])
+    sim.run_until(START + timedelta(minutes=30))
+    assert len(sim.runs("job/1")) == 6
+    with sim.svc.database.begin() as conn:  # as if the moves of next_time had never been committed
+        conn.execute(sa.update(schedules).values(next_time=START + timedelta(minutes=4, seconds=30)))
+    other = Scheduler(sim.svc.database, sim.svc.flows, sim.svc.schedules, sim.svc.notifier, sim.clock)
+    assert other.tick().created == []
+    sim.clock.now = START + timedelta(minutes=12)  # the clock stepped back 18 minutes
+    with sim.svc.database.begin() as conn:
+        conn.execute(sa.update(schedules).values(next_time=START + timedelta(minutes=4, seconds=30)))
+    assert sim.svc.scheduler.tick().created == []
+    assert sim.nominal_times() == [f"2026-05-04T08:{m:02d}Z" for m in (5, 10, 15, 20, 25, 30)]
