@@ -5,6 +5,7 @@ Also the ``--cron/--interval/...`` flags of ``flow register`` turned into schedu
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -75,10 +76,8 @@ def _zone_time(moment: datetime, zone_name: str) -> str:
     """``moment`` on the wall clock of the IANA zone, with its abbreviation (``CEST``) where it has one."""
     from localagent.api.cron import parse_zone
 
-    try:
+    with suppress(ValueError):  # a zone this machine does not know: keep the offset the server sent
         moment = moment.astimezone(parse_zone(zone_name))
-    except ValueError:  # a zone this machine does not know: keep the offset the server sent
-        pass
     return moment.strftime("%Y-%m-%d %H:%M:%S %Z")
 
 

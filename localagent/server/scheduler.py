@@ -151,9 +151,9 @@ class Scheduler:
         result.dropped += due.dropped
         if due.dropped:
             log.info("schedule %s: %d due time(s) get no run (catch-up %s)", row.id, due.dropped, spec.catchup.value)
-        unfinished = []
+        unfinished: list[Any] = []
         if spec.overlap is not Overlap.ALLOW and due.run:
-            unfinished = conn.execute(_UNFINISHED_OF, {"sid": row.id}).all()
+            unfinished = list(conn.execute(_UNFINISHED_OF, {"sid": row.id}).all())
         step = apply_overlap(spec.overlap, due.run, active=len(unfinished), queued=row.queued_time)
         if step.cancel_active:
             result.cancelled.extend(self._cancel(conn, unfinished, row.id, now))
@@ -163,7 +163,9 @@ class Scheduler:
             {"sid": row.id, "new_next": due.next_time, "new_last": due.last_time, "new_queued": step.queue}
         )
 
-    def _run_row(self, conn: Connection, row: Any, spec: ScheduleSpec, moment: datetime, now: datetime) -> dict[str, Any]:
+    def _run_row(
+        self, conn: Connection, row: Any, spec: ScheduleSpec, moment: datetime, now: datetime
+    ) -> dict[str, Any]:
         flow = self._flows.get(row.flow, row.flow_version, conn=conn)
         return {
             "id": uuid.uuid4().hex,
@@ -210,7 +212,9 @@ class Scheduler:
                     continue
                 moment = current.queued_time
                 if not past_deadline(spec, moment, now):
-                    created = [r.id for r in conn.execute(self._insert_runs, [self._run_row(conn, current, spec, moment, now)])]
+                    created = [
+                        r.id for r in conn.execute(self._insert_runs, [self._run_row(conn, current, spec, moment, now)])
+                    ]
                     if created:
                         record_histories(conn, created, S.SCHEDULED, now, "created by schedule (queued)")
                     result.created.extend(created)
@@ -237,10 +241,10 @@ class Scheduler:
     def seconds_until_due(self) -> float:
         """How long the loop may sleep: until the earliest next time, at most ``MAX_WAIT``."""
         with self._db.connect() as conn:
-            earliest = conn.execute(_NEXT_DUE).scalar()
+            earliest: datetime | None = conn.execute(_NEXT_DUE).scalar()
         if earliest is None:
             return MAX_WAIT
-        return max(0.0, min(MAX_WAIT, (earliest - self._clock()).total_seconds()))
+        return float(max(0.0, min(MAX_WAIT, (earliest - self._clock()).total_seconds())))
 
     def _loop(self) -> None:
         while not self._stop.is_set():

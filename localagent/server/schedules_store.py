@@ -110,9 +110,7 @@ class ScheduleStore:
 
     def for_flow(self, flow: str) -> list[Schedule]:
         with self._db.connect() as conn:
-            rows = conn.execute(
-                sa.select(schedules).where(schedules.c.flow == flow).order_by(schedules.c.name)
-            ).all()
+            rows = conn.execute(sa.select(schedules).where(schedules.c.flow == flow).order_by(schedules.c.name)).all()
         return [self._model(row) for row in rows]
 
     def set_paused(self, flow: str, name: str, paused: bool) -> Schedule:
