@@ -127,6 +127,11 @@ class Scheduler:
             for row in rows:
                 self._plan(conn, row, now, batch, result)
             if batch.runs:
+                # ``created`` says when the run really came to be: this batch's time, after the batches
+                # before it in a big tick (``now`` stays the tick's time for the decisions).
+                made_at = max(now, self._clock())
+                for run in batch.runs:
+                    run["created"] = run["updated"] = made_at
                 created = [r.id for r in conn.execute(self._insert_runs, batch.runs)]
                 if created:
                     record_histories(conn, created, S.SCHEDULED, now, "created by schedule")
