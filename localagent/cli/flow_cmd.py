@@ -359,6 +359,7 @@ def show_flow(
             ("labels", format_labels([*flow.labels, *config.labels])),
             ("retries", f"{flow.retries} (delay {flow.retry_delay:g}s)"),
             ("timeout", "-" if flow.timeout is None else f"{flow.timeout:g}s"),
+            ("schedules", schedule_cmd.describe_specs(flow.schedules)),
             ("created", format_time(flow.created)),
         ]
     )

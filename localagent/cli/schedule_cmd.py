@@ -23,7 +23,7 @@ from localagent.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from localagent.api.schedule_models import Schedule
+    from localagent.api.schedule_models import Schedule, ScheduleSpec
 
 app = typer.Typer(no_args_is_help=True, help="List, pause and resume the schedules of flows.")
 
@@ -62,8 +62,17 @@ def schedule_specs(
     return [{"cron": cron, **shared} for cron in crons] + [{"interval": every, **shared} for every in intervals]
 
 
+def describe_specs(specs: list[ScheduleSpec]) -> str:
+    """``night: cron 30 2 * * * (Europe/Berlin); 2: every 15m (UTC)``, or ``-`` for none."""
+    parts = [f"{spec.name}: {describe_spec(spec)} ({spec.timezone})" for spec in specs]
+    return "; ".join(parts) + " (see `flow schedule ls`)" if parts else "-"
+
+
 def describe_timing(schedule: Schedule) -> str:
-    spec = schedule.spec
+    return describe_spec(schedule.spec)
+
+
+def describe_spec(spec: ScheduleSpec) -> str:
     if spec.cron is not None:
         return f"cron {spec.cron}"
     from localagent.config.units import format_duration

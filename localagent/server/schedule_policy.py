@@ -39,14 +39,18 @@ class DueTimes:
     than ``MAX_CATCHUP`` were due."""
 
 
-def due_times(spec: ScheduleSpec, times: FireTimes, *, next_time: datetime, now: datetime) -> DueTimes:
-    """The fire times from ``next_time`` (already due) up to ``now`` and what becomes of them."""
+def due_times(
+    spec: ScheduleSpec, times: FireTimes, *, next_time: datetime, now: datetime, until: datetime | None = None
+) -> DueTimes:
+    """The fire times from ``next_time`` up to ``until`` (default ``now``; later to make runs ahead of
+    their time) and what becomes of them. Times after ``now`` are on time."""
+    until = now if until is None else max(now, until)
     following = times.next_after(next_time)
-    if following > now:  # the usual case: one time due, found with one evaluation
+    if following > until:  # the usual case: one time due, found with one evaluation
         due = [next_time]
     else:
-        following = times.next_after(now)
-        due = times.latest_in(next_time - _TICK, now, keep=MAX_CATCHUP + 1)
+        following = times.next_after(until)
+        due = times.latest_in(next_time - _TICK, until, keep=MAX_CATCHUP + 1)
     on_time = [moment for moment in due if now - moment <= MISSED_AFTER]
     missed = [moment for moment in due if now - moment > MISSED_AFTER]
     if spec.catchup is Catchup.ALL:

@@ -10,6 +10,10 @@ One tick, top to bottom:
 
 1. Read the schedules due at ``now`` (not paused, ``next_time <= now``), a batch at a time; on PostgreSQL
    with ``FOR UPDATE SKIP LOCKED``, so another server process ticking at once takes other schedules.
+   Schedules with overlap ``allow`` are read ``lead`` (20 s) early and their runs made ahead, with the fire
+   time (plus jitter) as the start: no agent can claim one before then, and ten thousand schedules firing
+   in the same second have their runs ready when it comes instead of a batch at a time after it. The other
+   policies decide on the runs unfinished at the fire time, so they are handled when it has come.
 2. For each, ``schedule_policy.due_times`` applies catch-up and deadline, and ``apply_overlap`` the
    overlap policy (reading the schedule's unfinished runs only when the policy needs them).
 3. Insert the runs with ``ON CONFLICT DO NOTHING`` on the unique key (schedule_id, nominal_time): a run
@@ -52,14 +56,25 @@ BATCH = 1000
 MAX_WAIT = 1.0
 """Longest sleep between ticks: schedules added by another server process are seen within it."""
 UNFINISHED = (S.SCHEDULED.value, S.SUBMITTED.value, S.RUNNING.value, S.CANCELLING.value)
+LEAD = 20.0
+"""Seconds ahead of its fire time that a run of an ``allow`` schedule is made (see the module docstring)."""
 _NOW = sa.bindparam("now", type_=schedules.c.next_time.type)
+_UNTIL = sa.bindparam("until", type_=schedules.c.next_time.type)
 _DUE = (
     sa.select(schedules)
-    .where(schedules.c.paused == sa.false(), schedules.c.next_time <= _NOW)
+    .where(
+        schedules.c.paused == sa.false(),
+        sa.or_(
+            schedules.c.next_time <= _NOW,
+            sa.and_(schedules.c.ahead == sa.true(), schedules.c.next_time <= _UNTIL),
+        ),
+    )
     .order_by(schedules.c.next_time, schedules.c.id)
     .limit(BATCH)
 )
-_NEXT_DUE = sa.select(sa.func.min(schedules.c.next_time)).where(schedules.c.paused == sa.false())
+_NEXT_DUE = sa.select(sa.func.min(schedules.c.next_time)).where(
+    schedules.c.paused == sa.false(), schedules.c.ahead == sa.bindparam("ahead", type_=sa.Boolean)
+)
 _QUEUED = sa.select(schedules).where(schedules.c.paused == sa.false(), schedules.c.queued_time.is_not(None))
 _UNFINISHED_OF = sa.select(flow_runs).where(
     flow_runs.c.schedule_id == sa.bindparam("sid"), flow_runs.c.state.in_(UNFINISHED)
@@ -92,8 +107,11 @@ class Scheduler:
         store: ScheduleStore,
         notifier: Notifier,
         clock: Callable[[], datetime],
+        *,
+        lead: float = LEAD,
     ) -> None:
         self._db = database
+        self._lead = timedelta(seconds=lead)
         self._flows = flows
         self._store = store
         self._notifier = notifier
@@ -123,7 +141,7 @@ class Scheduler:
         batch = _Batch()
         with self._db.begin() as conn:
             query = _DUE.with_for_update(skip_locked=True, of=schedules) if self._db.shared else _DUE
-            rows = conn.execute(query, {"now": now}).all()
+            rows = conn.execute(query, {"now": now, "until": now + self._lead}).all()
             for row in rows:
                 self._plan(conn, row, now, batch, result)
             if batch.runs:
@@ -152,7 +170,8 @@ class Scheduler:
 
     def _plan(self, conn: Connection, row: Any, now: datetime, batch: _Batch, result: TickResult) -> None:
         spec, times = self._store.specs.get(row.spec)
-        due = due_times(spec, times, next_time=row.next_time, now=now)
+        until = now + self._lead if row.ahead else now
+        due = due_times(spec, times, next_time=row.next_time, now=now, until=until)
         result.dropped += due.dropped
         if due.dropped:
             log.info("schedule %s: %d due time(s) get no run (catch-up %s)", row.id, due.dropped, spec.catchup.value)
@@ -246,9 +265,12 @@ class Scheduler:
     def seconds_until_due(self) -> float:
         """How long the loop may sleep: until the earliest next time, at most ``MAX_WAIT``."""
         with self._db.connect() as conn:
-            earliest: datetime | None = conn.execute(_NEXT_DUE).scalar()
-        if earliest is None:
+            waiting: datetime | None = conn.execute(_NEXT_DUE, {"ahead": False}).scalar()
+            ahead: datetime | None = conn.execute(_NEXT_DUE, {"ahead": True}).scalar()
+        candidates = [moment for moment in (waiting, None if ahead is None else ahead - self._lead) if moment]
+        if not candidates:
             return MAX_WAIT
+        earliest = min(candidates)
         return float(max(0.0, min(MAX_WAIT, (earliest - self._clock()).total_seconds())))
 
     def _loop(self) -> None:

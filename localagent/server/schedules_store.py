@@ -10,7 +10,8 @@ Usage::
 A schedule's row holds the spec (JSON), whether it is paused, and ``next_time``: the first fire time not
 handled yet. Registering a version whose schedule keeps its timing (cron or interval, anchor, zone) keeps
 that ``next_time``, so times missed meanwhile are still caught up; a changed timing starts from now.
-Resuming starts from now too: times that passed while paused are not caught up.
+Resuming starts from now too: times that passed while paused are not caught up. Pausing, or changing or
+removing a schedule, withdraws its runs made ahead for times still to come (see ``scheduler``).
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from localagent.api.cron import parse_zone
-from localagent.api.models import Flow
-from localagent.api.schedule_models import Schedule, ScheduleSpec
+from localagent.api.models import Flow, StateName
+from localagent.api.schedule_models import Overlap, Schedule, ScheduleSpec
 from localagent.errors import ApiNotFound
 from localagent.server.database import Database, dump_json, load_json
 from localagent.server.fire_times import FireTimes, fire_times
-from localagent.server.tables import schedules
+from localagent.server.tables import flow_runs, run_history, schedules
 
 NEXT_SHOWN = 5
 _TIMING = ("cron", "interval", "anchor", "timezone")
@@ -75,12 +76,19 @@ class ScheduleStore:
         existing = {row.name: row for row in conn.execute(sa.select(schedules).where(schedules.c.flow == flow.name))}
         wanted = {str(spec.name): spec for spec in flow.schedules}
         gone = [name for name in existing if name not in wanted]
+        for name in gone:
+            withdraw_ahead(conn, existing[name].id, now)
         if gone:
             conn.execute(sa.delete(schedules).where(schedules.c.flow == flow.name, schedules.c.name.in_(gone)))
         for name, spec in wanted.items():
             text = dump_json(spec.model_dump(mode="json"))
             row = existing.get(name)
-            values: dict[str, Any] = {"flow_version": flow.version, "spec": text, "updated": now}
+            values: dict[str, Any] = {
+                "flow_version": flow.version,
+                "spec": text,
+                "updated": now,
+                "ahead": spec.overlap is Overlap.ALLOW,
+            }
             if row is None:
                 first = fire_times(spec).next_after(now)
                 conn.execute(
@@ -97,9 +105,14 @@ class ScheduleStore:
                     )
                 )
                 continue
+            # Runs made ahead for times to come were made from the old version: withdraw them, and make
+            # them again from this one (same timing) or not at all (changed timing: start from now).
+            earliest = withdraw_ahead(conn, row.id, now)
             before = load_json(row.spec)
             if any(before.get(key) != spec.model_dump(mode="json").get(key) for key in _TIMING):
                 values.update(next_time=fire_times(spec).next_after(now), queued_time=None)
+            elif earliest is not None and earliest < row.next_time:
+                values["next_time"] = earliest
             conn.execute(sa.update(schedules).where(schedules.c.id == row.id).values(**values))
         self._changed()
 
@@ -122,6 +135,8 @@ class ScheduleStore:
             if row is None:
                 raise ApiNotFound(404, f"flow {flow!r} has no schedule {name!r}")
             if bool(row.paused) != paused:
+                if paused:
+                    withdraw_ahead(conn, sid, now)
                 values: dict[str, Any] = {"paused": paused, "updated": now, "queued_time": None}
                 if not paused:
                     values["next_time"] = self.specs.get(row.spec)[1].next_after(now)
@@ -149,3 +164,31 @@ class ScheduleStore:
             queued_time=row.queued_time,
             last_time=row.last_time,
         )
+
+
+def withdraw_ahead(conn: Connection, sid: str, now: datetime) -> datetime | None:
+    """Delete the schedule's runs that wait for a start time still to come (made ahead of their fire time, or
+    jittered) and were never tried; returns the earliest fire time withdrawn. No agent has seen them: a
+    claim takes only runs whose start has come. Deleting (not cancelling) frees their (schedule, fire time)
+    for the run made again."""
+    waiting = conn.execute(
+        sa.select(flow_runs.c.id, flow_runs.c.nominal_time).where(
+            flow_runs.c.schedule_id == sid,
+            flow_runs.c.state == StateName.SCHEDULED.value,
+            flow_runs.c.attempt == 1,
+            flow_runs.c.scheduled_start > now,
+        )
+    ).all()
+    if not waiting:
+        return None
+    ids = [row.id for row in waiting]
+    conn.execute(sa.delete(run_history).where(run_history.c.run_id.in_(ids)))
+    conn.execute(
+        sa.delete(flow_runs).where(
+            flow_runs.c.id.in_(ids),
+            flow_runs.c.state == StateName.SCHEDULED.value,
+            flow_runs.c.scheduled_start > now,
+        )
+    )
+    earliest: datetime = min(row.nominal_time for row in waiting)
+    return earliest

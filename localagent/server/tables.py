@@ -132,11 +132,14 @@ schedules = sa.Table(
     sa.Column("flow_version", sa.Integer, nullable=False),
     sa.Column("spec", sa.Text, nullable=False),
     sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    # overlap "allow": runs are made up to Scheduler.lead ahead of their fire time (no decision waits for it)
+    sa.Column("ahead", sa.Boolean, nullable=False, default=False),
     sa.Column("next_time", UtcTime, nullable=False),  # the first fire time not handled yet
     sa.Column("last_time", UtcTime),  # the last fire time handled (a run made, skipped or dropped)
     sa.Column("queued_time", UtcTime),  # overlap "queue": the fire time waiting for the running run
     sa.Column("created", UtcTime, nullable=False),
     sa.Column("updated", UtcTime, nullable=False),
     sa.Index("ix_schedules_due", "paused", "next_time"),
+    sa.Index("ix_schedules_ahead", "paused", "ahead", "next_time"),
     sa.Index("ix_schedules_flow", "flow", "name"),
 )

@@ -55,6 +55,8 @@ def test_register_with_cron_flags_then_pause_and_resume(api_server: Any) -> None
     assert made.returncode == 0, made.stderr
     [schedule] = cli_json(url, "flow", "schedule", "ls", "tick")
     assert schedule["spec"]["cron"] == "0 * * * *" and schedule["spec"]["timezone"] == "America/New_York"
+    shown = cli(url, "flow", "show", "tick")
+    assert "schedules:" in shown.stdout and "1: cron 0 * * * * (America/New_York)" in shown.stdout
     paused = cli(url, "flow", "schedule", "pause", "tick")
     assert paused.returncode == 0 and paused.stdout.strip() == "paused schedule tick/1"
     [schedule] = cli_json(url, "flow", "schedule", "ls", "tick")

@@ -207,3 +207,37 @@ def test_a_time_handled_twice_still_makes_one_run(sim: SimulatedServer) -> None:
         conn.execute(sa.update(schedules).values(next_time=START + timedelta(minutes=4, seconds=30)))
     assert sim.svc.scheduler.tick().created == []
     assert sim.nominal_times() == [f"2026-05-04T08:{m:02d}Z" for m in (5, 10, 15, 20, 25, 30)]
+
+
+def test_allow_runs_are_made_ahead_but_claimed_only_at_their_time(sim: SimulatedServer) -> None:
+    from localagent.server.scheduler import LEAD
+
+    sim.flow(schedules=[{"cron": "*/10 * * * *"}])
+    agent = Agent(sim)
+    sim.clock.now = utc(2026, 5, 4, 8, 10) - timedelta(seconds=LEAD / 2)  # inside the lead window
+    sim.svc.scheduler.tick()
+    [run] = sim.runs("job/1")
+    assert iso(run.nominal_time) == "2026-05-04T08:10Z" and run.scheduled_start == run.nominal_time
+    assert run.created < run.nominal_time
+    assert agent.start_all() == []  # not before its time
+    sim.clock.now = utc(2026, 5, 4, 8, 10)
+    assert agent.start_all() == [run.id]
+
+
+def test_pause_and_a_changed_flow_withdraw_runs_made_ahead(sim: SimulatedServer) -> None:
+    sim.flow(schedules=[{"cron": "*/10 * * * *"}])
+    sim.clock.now = utc(2026, 5, 4, 8, 9, 55)
+    sim.svc.scheduler.tick()
+    [ahead] = sim.runs("job/1")
+    sim.flow(command="echo v2", schedules=[{"cron": "*/10 * * * *"}])  # same timing, new version
+    sim.svc.scheduler.tick()
+    [again] = sim.runs("job/1")
+    assert again.id != ahead.id and again.flow_version == 2 and again.nominal_time == ahead.nominal_time
+    sim.svc.schedules.set_paused("job", "1", True)
+    assert sim.runs("job/1") == []
+    sim.clock.now = utc(2026, 5, 4, 8, 10, 30)
+    sim.svc.scheduler.tick()
+    assert sim.runs("job/1") == []  # paused: 08:10 gets no run
+    sim.svc.schedules.set_paused("job", "1", False)
+    sim.run_until(utc(2026, 5, 4, 8, 21))
+    assert sim.nominal_times() == ["2026-05-04T08:20Z"]

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("flow_version", sa.Integer, nullable=False),
         sa.Column("spec", sa.Text, nullable=False),
         sa.Column("paused", sa.Boolean, nullable=False),
+        sa.Column("ahead", sa.Boolean, nullable=False),
         sa.Column("next_time", _time, nullable=False),
         sa.Column("last_time", _time),
         sa.Column("queued_time", _time),
@@ -38,6 +39,7 @@ def upgrade() -> None:
         sa.Column("updated", _time, nullable=False),
     )
     op.create_index("ix_schedules_due", "schedules", ["paused", "next_time"])
+    op.create_index("ix_schedules_ahead", "schedules", ["paused", "ahead", "next_time"])
     op.create_index("ix_schedules_flow", "schedules", ["flow", "name"])
     op.add_column("flow_runs", sa.Column("schedule_id", sa.String(320)))
     op.add_column("flow_runs", sa.Column("nominal_time", _time))
@@ -50,5 +52,6 @@ def downgrade() -> None:
         batch.drop_column("nominal_time")
         batch.drop_column("schedule_id")
     op.drop_index("ix_schedules_flow", table_name="schedules")
+    op.drop_index("ix_schedules_ahead", table_name="schedules")
     op.drop_index("ix_schedules_due", table_name="schedules")
     op.drop_table("schedules")
