@@ -22,7 +22,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
 
@@ -78,10 +80,7 @@ class CronTimes(_Upcoming):
             yield found.astimezone(UTC)
 
     def next_after(self, moment: datetime) -> datetime:
-        for found in self._iterate(moment):
-            if found > moment:
-                return found
-        raise ValueError(f"cron {self.expr!r} never fires after {moment.isoformat()}")  # pragma: no cover
+        return _cron_next_after(self.expr, self.zone, moment)
 
     def latest_in(self, after: datetime, until: datetime, keep: int) -> list[datetime]:
         if keep <= 0 or until <= after:
@@ -97,6 +96,18 @@ class CronTimes(_Upcoming):
             if len(found) == keep or start == after:
                 return list(found)
         return []  # pragma: no cover - the last window starts at ``after``
+
+
+@lru_cache(maxsize=8192)
+def _cron_next_after(expr: str, zone: ZoneInfo, moment: datetime) -> datetime:
+    """Cached: schedules sharing an expression and zone (every ``*/5 * * * *`` in UTC) and due at the same
+    time ask the same question in one tick; cronsim parses the expression on every call (~50 us)."""
+    local = moment.astimezone(zone)
+    for found in CronSim(expr, local):
+        utc = found.astimezone(UTC)
+        if utc > moment:
+            return utc
+    raise ValueError(f"cron {expr!r} never fires after {moment.isoformat()}")  # pragma: no cover
 
 
 class IntervalTimes(_Upcoming):
