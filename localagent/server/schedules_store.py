@@ -148,9 +148,14 @@ class ScheduleStore:
     def _model(self, row: Any) -> Schedule:
         spec, times = self.specs.get(row.spec)
         upcoming: list[datetime] = []
-        if not row.paused:
-            # next_time itself may be due already (the scheduler is about to handle it): show it first.
+        if row.paused:
+            upcoming = []
+        elif row.next_time <= self._clock():
+            # due already: the scheduler is about to handle it, so it comes first
             upcoming = [row.next_time, *times.upcoming(row.next_time, NEXT_SHOWN - 1)]
+        else:
+            # from now, not from next_time: the runs of the next seconds may be made already (ahead)
+            upcoming = times.upcoming(self._clock(), NEXT_SHOWN)
         zone = parse_zone(spec.timezone)
         return Schedule(
             id=row.id,

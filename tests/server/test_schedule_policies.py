@@ -241,3 +241,11 @@ def test_pause_and_a_changed_flow_withdraw_runs_made_ahead(sim: SimulatedServer)
     sim.svc.schedules.set_paused("job", "1", False)
     sim.run_until(utc(2026, 5, 4, 8, 21))
     assert sim.nominal_times() == ["2026-05-04T08:20Z"]
+
+
+def test_next_times_include_a_time_whose_run_is_made_ahead(sim: SimulatedServer) -> None:
+    sim.flow(schedules=[{"cron": "*/10 * * * *"}])
+    sim.clock.now = utc(2026, 5, 4, 8, 9, 55)
+    sim.svc.scheduler.tick()
+    [schedule] = sim.svc.schedules.for_flow("job")
+    assert [iso(t) for t in schedule.next_times[:2]] == ["2026-05-04T08:10Z", "2026-05-04T08:20Z"]
