@@ -59,6 +59,7 @@ from localagent.api.models import (
     StateUpdate,
 )
 from localagent.api.port import HTTP_CAPABILITIES, Capabilities
+from localagent.api.schedule_models import Schedule
 from localagent.errors import (
     ApiConflict,
     ApiError,
@@ -75,6 +76,7 @@ _MAX_DETAIL = 500
 _FLOW_LIST: TypeAdapter[list[Flow]] = TypeAdapter(list[Flow])
 _RUN_LIST: TypeAdapter[list[FlowRun]] = TypeAdapter(list[FlowRun])
 _AGENT_LIST: TypeAdapter[list[Agent]] = TypeAdapter(list[Agent])
+_SCHEDULE_LIST: TypeAdapter[list[Schedule]] = TypeAdapter(list[Schedule])
 _POOL_SIZE = 32  # keep-alive connections kept per host: every run slot, the claim and the heartbeat at once
 _JSON = "application/json"
 
@@ -165,6 +167,16 @@ class ApiClient:
     def get_flow(self, name: str, version: int | None = None) -> Flow:
         params = {"version": version} if version is not None else None
         return self._call("GET", f"/api/flows/{_segment(name)}", Flow.model_validate, params=params, idempotent=True)
+
+    def list_schedules(self, flow: str | None = None) -> list[Schedule]:
+        """Every flow's schedules, or one flow's (404 for an unknown flow), with their next fire times."""
+        path = "/api/schedules" if flow is None else f"/api/flows/{_segment(flow)}/schedules"
+        return self._call("GET", path, _SCHEDULE_LIST.validate_python, idempotent=True)
+
+    def set_schedule_paused(self, flow: str, name: str, paused: bool) -> Schedule:
+        action = "pause" if paused else "resume"
+        path = f"/api/flows/{_segment(flow)}/schedules/{_segment(name)}/{action}"
+        return self._call("POST", path, Schedule.model_validate, idempotent=True)
 
     def create_run(self, request: FlowRunCreate) -> FlowRun:
         return self._call("POST", "/api/flow_runs", FlowRun.model_validate, body=request)

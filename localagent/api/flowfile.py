@@ -60,6 +60,17 @@ def flows_json_schema() -> dict[str, Any]:
         "default": None,
         "description": "seconds or a duration like '30m'; none means no limit",
     }
+    schedule = schema["$defs"]["ScheduleSpec"]["properties"]
+    for key, meaning in (
+        ("interval", "seconds or a duration like '15m' (whole seconds >= 1)"),
+        ("deadline", "seconds or a duration like '10m': a fire time later than this gets no run"),
+    ):
+        schedule[key] = {
+            "anyOf": [*_DURATION_SCHEMA["anyOf"], {"type": "null"}],
+            "default": None,
+            "description": meaning,
+        }
+    schedule["jitter"] = {**_DURATION_SCHEMA, "default": 0, "description": "seconds or a duration like '30s'"}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
@@ -136,7 +147,9 @@ def _problems(exc: ValidationError, data: dict[str, Any], source: str, locator: 
                 fields, message = ("command",), _COMMAND_MESSAGE
             else:
                 message = describe_error(error)
-            key = _flow_key(data, index) + "." + ".".join(fields)
+            key = _flow_key(data, index) + "".join(
+                f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[2 : 2 + len(fields)]
+            )
             line = locator.line(index, fields)
         else:
             key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
@@ -189,12 +202,30 @@ class _Locator:
             return None
         start, end = self._tables[index]
         best = start
-        for field in fields:
+        position = 0
+        while position < len(fields):
+            field = fields[position]
+            if position + 1 < len(fields) and fields[position + 1].isdigit():
+                # an array of tables, e.g. the second [[flow.schedules]] of this flow
+                found = self._nth_subtable(field, int(fields[position + 1]), best, end)
+                if found is not None:
+                    best, position = found, position + 2
+                    continue
             found = self._find(field, best, end)
             if found is None:
                 break
-            best = found
+            best, position = found, position + 1
         return best + 1
+
+    def _nth_subtable(self, key: str, nth: int, start: int, end: int) -> int | None:
+        header = re.compile(rf"^\s*\[\[\s*flow\.{re.escape(key)}\s*\]\]")
+        seen = 0
+        for number in range(start, end):
+            if header.match(self._lines[number]):
+                if seen == nth:
+                    return number
+                seen += 1
+        return None
 
     def top_level_line(self, key: str) -> int | None:
         end = self._tables[0][0] if self._tables else len(self._lines)

@@ -7,6 +7,9 @@ Every request and response body of the orchestration API is one of these. The en
     POST   /api/flows                 FlowSpec      -> Flow                   (new version only on change)
     GET    /api/flows                               -> list[Flow]             (latest version of each)
     GET    /api/flows/{name}?version=N              -> Flow
+    GET    /api/flows/{name}/schedules              -> list[Schedule]         (with the next five fire times)
+    POST   /api/flows/{name}/schedules/{s}/pause    -> Schedule               (and /resume)
+    GET    /api/schedules                           -> list[Schedule]         (every flow's)
     POST   /api/flow_runs             FlowRunCreate -> FlowRun                (201)
     GET    /api/flow_runs?flow=&state=&agent=&limit=&offset= -> list[FlowRun] (newest first)
     GET    /api/flow_runs/{ref}                     -> FlowRun                (with history; ref: id, id prefix or name)
@@ -46,6 +49,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from localagent.api.schedule_models import MAX_SCHEDULES, ScheduleSpec
 from localagent.api.text import EnvName, Parameters, Relayed, Text, text_problem
 from localagent.config.units import parse_duration
 
@@ -100,6 +104,9 @@ class FlowSpec(_Wire):
     retries: int = Field(default=0, ge=0, le=1000)
     retry_delay: float = Field(default=0.0, ge=0, description="seconds; accepts '1m' too")
     timeout: float | None = Field(default=None, gt=0, description="seconds; accepts '30m' too; none = no limit")
+    schedules: list[ScheduleSpec] = Field(
+        default_factory=list, max_length=MAX_SCHEDULES, description="cron or interval schedules that start runs"
+    )
 
     @field_validator("command")
     @classmethod
@@ -118,6 +125,18 @@ class FlowSpec(_Wire):
     @classmethod
     def _duration(cls, value: Any) -> Any:
         return None if value is None else parse_duration(value)
+
+    @field_validator("schedules")
+    @classmethod
+    def _named_schedules(cls, schedules: list[ScheduleSpec]) -> list[ScheduleSpec]:
+        """Unnamed schedules are named by their position; every name is unique within the flow."""
+        named = [s if s.name else s.model_copy(update={"name": str(i + 1)}) for i, s in enumerate(schedules)]
+        seen: set[str] = set()
+        for schedule in named:
+            if schedule.name in seen:
+                raise ValueError(f"two schedules are named {schedule.name!r}; give each a unique 'name'")
+            seen.add(str(schedule.name))
+        return named
 
 
 class Flow(FlowSpec):
@@ -198,6 +217,8 @@ class FlowRun(_Wire):
     updated: datetime
     started: datetime | None = None
     ended: datetime | None = None
+    schedule: str | None = Field(default=None, description="id of the schedule that made this run ('flow/name')")
+    nominal_time: datetime | None = Field(default=None, description="the schedule's fire time this run is for")
     waiting: Waiting | None = Field(
         default=None,
         exclude_if=_is_none,

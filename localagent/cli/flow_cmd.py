@@ -6,10 +6,11 @@ import json
 import shlex
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from localagent.cli import schedule_cmd
 from localagent.cli.common import (
     DEFAULT_API_URL,
     ApiKeyOption,
@@ -43,6 +44,7 @@ _SPEC_FLAGS = {
     "retries": "--retries",
     "retry_delay": "--retry-delay",
     "timeout": "--timeout",
+    "schedules": "--cron/--interval",
 }
 _RUN_FLAGS = {"flow": "NAME", "parameters": "--param", "labels": "--label", "scheduled_start": "--at"}
 
@@ -55,6 +57,7 @@ class RunConfigType(str, Enum):
 
 
 app = typer.Typer(no_args_is_help=True, help="Register, list and run flows.")
+app.add_typer(schedule_cmd.app, name="schedule")
 
 
 def describe_command(command: list[str] | str) -> str:
@@ -73,6 +76,22 @@ def register_spec(client: ApiClient, spec: FlowSpec) -> tuple[str, Flow, int | N
     flow = client.register_flow(spec)
     outcome = "created" if before is None else "unchanged" if flow.version == before else "updated"
     return outcome, flow, before
+
+
+def schedule_usage_error(exc: Any) -> typer.BadParameter:
+    """A usage error naming the schedule flag at fault (``--timezone``) rather than ``schedules.0.timezone``."""
+    errors = exc.errors()
+    if errors and all(error["loc"][:1] == ("schedules",) for error in errors):
+        parts = []
+        for error in errors:
+            field = next((str(p) for p in error["loc"][2:] if isinstance(p, str)), "")
+            flag = schedule_cmd.SCHEDULE_FLAGS.get(field, "--cron/--interval")
+            from localagent.api.flowfile import describe_error
+
+            parts.append((flag, describe_error(error)))
+        flags = list(dict.fromkeys(flag for flag, _ in parts))
+        return typer.BadParameter("; ".join(dict.fromkeys(text for _, text in parts)), param_hint="/".join(flags))
+    return usage_error(exc, _SPEC_FLAGS)
 
 
 def _outcome_line(outcome: str, flow: Flow, before: int | None) -> str:
@@ -114,6 +133,67 @@ def register(
     timeout: Annotated[
         str | None, typer.Option("--timeout", metavar="DURATION", help="Stop and fail a run after this, e.g. 30m.")
     ] = None,
+    cron: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cron",
+            metavar="EXPR",
+            help="Run on this cron schedule, e.g. '*/15 * * * *' (repeatable).",
+            rich_help_panel="Schedule",
+        ),
+    ] = None,
+    interval: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--interval",
+            metavar="DURATION",
+            help="Run every DURATION of real time, e.g. 15m (repeatable).",
+            rich_help_panel="Schedule",
+        ),
+    ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(
+            "--timezone",
+            "--tz",
+            metavar="ZONE",
+            help="IANA zone the cron is read in (default UTC).",
+            rich_help_panel="Schedule",
+        ),
+    ] = None,
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor",
+            metavar="TIME",
+            help="An instant an --interval fires at (ISO 8601 with offset).",
+            rich_help_panel="Schedule",
+        ),
+    ] = None,
+    overlap: Annotated[
+        schedule_cmd.OverlapChoice | None,
+        typer.Option(
+            "--overlap", help="While a run of the schedule is unfinished (default allow).", rich_help_panel="Schedule"
+        ),
+    ] = None,
+    catchup: Annotated[
+        schedule_cmd.CatchupChoice | None,
+        typer.Option(
+            "--catchup", help="Times missed while no server ran (default latest).", rich_help_panel="Schedule"
+        ),
+    ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            "--deadline", metavar="DURATION", help="A time later than this gets no run.", rich_help_panel="Schedule"
+        ),
+    ] = None,
+    jitter: Annotated[
+        str | None,
+        typer.Option(
+            "--jitter", metavar="DURATION", help="Start each run up to this much later.", rich_help_panel="Schedule"
+        ),
+    ] = None,
     as_json: JsonOption = False,
     api: ApiUrlOption = DEFAULT_API_URL,
     key: ApiKeyOption = None,
@@ -125,6 +205,10 @@ def register(
     Example: `localagent flow register report -c 'python report.py' --working-dir /srv/app --param day=today`
 
     Example: `localagent flow register backup -c rsync -c -a -c /data -c /backup --label nas --retries 2 --timeout 1h`
+
+    Example: `localagent flow register report -c 'python report.py' --cron '30 2 * * *' --timezone Europe/Berlin`
+
+    Example: `localagent flow register poll -c ./poll.sh --interval 15m --overlap skip`
     """
     from pydantic import ValidationError
 
@@ -146,9 +230,21 @@ def register(
             retries=retries,
             retry_delay=parse_duration_option(retry_delay, "--retry-delay") or 0.0,
             timeout=parse_duration_option(timeout, "--timeout"),
+            schedules=schedule_cmd.schedule_specs(
+                cron or [],
+                interval or [],
+                {
+                    "timezone": timezone,
+                    "anchor": anchor,
+                    "overlap": overlap.value if overlap else None,
+                    "catchup": catchup.value if catchup else None,
+                    "deadline": deadline,
+                    "jitter": jitter,
+                },
+            ),
         )
     except ValidationError as exc:
-        raise usage_error(exc, _SPEC_FLAGS) from None
+        raise schedule_usage_error(exc) from None
     with api_client(api, key) as client:
         outcome, flow, before = register_spec(client, spec)
     if as_json:
@@ -263,6 +359,7 @@ def show_flow(
             ("labels", format_labels([*flow.labels, *config.labels])),
             ("retries", f"{flow.retries} (delay {flow.retry_delay:g}s)"),
             ("timeout", "-" if flow.timeout is None else f"{flow.timeout:g}s"),
+            ("schedules", schedule_cmd.describe_specs(flow.schedules)),
             ("created", format_time(flow.created)),
         ]
     )

@@ -157,7 +157,7 @@ def list_runs(
         print_json(runs)
         return
     print_table(
-        ["ID", "NAME", "FLOW", "LABELS", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "EXIT", "WAITING"],
+        ["ID", "NAME", "FLOW", "LABELS", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "BY SCHEDULE", "EXIT", "WAITING"],
         (
             [
                 run.id,
@@ -168,6 +168,7 @@ def list_runs(
                 str(run.attempt),
                 run.agent_name or "-",
                 format_time(run.scheduled_start),
+                run.schedule or "-",
                 "-" if run.exit_code is None else str(run.exit_code),
                 run.waiting.reason if run.waiting else "-",
             ]
@@ -208,6 +209,7 @@ def show_run(
             ("labels", format_labels(run.labels)),
             ("run config", run.run_config_type),
             ("scheduled", format_time(run.scheduled_start)),
+            ("schedule", f"{run.schedule}, fire time {format_time(run.nominal_time)}" if run.schedule else "-"),
             ("started", format_time(run.started)),
             ("ended", format_time(run.ended)),
             ("agent", agent),

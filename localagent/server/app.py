@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from localagent import __version__
 from localagent.api.models import LogBatch
 from localagent.server.http_errors import install_error_handlers
-from localagent.server.routes import agents, flows, health, logs, runs
+from localagent.server.routes import agents, flows, health, logs, runs, schedules
 from localagent.server.services import Services
 from localagent.server.settings import ServerSettings
 from localagent.server.sweeper import Sweeper
@@ -37,10 +37,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         sweeper.start()
+        svc.scheduler.start()
         try:
             yield
         finally:
             svc.notifier.close()
+            svc.scheduler.stop()
             sweeper.stop()
             svc.database.dispose()
 
@@ -55,7 +57,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.services = svc
     app.state.sweeper = sweeper
     install_error_handlers(app)
-    for module in (health, flows, runs, logs, agents):
+    for module in (health, flows, schedules, runs, logs, agents):
         app.include_router(module.router)
     app.openapi = _with_body_models(app.openapi, LogBatch)  # type: ignore[method-assign]
     return app

@@ -28,14 +28,23 @@ _VERSION = sa.select(flows).where(flows.c.name == sa.bindparam("name"), flows.c.
 class FlowStore:
     """Register, list and fetch flow versions. Versions never change, so fetched ones are cached."""
 
-    def __init__(self, database: Database, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        database: Database,
+        clock: Callable[[], datetime],
+        on_register: Callable[[Connection, Flow, datetime], None] | None = None,
+    ) -> None:
         self._db = database
         self._clock = clock
+        # Called in the registering transaction with each new version (the schedules follow it).
+        self._on_register = on_register
         self._cache: dict[tuple[str, int], Flow] = {}
         self._cache_lock = threading.Lock()
 
     def register(self, spec: FlowSpec) -> Flow:
-        body = dump_json(spec.model_dump(mode="json"))
+        # A flow without schedules is stored as before schedules existed, so re-registering one that a
+        # database from then holds is still "unchanged".
+        body = dump_json(spec.model_dump(mode="json", exclude={"schedules"} if not spec.schedules else None))
         for attempt in range(_REGISTER_ATTEMPTS):
             try:
                 return self._register_once(spec, body)
@@ -58,7 +67,10 @@ class FlowStore:
             version = 1 if latest is None else latest.version + 1
             now = self._clock()
             conn.execute(sa.insert(flows).values(name=spec.name, version=version, spec=body, created=now))
-        return Flow.model_validate({**load_json(body), "version": version, "created": now})
+            flow = Flow.model_validate({**load_json(body), "version": version, "created": now})
+            if self._on_register is not None:
+                self._on_register(conn, flow, now)
+        return flow
 
     def latest(self) -> list[Flow]:
         newest = (

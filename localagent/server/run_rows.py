@@ -113,4 +113,7 @@ def run_model(row: Any, history: list[StateRecord]) -> FlowRun:
         updated=row.updated,
         started=row.started,
         ended=row.ended,
+        # Rows built in hand (a run just created by a person) have no schedule columns.
+        schedule=getattr(row, "schedule_id", None),
+        nominal_time=getattr(row, "nominal_time", None),
     )

@@ -18,6 +18,8 @@ from localagent.server.flows_store import FlowStore
 from localagent.server.logs_store import LogStore
 from localagent.server.notify import Notifier
 from localagent.server.runs_store import RunStore
+from localagent.server.scheduler import Scheduler
+from localagent.server.schedules_store import ScheduleStore
 from localagent.server.settings import ServerSettings
 from localagent.server.waiting import WaitingExplainer
 
@@ -39,25 +41,33 @@ class Services:
     agents: AgentStore
     claims: ClaimService
     claim_poll: ClaimPoll
+    schedules: ScheduleStore
+    scheduler: Scheduler
 
     @classmethod
-    def build(cls, settings: ServerSettings) -> Services:
+    def build(cls, settings: ServerSettings, clock: Callable[[], datetime] = utc_now) -> Services:
         """Open the database (creating the schema) and wire the stores together."""
         database = Database(settings.database_url)
         notifier = Notifier()
-        flows = FlowStore(database, utc_now)
-        agents = AgentStore(database, flows, notifier, settings, utc_now)
-        claims = ClaimService(database, flows, utc_now)
+        woken: list[Scheduler] = []
+        schedules = ScheduleStore(database, clock, changed=lambda: _wake_all(woken))
+        flows = FlowStore(database, clock, on_register=schedules.sync)
+        scheduler = Scheduler(database, flows, schedules, notifier, clock)
+        woken.append(scheduler)
+        agents = AgentStore(database, flows, notifier, settings, clock)
+        claims = ClaimService(database, flows, clock)
         return cls(
             settings=settings,
             database=database,
             notifier=notifier,
             flows=flows,
-            runs=RunStore(database, flows, notifier, utc_now, WaitingExplainer(settings.agent_timeout)),
+            runs=RunStore(database, flows, notifier, clock, WaitingExplainer(settings.agent_timeout)),
             logs=LogStore(database, notifier),
             agents=agents,
             claims=claims,
-            claim_poll=ClaimPoll(claims, agents, notifier, database, settings, utc_now),
+            claim_poll=ClaimPoll(claims, agents, notifier, database, settings, clock),
+            schedules=schedules,
+            scheduler=scheduler,
         )
 
 
@@ -78,3 +88,8 @@ async def quick(svc: Services, call: Callable[..., T], *args: Any, **kwargs: Any
 async def services(request: Request) -> Services:
     svc: Services = request.app.state.services
     return svc
+
+
+def _wake_all(schedulers: list[Scheduler]) -> None:
+    for scheduler in schedulers:
+        scheduler.wake()

@@ -69,7 +69,12 @@ flow_runs = sa.Table(
     sa.Column("updated", UtcTime, nullable=False),
     sa.Column("started", UtcTime),
     sa.Column("ended", UtcTime),
+    # Set on runs a schedule made: the schedule's id and the fire time the run is for. The unique index
+    # is what makes the scheduler exactly-once across server processes (NULLs, hand-made runs, never clash).
+    sa.Column("schedule_id", sa.String(320)),
+    sa.Column("nominal_time", UtcTime),
     sa.Index("ix_flow_runs_claimable", "state", "scheduled_start"),
+    sa.Index("ux_flow_runs_schedule_time", "schedule_id", "nominal_time", unique=True),
     sa.Index("ix_flow_runs_agent", "agent_id", "state"),
     sa.Index("ix_flow_runs_token", "token_hash"),
     sa.Index("ix_flow_runs_created", "created"),
@@ -120,4 +125,25 @@ agents = sa.Table(
     sa.Column("stopped", UtcTime),  # when it said it stopped cleanly; null while it runs
     sa.Index("ix_agents_heartbeat", "last_heartbeat"),
     sa.Index("ix_agents_identity", "name", "hostname"),
+)
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", sa.String(320), primary_key=True),  # "<flow>/<name>"
+    sa.Column("flow", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("flow_version", sa.Integer, nullable=False),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    # overlap "allow": runs are made up to Scheduler.lead ahead of their fire time (no decision waits for it)
+    sa.Column("ahead", sa.Boolean, nullable=False, default=False),
+    sa.Column("next_time", UtcTime, nullable=False),  # the first fire time not handled yet
+    sa.Column("last_time", UtcTime),  # the last fire time handled (a run made, skipped or dropped)
+    sa.Column("queued_time", UtcTime),  # overlap "queue": the fire time waiting for the running run
+    sa.Column("created", UtcTime, nullable=False),
+    sa.Column("updated", UtcTime, nullable=False),
+    sa.Index("ix_schedules_due", "paused", "next_time"),
+    sa.Index("ix_schedules_ahead", "paused", "ahead", "next_time"),
+    sa.Index("ix_schedules_flow", "flow", "name"),
 )

@@ -181,7 +181,7 @@ def test_baseline_makes_exactly_what_create_all_made(tmp_path: Path) -> None:
     """SQLite keeps each table's and index's DDL text: revision 0001 (+0002, a no-op there) must match
     what the server created with ``create_all`` before it had migrations, statement for statement."""
     old = _engine(f"sqlite:///{tmp_path / 'create_all.db'}")
-    baseline.BASELINE.create_all(old)  # tables.py has moved on since (revision 0003 on)
+    baseline.BASELINE.create_all(old)  # tables.py has moved on since (revision 0003 on: schedules, then agent caps)
     new = _engine(f"sqlite:///{tmp_path / 'migrated.db'}")
     with new.begin() as conn:
         command.upgrade(_config(conn), "0002")
@@ -223,7 +223,7 @@ def test_database_of_an_old_commit_is_upgraded_with_every_row(sqlite_or_pg_url: 
         logs = requests.get(server.url + f"/api/flow_runs/{2:032x}/logs", timeout=10).json()
         assert [line["text"] for line in logs["lines"]] == ["first", "ünïcode ✓", "", "big seq"]
         assert requests.get(server.url + "/api/flows/etl", timeout=10).json()["version"] == 2
-        # revision 0003: the old agent row has no cap and did not stop cleanly (both left out while null)
+        # revision 0004: the old agent row has no cap and did not stop cleanly (both left out while null)
         (agent,) = requests.get(server.url + "/api/agents", params={"all": "true"}, timeout=10).json()
         assert (agent["name"], agent["hostname"], agent["labels"]) == ("box-1", "box", ["gpu"])
         assert "stopped" not in agent and "max_concurrent_runs" not in agent

@@ -1,7 +1,7 @@
 """Agents say when they stop and what their cap is; runs are found by name.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 
 - ``agents.max_concurrent_runs`` (null: an agent that does not tell, as agents before this revision) and
   ``agents.stopped`` (epoch seconds; null while it runs): why a run waits (every matching agent full) and
@@ -17,8 +17,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
