@@ -11,6 +11,7 @@ errors) reaches the page as text. The only markup built in Python is ``ansi_html
 from __future__ import annotations
 
 import json
+import shlex
 from datetime import datetime, timezone
 from typing import Any
 
@@ -61,6 +62,11 @@ def ago(value: datetime | None, now: datetime) -> str:
     return compact_duration(seconds) + " ago"
 
 
+def command_line(command: list[str] | str) -> str:
+    """A flow's command as one would type it: a string as is, an argv list shell-quoted."""
+    return command if isinstance(command, str) else shlex.join(command)
+
+
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
 
@@ -72,7 +78,7 @@ _ENV = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_ENV.filters.update(ansi=ansi_html, utc=utc_time, duration=compact_duration, json=pretty_json)
+_ENV.filters.update(command=command_line, ansi=ansi_html, utc=utc_time, duration=compact_duration, json=pretty_json)
 _ENV.globals.update(version=__version__, states=STATE_ORDER, ago=ago, run_duration=run_duration)
 
 
