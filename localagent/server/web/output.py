@@ -21,10 +21,14 @@ import sqlalchemy as sa
 from localagent.server.database import Database
 from localagent.server.tables import run_logs
 
-EDGE = 200
-"""lines shown at the start and at the end of the output"""
-WINDOW = 500
+HEAD = 100
+"""lines shown at the start of the output"""
+TAIL = 200
+"""lines shown at its end (then followed live)"""
+WINDOW = 300
 """lines shown from a jump target"""
+LINE_CHARS = 4000
+"""characters of one line shown on the page (the raw download has every line whole)"""
 SEARCH_LIMIT = 200
 DOWNLOAD_CHUNK = 5000
 
@@ -37,6 +41,8 @@ class Line:
     seq: int
     stream: str
     text: str
+    cut: int = 0
+    """characters left out at the end of a very long line"""
 
 
 @dataclass(frozen=True)
@@ -82,12 +88,12 @@ def read_window(database: Database, run_id: str, request: WindowRequest) -> Outp
             )
             found = _lines(conn.execute(query, {"run_id": run_id}).all())
             return OutputView(head=found[:WINDOW], last_seq=last, mode="jump", more_after=len(found) > WINDOW)
-        head_query = sa.select(*_LINE).where(_OF_RUN).order_by(run_logs.c.seq).limit(EDGE)
+        head_query = sa.select(*_LINE).where(_OF_RUN).order_by(run_logs.c.seq).limit(HEAD)
         head = _lines(conn.execute(head_query, {"run_id": run_id}).all())
         if not head or head[-1].seq >= last:
             return OutputView(head=head, last_seq=last)
         tail_query = (
-            sa.select(*_LINE).where(_OF_RUN, run_logs.c.seq > head[-1].seq).order_by(run_logs.c.seq.desc()).limit(EDGE)
+            sa.select(*_LINE).where(_OF_RUN, run_logs.c.seq > head[-1].seq).order_by(run_logs.c.seq.desc()).limit(TAIL)
         )
         tail = _lines(reversed(conn.execute(tail_query, {"run_id": run_id}).all()))
         # A run's seqs are consecutive (the agent numbers every line), so the gap is a subtraction, not a count.
@@ -113,4 +119,10 @@ def raw_output(database: Database, run_id: str) -> Iterator[str]:
 
 
 def _lines(rows: Sequence[Any] | Iterator[Any]) -> list[Line]:
-    return [Line(seq=int(row[0]), stream=str(row[1]), text=str(row[2])) for row in rows]
+    return [_line(int(row[0]), str(row[1]), str(row[2])) for row in rows]
+
+
+def _line(seq: int, stream: str, text: str) -> Line:
+    if len(text) <= LINE_CHARS:
+        return Line(seq, stream, text)
+    return Line(seq, stream, text[:LINE_CHARS], cut=len(text) - LINE_CHARS)

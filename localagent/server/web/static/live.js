@@ -10,6 +10,7 @@
   "use strict";
 
   var MAX_LIVE_LINES = 5000;
+  var LINE_CHARS = 4000; /* as output.py: longer lines are cut on the page (the raw download has them whole) */
 
   function refreshLoop() {
     var every = parseInt(document.body.getAttribute("data-refresh") || "0", 10);
@@ -103,11 +104,18 @@
     row.id = "L" + line.seq;
     var number = document.createElement("a");
     number.className = "no";
-    number.href = "/runs/" + encodeURIComponent(runId) + "?line=" + Math.max(line.seq - 19, 1) + "#L" + line.seq;
+    number.href = "/runs/" + encodeURIComponent(runId) + "?line=" + (line.seq + 1) + "#L" + line.seq;
     number.textContent = String(line.seq + 1);
     var text = document.createElement("span");
     text.className = "tx";
-    renderAnsi(text, String(line.text));
+    var whole = String(line.text);
+    renderAnsi(text, whole.length > LINE_CHARS ? whole.slice(0, LINE_CHARS) : whole);
+    if (whole.length > LINE_CHARS) {
+      var cut = document.createElement("span");
+      cut.className = "cut";
+      cut.textContent = " \u2026 " + (whole.length - LINE_CHARS).toLocaleString("en") + " more characters (see Raw)";
+      text.appendChild(cut);
+    }
     row.appendChild(number);
     row.appendChild(text);
     return row;
