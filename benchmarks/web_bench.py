@@ -21,11 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import requests
-import sqlalchemy as sa
 
 from localagent.server.database import Database
 from localagent.server.runner import ServerThread
-from localagent.server.tables import agents, flow_runs, flows, run_history, run_logs
+from localagent.server.tables import agents, flow_runs, flows, run_history
 
 STATES = ["Success"] * 80 + ["Failed"] * 10 + ["Crashed", "Cancelled"] * 4 + ["Running", "Scheduled"]
 FLOWS = [f"flow-{i:02d}" for i in range(20)]
@@ -43,7 +42,8 @@ def fill(url: str, runs: int, lines: int, agent_count: int) -> str:
     with database.begin() as conn:
         spec = {"command": "echo hi", "run_config": {"env": {"API_TOKEN": "x"}}, "labels": ["base"]}
         conn.execute(
-            flows.insert(), [{"name": n, "version": 1, "spec": json.dumps({**spec, "name": n}), "created": ts(now)} for n in FLOWS]
+            flows.insert(),
+            [{"name": n, "version": 1, "spec": json.dumps({**spec, "name": n}), "created": ts(now)} for n in FLOWS],
         )
         conn.execute(
             agents.insert(),
@@ -181,7 +181,9 @@ def main() -> None:
             for name, page_url in pages.items():
                 median, worst, size = measure(http, page_url, args.repeat)
                 print(f"{name:40} {median:10.1f} {worst:8.1f} {size / 1024:7.1f}")
-            assets = sum(len(http.get(base + path, timeout=30).content) for path in ("/static/app.css", "/static/live.js"))
+            assets = sum(
+                len(http.get(base + path, timeout=30).content) for path in ("/static/app.css", "/static/live.js")
+            )
             print(f"static assets (app.css + live.js, loaded once, cached): {assets / 1024:.1f} KB")
 
 

@@ -17,8 +17,9 @@ def test_sgr_codes_become_classes_and_reset() -> None:
 
 def test_other_escapes_and_controls_are_dropped() -> None:
     # 38;5;196 is a 256-colour code: skipped whole, so "196" is not read as a code of its own.
-    assert ansi_html("a\x1b[2Kb\x1b]0;title\x07c\x07d\x1b[38;5;196me\x1b[38;5;1;4mf") == 'abcde<span class="a-u">f</span>'
-
+    assert (
+        ansi_html("a\x1b[2Kb\x1b]0;title\x07c\x07d\x1b[38;5;196me\x1b[38;5;1;4mf") == 'abcde<span class="a-u">f</span>'
+    )
 
 
 def test_class_names_never_carry_text() -> None:

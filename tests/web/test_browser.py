@@ -124,7 +124,8 @@ def test_script_in_a_run_name_parameter_or_output_executes_nothing(browser: Any,
         api.register_flow(
             FlowSpec(
                 name="web-xss",
-                command="echo '<script>alert(1)</script>'; printf '\\033[31mred <img src=x onerror=alert(2)>\\033[0m\\n'",
+                command="echo '<script>alert(1)</script>'; "
+                "printf '\\033[31mred <img src=x onerror=alert(2)>\\033[0m\\n'",
                 labels=["base"],
                 parameters={"p": "<script>alert(3)</script>"},
             )

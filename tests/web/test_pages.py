@@ -205,9 +205,7 @@ def test_run_now_with_parameters_and_run_again(api_server: ServerThread) -> None
     run_id = reply.headers["location"].rsplit("/", 1)[1]
     run = http.ok("get", f"/api/flow_runs/{run_id}")
     assert run["name"] == "from-web" and run["parameters"] == {"who": "web", "n": 1} and run["labels"] == ["x", "y"]
-    bad = requests.post(
-        f"{api_server.url}/flows/hello/run", data={"parameters": "{oops"}, headers=origin, timeout=30
-    )
+    bad = requests.post(f"{api_server.url}/flows/hello/run", data={"parameters": "{oops"}, headers=origin, timeout=30)
     assert bad.status_code == 422 and "parameters: not valid JSON" in bad.text
     again = requests.post(f"{api_server.url}/runs/{run_id}/rerun", headers=origin, allow_redirects=False, timeout=30)
     assert again.status_code == 303

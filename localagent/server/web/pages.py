@@ -23,7 +23,7 @@ from localagent.server.tables import flow_runs
 from localagent.server.web.fleet import build_fleet
 from localagent.server.web.output import WindowRequest, raw_output, read_window
 from localagent.server.web.render import render
-from localagent.server.web.run_list import BadCursor, RunFilter, known_state, read_run_page
+from localagent.server.web.run_list import SCAN_WINDOW, BadCursor, RunFilter, known_state, read_run_page
 from localagent.server.web.security import require_viewer, secure
 
 router = APIRouter(include_in_schema=False)
@@ -50,7 +50,16 @@ async def runs_page(
     except BadCursor as exc:
         return render(request, "error.html", status_code=400, title="Bad page link", error=str(exc))
     flow_names = await run_in_threadpool(_flow_names, svc)
-    return render(request, "runs.html", nav="runs", page=page, where=where, flow_names=flow_names)
+    return render(
+        request,
+        "runs.html",
+        nav="runs",
+        page=page,
+        where=where,
+        flow_names=flow_names,
+        paged=before is not None or after is not None,
+        scan_window=SCAN_WINDOW,
+    )
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
@@ -69,7 +78,9 @@ async def run_page(
     # ``live=1`` is live.js refreshing the summary: the output windows are not needed for that.
     output = None
     if request.query_params.get("live") != "1":
-        output = await run_in_threadpool(read_window, svc.database, run.id, WindowRequest(line=None if line is None else line - 1, search=q))
+        output = await run_in_threadpool(
+            read_window, svc.database, run.id, WindowRequest(line=None if line is None else line - 1, search=q)
+        )
     return render(
         request,
         "run.html",

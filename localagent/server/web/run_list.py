@@ -87,6 +87,13 @@ class RunPage:
     """cursor of the next page of older runs; None when this page reaches the oldest"""
     newer: str | None
     """cursor of the previous page of newer runs; None on the first page"""
+    window_ended: bool = False
+    """the filter's scan window ended before the page was full: ``older`` carries the search on"""
+
+
+SCAN_WINDOW = 10_000
+"""runs a page with a label, agent or final-state filter looks at, at most (see ``read_run_page``)"""
+_FINAL = frozenset(state.value for state in StateName if state.is_final)
 
 
 class BadCursor(ValueError):
@@ -99,50 +106,87 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         value = float(stamp)
     except ValueError:
         value = float("nan")
-    if not sep or not run_id or value != value or len(run_id) > 64:
+    if not sep or value != value or len(run_id) > 64:
         raise BadCursor(f"not a page cursor: {cursor[:80]!r}")
     return value, run_id
 
 
 def read_run_page(
-    database: Database, where: RunFilter, *, before: str | None = None, after: str | None = None, limit: int = 50
+    database: Database,
+    where: RunFilter,
+    *,
+    before: str | None = None,
+    after: str | None = None,
+    limit: int = 50,
+    scan_window: int = SCAN_WINDOW,
 ) -> RunPage:
-    """Up to ``limit`` runs older than ``before`` (or newer than ``after``; the newest without either)."""
+    """Up to ``limit`` runs older than ``before`` (or newer than ``after``; the newest without either).
+
+    A filter no index serves (label, agent, a final state) looks at no more than ``scan_window`` runs from the
+    cursor on: a rare label among 100,000 runs costs one bounded step per page, and the page's link
+    carries the search on from where the window ended.
+    """
+    forward = after is not None
+    given = after if forward else before
+    cursor = decode_cursor(given) if given is not None else None
     query = sa.select(*_COLUMNS).select_from(flow_runs.outerjoin(agents, agents.c.id == flow_runs.c.agent_id))
     query = query.where(*_conditions(where))
-    created = sa.type_coerce(flow_runs.c.created, sa.Double)
-    if after is not None:
-        stamp, run_id = decode_cursor(after)
-        query = query.where(created >= stamp, sa.or_(created > stamp, flow_runs.c.id > run_id))
-        query = query.order_by(flow_runs.c.created.asc(), flow_runs.c.id.asc())
-    else:
-        if before is not None:
-            stamp, run_id = decode_cursor(before)
-            query = query.where(created <= stamp, sa.or_(created < stamp, flow_runs.c.id < run_id))
-        query = query.order_by(flow_runs.c.created.desc(), flow_runs.c.id.desc())
     with database.connect() as conn:
-        found = conn.execute(query.limit(limit + 1)).all()
+        edge = None
+        if where.label or where.agent or where.state in _FINAL:
+            # ``created`` alone: answered from the index without reading a row. Ties at the edge's time
+            # all fall inside the window, so the cursor that carries on needs only the time.
+            window = sa.select(_CREATED)
+            if cursor is not None:
+                window = window.where(*_beyond(cursor, forward))
+            order = flow_runs.c.created.asc() if forward else flow_runs.c.created.desc()
+            edge = conn.execute(window.order_by(order).offset(scan_window).limit(1)).scalar()
+        if edge is not None:
+            query = query.where(_CREATED <= edge if forward else _CREATED >= edge)
+        found = list(conn.execute(_walk(query, cursor, forward).limit(limit + 1)).all())
     more = len(found) > limit
-    found = found[:limit]
-    if after is not None:
-        found.reverse()
-    rows = [_row(row) for row in found]
-    if not rows:
-        return RunPage(rows=[], older=None, newer=None)
-    first, last = rows[0], rows[-1]
-    # Walking back (``before``) there are newer rows by construction; walking forward (``after``), older ones.
-    has_older = more if after is None else True
-    has_newer = before is not None if after is None else more
-    return RunPage(
-        rows=rows,
-        older=last.cursor if has_older else None,
-        newer=first.cursor if has_newer else None,
-    )
+    walk = [_row(row) for row in found[:limit]]
+    if more:
+        far: str | None = walk[-1].cursor
+    elif edge is not None:
+        # Past every run at the edge's time: "" sorts before and "~" after any run id.
+        far = f"{float(edge)!r}~{'~' if forward else ''}"
+    else:
+        far = None
+    near = walk[0].cursor if walk and cursor is not None else None
+    if forward:
+        return RunPage(rows=walk[::-1], older=near, newer=far, window_ended=edge is not None and not more)
+    return RunPage(rows=walk, older=far, newer=near, window_ended=edge is not None and not more)
+
+
+_CREATED = sa.type_coerce(flow_runs.c.created, sa.Double)
+"""the raw epoch column: cursors compare the stored numbers"""
+
+
+def _beyond(cursor: tuple[float, str], forward: bool) -> list[Any]:
+    """Rows after ``cursor`` in walking order: newer ones when ``forward``, else older ones."""
+    stamp, run_id = cursor
+    if forward:
+        return [_CREATED >= stamp, sa.or_(_CREATED > stamp, flow_runs.c.id > run_id)]
+    return [_CREATED <= stamp, sa.or_(_CREATED < stamp, flow_runs.c.id < run_id)]
+
+
+def _walk(query: sa.Select[Any], cursor: tuple[float, str] | None, forward: bool) -> sa.Select[Any]:
+    if cursor is not None:
+        query = query.where(*_beyond(cursor, forward))
+    if forward:
+        return query.order_by(flow_runs.c.created.asc(), flow_runs.c.id.asc())
+    return query.order_by(flow_runs.c.created.desc(), flow_runs.c.id.desc())
 
 
 def _conditions(where: RunFilter) -> list[Any]:
     conditions: list[Any] = []
-    if where.state:
+    if where.state in _FINAL:
+        # ``state || ''``: keeps SQLite off the (state, scheduled_start) index, which would fetch every run
+        # in a final state (most of them) and sort them; walking the created index stops after one page.
+        conditions.append(flow_runs.c.state.concat("") == where.state)
+    elif where.state:
+        # Active states hold few runs at any time: that index finds them all at once, however old.
         conditions.append(flow_runs.c.state == where.state)
     if where.flow:
         conditions.append(flow_runs.c.flow == where.flow)
