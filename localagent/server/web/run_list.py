@@ -142,7 +142,7 @@ def read_run_page(
             order = flow_runs.c.created.asc() if forward else flow_runs.c.created.desc()
             edge = conn.execute(window.order_by(order).offset(scan_window).limit(1)).scalar()
         if edge is not None:
-            query = query.where(_CREATED <= edge if forward else _CREATED >= edge)
+            query = query.where(edge >= _CREATED if forward else edge <= _CREATED)
         found = list(conn.execute(_walk(query, cursor, forward).limit(limit + 1)).all())
     more = len(found) > limit
     walk = [_row(row) for row in found[:limit]]
@@ -167,8 +167,8 @@ def _beyond(cursor: tuple[float, str], forward: bool) -> list[Any]:
     """Rows after ``cursor`` in walking order: newer ones when ``forward``, else older ones."""
     stamp, run_id = cursor
     if forward:
-        return [_CREATED >= stamp, sa.or_(_CREATED > stamp, flow_runs.c.id > run_id)]
-    return [_CREATED <= stamp, sa.or_(_CREATED < stamp, flow_runs.c.id < run_id)]
+        return [stamp <= _CREATED, sa.or_(stamp < _CREATED, flow_runs.c.id > run_id)]
+    return [stamp >= _CREATED, sa.or_(stamp > _CREATED, flow_runs.c.id < run_id)]
 
 
 def _walk(query: sa.Select[Any], cursor: tuple[float, str] | None, forward: bool) -> sa.Select[Any]:
