@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from localagent.api.models import FlowRunCreate, FlowSpec, StateName
 from tests.conftest import MakeApiServer
@@ -191,6 +192,13 @@ def test_pages_are_usable_at_desktop_and_phone_width(
         )
         run = api.create_run(FlowRunCreate(flow="web-report"))
         eventually(lambda: api.get_run(run.id).state.is_final, what="the report run to finish")
+    # A small fleet beside the real agent, so the agents page shows its grouping: two configs, one error.
+    for index, (config, error) in enumerate(
+        [("4b15", None)] * 3 + [("9c02", "agent.toml:4:9: labels: expected a list")]
+    ):
+        body = {"name": f"build-{index + 1:02d}", "hostname": f"build-{index + 1:02d}.lan", "labels": ["linux"]}
+        body |= {"config_hash": config + "e0" * 30, "config_generation": 7, "config_error": error, "version": "0.1.0"}
+        requests.post(agent.api_url + "/api/agents", json=body, timeout=30).raise_for_status()
     browser.set_window_size(width, 900)
     for name, path in (("runs", "/"), ("run", f"/runs/{run.id}"), ("flows", "/flows"), ("agents", "/agents")):
         browser.get(agent.api_url + path)
@@ -202,3 +210,5 @@ def test_pages_are_usable_at_desktop_and_phone_width(
         screenshot(browser, tmp_path, name + suffix)
     browser.get(agent.api_url + f"/runs/{run.id}")
     assert "hunter2" not in browser.page_source and "monday" in browser.page_source
+    browser.get(agent.api_url + "/agents")
+    assert "3 hosts" in text_of(browser, "#fleet")

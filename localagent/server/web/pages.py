@@ -147,7 +147,8 @@ def _flow_names(svc: Services) -> list[str]:
 _RECENT = (
     sa.select(flow_runs.c.id, flow_runs.c.name, flow_runs.c.state, flow_runs.c.created)
     .where(flow_runs.c.flow == sa.bindparam("flow"))
-    .order_by(flow_runs.c.created.desc(), flow_runs.c.id.desc())
+    # created alone (no id tie-break): the (flow, created) index then yields the rows in order, unsorted.
+    .order_by(flow_runs.c.created.desc())
     .limit(RECENT_RUNS)
 )
 
