@@ -43,6 +43,8 @@ def see_other(path: str) -> Response:
 
 @router.get("/login")
 async def login_page(request: Request, next: str = "/") -> Response:
+    if not request.app.state.services.settings.api_keys:
+        return see_other(safe_next(next))  # nothing to log in to
     return render(request, "login.html", target=safe_next(next))
 
 
