@@ -65,6 +65,7 @@ def test_a_run_from_the_cli_appears_and_succeeds_on_the_open_list(browser: Any, 
     eventually(lambda: "Success" in text_of(browser, row), what="the run to show Success")
     assert not page_was_reloaded(browser)
     assert "web-hello" in text_of(browser, row)
+    assert f"web view: {agent.api_url}/ " in agent.log()  # what `localagent run` prints at start
 
 
 def test_output_follows_live_while_the_run_goes_on(browser: Any, agent: AgentProcess, tmp_path: Path) -> None:

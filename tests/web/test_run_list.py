@@ -5,14 +5,26 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from localagent.api.models import FlowRunCreate, FlowSpec
 from localagent.server.services import Services
 from localagent.server.settings import ServerSettings
 from localagent.server.web.run_list import RunFilter, read_run_page
+from tests.pg.support import pg_database, pg_url, requires_postgres
+
+__all__ = ["pg_database", "pg_url"]  # fixtures
 
 
-def make_runs(tmp_path: Path, count: int, labelled_every: int) -> Services:
-    svc = Services.build(ServerSettings(database_url=f"sqlite:///{tmp_path / 'runs.db'}"))
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=requires_postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'runs.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def make_runs(database_url: str, count: int, labelled_every: int) -> Services:
+    svc = Services.build(ServerSettings(database_url=database_url))
     svc.flows.register(FlowSpec(name="job", command="true"))
     base = datetime(2026, 1, 1, tzinfo=timezone.utc)
     for index in range(count):
@@ -31,8 +43,8 @@ def names(rows: list) -> list[str]:  # type: ignore[type-arg]
     return [row.name for row in rows]
 
 
-def test_a_rare_label_is_searched_window_by_window_without_losing_a_run(tmp_path: Path) -> None:
-    svc = make_runs(tmp_path, 60, labelled_every=20)  # r000, r020, r040 carry the label
+def test_a_rare_label_is_searched_window_by_window_without_losing_a_run(database_url: str) -> None:
+    svc = make_runs(database_url, 60, labelled_every=20)  # r000, r020, r040 carry the label
     where = RunFilter(label="rare")
     found: list[str] = []
     cursor = None
@@ -49,8 +61,8 @@ def test_a_rare_label_is_searched_window_by_window_without_losing_a_run(tmp_path
     svc.database.dispose()
 
 
-def test_walking_back_then_forward_returns_the_same_pages(tmp_path: Path) -> None:
-    svc = make_runs(tmp_path, 25, labelled_every=1)
+def test_walking_back_then_forward_returns_the_same_pages(database_url: str) -> None:
+    svc = make_runs(database_url, 25, labelled_every=1)
     where = RunFilter(label="rare")
     first = read_run_page(svc.database, where, limit=10, scan_window=12)
     second = read_run_page(svc.database, where, before=first.older, limit=10, scan_window=12)
@@ -59,4 +71,17 @@ def test_walking_back_then_forward_returns_the_same_pages(tmp_path: Path) -> Non
     back = read_run_page(svc.database, where, after=second.newer, limit=10, scan_window=12)
     assert names(back.rows) == names(first.rows)
     assert back.newer is None
+    svc.database.dispose()
+
+
+def test_final_and_active_state_filters(database_url: str) -> None:
+    svc = make_runs(database_url, 12, labelled_every=100)
+    assert names(read_run_page(svc.database, RunFilter(state="Scheduled"), limit=5).rows) == [
+        f"r{i:03d}" for i in range(11, 6, -1)
+    ]
+    cancelled = [run.id for run in svc.runs.list_runs(limit=3)]
+    for run_id in cancelled:
+        svc.runs.cancel(run_id)
+    page = read_run_page(svc.database, RunFilter(state="Cancelled"), limit=5, scan_window=4)
+    assert names(page.rows) == ["r011", "r010", "r009"]
     svc.database.dispose()
