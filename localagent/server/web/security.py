@@ -85,16 +85,12 @@ async def require_viewer(request: Request, svc: Services = Depends(services)) ->
 async def require_same_origin(request: Request, svc: Services = Depends(services)) -> Services:
     """Actions (POST): sent by a page of this server, by a caller allowed to see it."""
     check_host(request, svc)
-    origin = request.headers.get("origin") or _origin_of(request.headers.get("referer", ""))
-    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    if not origin or origin == "null" or origin.lower() != own.lower():
+    origin = request.headers.get("origin") or request.headers.get("referer", "")
+    # Host and port only: behind a TLS-terminating proxy the page is https while this server sees http.
+    sender = urlsplit(origin).netloc if origin != "null" else ""
+    if not sender or sender.lower() != request.headers.get("host", "").lower():
         raise Forbidden("refused: the request did not come from a page of this server (Origin check)")
     return svc
-
-
-def _origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
 
 
 def safe_next(target: str | None) -> str:
