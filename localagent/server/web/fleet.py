@@ -8,6 +8,7 @@ Usage::
 
 An agent registers anew (a new id) each time it starts, so the server keeps its old entries. The newest
 entry of a name on a host is the agent; older ones are shown apart as *stopped* (it restarted), never as lost.
+An agent that said it stopped (``Agent.stopped``, when the API has that field) is listed there too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ class FleetAgent:
     status: str
     """``online``, ``lost`` (heartbeat stopped) or ``stopped`` (replaced by a newer registration)"""
     seconds_since_heartbeat: float
+
+    @property
+    def slots(self) -> int | None:
+        """How many runs it may run at once, when the API tells (``Agent.max_concurrent_runs``)."""
+        value = getattr(self.agent, "max_concurrent_runs", None)
+        return value if isinstance(value, int) else None
 
 
 @dataclass
@@ -74,7 +81,8 @@ def build_fleet(agents: Sequence[Agent], now: datetime) -> Fleet:
     stopped: list[FleetAgent] = []
     for agent in agents:
         silent = max(0.0, (now - agent.last_heartbeat).total_seconds())
-        if newest[(agent.name, agent.hostname)] is not agent:
+        # ``stopped``: a field of newer APIs (the agent said goodbye); read with getattr so older ones work.
+        if newest[(agent.name, agent.hostname)] is not agent or getattr(agent, "stopped", None):
             stopped.append(FleetAgent(agent, "stopped", silent))
             continue
         status = "lost" if agent.lost else "online"

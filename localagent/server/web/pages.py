@@ -126,11 +126,14 @@ def masked_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def waiting_reason(run: FlowRun) -> str:
-    """Why a Scheduled run still waits, when the API tells (a field the operator work adds to ``FlowRun``)."""
-    if run.state.value != "Scheduled":
+    """Why a Scheduled run still waits (``FlowRun.waiting.message``), when the API computes it.
+
+    Read with getattr: the field comes with a newer API model; without it the page shows no reason.
+    """
+    waiting = getattr(run, "waiting", None)
+    if run.state.value != "Scheduled" or waiting is None:
         return ""
-    reason = getattr(run, "waiting_reason", None) or getattr(run, "wait_reason", None)
-    return str(reason) if reason else ""
+    return str(getattr(waiting, "message", "") or getattr(waiting, "reason", ""))
 
 
 def _flow_version(svc: Services, run: FlowRun) -> Flow | None:
