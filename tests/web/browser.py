@@ -35,6 +35,10 @@ FLAGS = (
 )
 
 
+DOC_SCREENSHOTS = frozenset({"runs", "run", "flows", "agents", "agents-error", "login", "runs-phone", "run-phone"})
+"""the screenshots docs/web.md shows (as docs/web-<name>.png)"""
+
+
 def _which(names: tuple[str, ...]) -> str | None:
     return next((found for name in names if (found := shutil.which(name))), None)
 
@@ -73,7 +77,7 @@ def screenshot(browser: Any, tmp_path: Path, name: str) -> Path:
     finally:
         browser.set_window_size(width, height)
     extra = os.environ.get("LOCALAGENT_SCREENSHOT_DIR")
-    if extra:
+    if extra and name in DOC_SCREENSHOTS:
         shutil.copyfile(path, Path(extra) / f"web-{name}.png")
     return path
 
