@@ -213,3 +213,19 @@ def test_run_now_with_parameters_and_run_again(api_server: ServerThread) -> None
     assert copy["id"] != run_id and copy["parameters"] == run["parameters"] and copy["labels"] == run["labels"]
     missing = requests.post(f"{api_server.url}/flows/nope/run", headers=origin, timeout=30)
     assert missing.status_code == 404 and "flow &#39;nope&#39; not found" in missing.text
+
+
+def test_a_very_long_line_is_cut_on_the_page_but_whole_in_the_download(api_server: ServerThread) -> None:
+    http = Http(api_server)
+    http.flow()
+    run = http.run()
+    (claimed,) = http.claim(http.agent()["id"], run_unlabeled=True)["runs"]
+    long_line = "x" * 10_000
+    lines = [{"seq": 0, "time": "2026-01-01T00:00:00Z", "text": long_line}]
+    token = {"Authorization": f"Bearer {claimed['token']}"}
+    requests.post(f"{api_server.url}/api/flow_runs/{run['id']}/logs", json={"lines": lines}, headers=token, timeout=30)
+    html = page(api_server, f"/runs/{run['id']}").text
+    assert "x" * 4000 in html and "x" * 4001 not in html
+    assert "6,000 more characters (see Raw)" in html
+    assert page(api_server, f"/runs/{run['id']}/output.txt").text == long_line + "\n"
+    assert 'id="output"' not in page(api_server, f"/runs/{run['id']}?live=1").text  # the refresh skips output
