@@ -72,7 +72,7 @@ def test_output_follows_live_while_the_run_goes_on(browser: Any, agent: AgentPro
     cli(
         agent,
         *("flow", "register", "web-ticks", "--label", "base"),
-        *("-c", "for i in 1 2 3 4 5 6 7 8; do echo tick $i; sleep 0.4; done; echo 'oops' >&2; echo all done"),
+        *("-c", "for i in $(seq 1 12); do echo tick $i; sleep 0.5; done; echo 'oops' >&2; echo all done"),
     )
     with agent.client() as api:
         run = api.create_run(FlowRunCreate(flow="web-ticks", name="ticking"))
@@ -82,7 +82,7 @@ def test_output_follows_live_while_the_run_goes_on(browser: Any, agent: AgentPro
         lambda: (text := text_of(browser, "#output")) and "tick 2" in text and "all done" not in text and text,
         what="some output to arrive while the run is still going",
     )
-    assert "tick 8" not in partial
+    assert "tick 12" not in partial
     eventually(lambda: "all done" in text_of(browser, "#output"), what="the last line")
     eventually(lambda: badge(browser) == "Success", what="the badge to show Success")
     assert "oops" in text_of(browser, "#output .ln.stderr")
