@@ -24,6 +24,7 @@ from localagent.server.routes import agents, flows, health, logs, runs, schedule
 from localagent.server.services import Services
 from localagent.server.settings import ServerSettings
 from localagent.server.sweeper import Sweeper
+from localagent.server.web import install_web
 
 DESCRIPTION = """The orchestration API of localagent: flows, flow runs, their logs, and the agents that claim
 and run them. Every endpoint but `GET /api/health` needs `Authorization: Bearer <API key or run token>`
@@ -59,6 +60,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     install_error_handlers(app)
     for module in (health, flows, schedules, runs, logs, agents):
         app.include_router(module.router)
+    install_web(app)  # the pages at / (after the API, whose /api/... paths they never shadow)
     app.openapi = _with_body_models(app.openapi, LogBatch)  # type: ignore[method-assign]
     return app
 

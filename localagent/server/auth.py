@@ -2,6 +2,10 @@
 
 Without configured keys the API is open (the server then only listens on loopback). With keys, a request
 needs one of them, or the token of a claimed run, which may only read that run and write its state and logs.
+
+The web view's login cookie (``SESSION_COOKIE``, HttpOnly, SameSite=Strict) is accepted in place of the header
+for reads only (GET/HEAD), so the pages' scripts can follow a run through these endpoints; a cross-site page
+can neither send that cookie (SameSite) nor read an answer (no CORS), and writes still need the header.
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ class Principal:
 
 
 OPERATOR = Principal()
+SESSION_COOKIE = "localagent_key"
+_SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def is_api_key(keys: tuple[str, ...], credential: str) -> bool:
+    """Whether ``credential`` is one of ``keys``, compared in constant time."""
+    return any(hmac.compare_digest(credential.encode(), key.encode()) for key in keys)
 
 
 async def authenticate(request: Request, svc: Services = Depends(services)) -> Principal:
@@ -38,9 +49,13 @@ async def authenticate(request: Request, svc: Services = Depends(services)) -> P
         return OPERATOR
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
     credential = credential.strip()
+    if not scheme and request.method in _SAFE_METHODS:
+        cookie = request.cookies.get(SESSION_COOKIE, "")
+        if cookie and is_api_key(keys, cookie):
+            return OPERATOR
     if scheme.lower() != "bearer" or not credential:
         raise ApiUnauthorized(401, "missing API key: send 'Authorization: Bearer <key>'")
-    if any(hmac.compare_digest(credential.encode(), key.encode()) for key in keys):
+    if is_api_key(keys, credential):
         return OPERATOR
     run_id = await quick(svc, _run_of_token, svc, credential)
     if run_id is None:
