@@ -28,7 +28,7 @@ from localagent.config.render import redact_url
 from localagent.errors import ServiceError
 
 if TYPE_CHECKING:
-    from localagent.api.client import ApiClient
+    from localagent.api.port import Orchestrator
     from localagent.config import LoadedConfig
     from localagent.server.runner import ServerThread
 
@@ -80,18 +80,19 @@ class EmbeddedApi:
                 return server
         return None
 
-    def client(self, url: str, key: str | None, timeout: float) -> ApiClient:
+    def client(self, url: str, key: str | None, timeout: float) -> Orchestrator:
         """A client of the API at ``url``: in-process while this embedded API serves ``url``, else HTTP.
 
-        The agent's session makes its clients here (a ``ClientFactory``), so its claims, state reports, log
+        The agent's session makes its clients here (an ``OrchestratorFactory``), so its claims, state reports, log
         batches and heartbeats to the embedded API skip loopback HTTP.
         """
         from localagent.agent.inprocess import InProcessClient
         from localagent.api.client import ApiClient
 
+        http = ApiClient(url, key=key, timeout=timeout)
         if self.server_at(url) is None:
-            return ApiClient(url, key=key, timeout=timeout)
-        return InProcessClient(url, key=key, timeout=timeout, locate=self.server_at)
+            return http
+        return InProcessClient(http, timeout=timeout, locate=self.server_at)
 
     def start(self, loaded: LoadedConfig) -> str:
         """Serve the API on ``server.address`` with ``server.database``; its url."""

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from localagent.agent.reaper import ChildProcess, ChildReaper
     from localagent.agent.run_table import RunOrigin
     from localagent.agent.state_batch import StateBatcher, Ticket
-    from localagent.api.client import ApiClient
+    from localagent.api.port import RunChannel
     from localagent.config.model import AgentConfig
 
 log = logging.getLogger("localagent.run")
@@ -87,7 +87,7 @@ class RunExecution:
         self,
         claimed: ClaimedRun,
         config: AgentConfig,
-        api: ApiClient,
+        api: RunChannel,
         *,
         reaper: ChildReaper,
         console: ConsolePrinter,

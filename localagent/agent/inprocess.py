@@ -28,15 +28,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import copy
 import logging
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
 
-from localagent.agent.shipper import encode_batch
 from localagent.api.client import ApiClient
+from localagent.api.log_batch import LogRow
 from localagent.api.models import (
     Agent,
     AgentRegister,
@@ -50,11 +49,12 @@ from localagent.api.models import (
     StateReportResults,
     StateUpdate,
 )
+from localagent.api.port import Capabilities
 from localagent.errors import ApiError, ApiRejected, ApiUnavailable, StorageError
 from localagent.server.checks import int64, state_numbers
 from localagent.server.database import Database, InvalidData
 from localagent.server.http_errors import describe_validation_errors
-from localagent.server.log_wire import LogRow, parse_batch
+from localagent.server.log_wire import parse_batch
 
 if TYPE_CHECKING:
     from localagent.server.runner import ServerThread
@@ -65,6 +65,7 @@ log = logging.getLogger("localagent.agent")
 T = TypeVar("T")
 
 Locate = Callable[[str], "ServerThread | None"]
+_CAPABILITIES = Capabilities(state_batches=True, output_rows=True)
 
 
 async def _still_connected() -> bool:
@@ -72,18 +73,36 @@ async def _still_connected() -> bool:
     return False
 
 
-class InProcessClient(ApiClient):
-    """An :class:`ApiClient` of the embedded API whose per-run calls go straight to its stores."""
+class InProcessClient:
+    """The orchestrator port (:class:`~localagent.api.port.Orchestrator`) of the embedded API in this process.
 
-    def __init__(self, url: str, *, key: str | None, timeout: float, locate: Locate) -> None:
-        super().__init__(url, key=key, timeout=timeout)
+    ``http`` is the HTTP client of the same url and key, used while no embedded server serves the url.
+    """
+
+    def __init__(self, http: ApiClient, *, timeout: float, locate: Locate) -> None:
+        self._http = http
+        self._timeout = timeout
         self._locate = locate
 
-    def scoped(self, key: str) -> ApiClient:
-        clone = copy.copy(self)
-        clone._auth = {"Authorization": f"Bearer {key}"}
-        clone._owns_session = False
-        return clone
+    @property
+    def url(self) -> str:
+        return self._http.url
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return _CAPABILITIES
+
+    def scoped(self, token: str) -> InProcessClient:
+        return InProcessClient(self._http.scoped(token), timeout=self._timeout, locate=self._locate)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> InProcessClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"InProcessClient({self.url!r})"
@@ -93,7 +112,7 @@ class InProcessClient(ApiClient):
     def claim(self, agent_id: str, request: ClaimRequest) -> ClaimReply:
         server = self._server()
         if server is None:
-            return super().claim(agent_id, request)
+            return self._http.claim(agent_id, request)
         services, loop = server
         poll = services.claim_poll.claim(agent_id, request, _still_connected)
         return self._on_loop(loop, poll, request.wait + self._timeout, "claim")
@@ -101,7 +120,7 @@ class InProcessClient(ApiClient):
     def set_states(self, reports: Sequence[StateReport]) -> StateReportResults:
         server = self._server()
         if server is None:
-            return super().set_states(reports)
+            return self._http.set_states(reports)
         services = server[0]
         with _as_api_errors("state reports"):
             for index, report in enumerate(reports):
@@ -111,7 +130,7 @@ class InProcessClient(ApiClient):
     def set_state(self, run_id: str, update: StateUpdate) -> FlowRun:
         server = self._server()
         if server is None:
-            return super().set_state(run_id, update)
+            return self._http.set_state(run_id, update)
         with _as_api_errors("a state report"):
             state_numbers(update)
             return server[0].runs.set_state(run_id, update)
@@ -119,7 +138,7 @@ class InProcessClient(ApiClient):
     def append_logs_raw(self, run_id: str, body: bytes, count: int) -> LogBatchResult:
         server = self._server()
         if server is None:
-            return super().append_logs_raw(run_id, body, count)
+            return self._http.append_logs_raw(run_id, body, count)
         logs = server[0].logs
         with _as_api_errors(f"{count} log lines"):
             return logs.append(run_id, parse_batch(run_id, body, nul_free=logs.nul_free))
@@ -133,8 +152,7 @@ class InProcessClient(ApiClient):
         """
         server = self._server()
         if server is None:
-            body = encode_batch((seq, when, stream, text) for _, seq, when, stream, text in rows)
-            return super().append_logs_raw(run_id, body, len(rows))
+            return self._http.append_log_rows(run_id, rows)
         logs = server[0].logs
         if logs.nul_free:
             rows = [row if "\x00" not in row[4] else (*row[:4], Database.without_nul(row[4])) for row in rows]
@@ -144,7 +162,7 @@ class InProcessClient(ApiClient):
     def heartbeat(self, agent_id: str, beat: Heartbeat) -> HeartbeatReply:
         server = self._server()
         if server is None:
-            return super().heartbeat(agent_id, beat)
+            return self._http.heartbeat(agent_id, beat)
         with _as_api_errors("a heartbeat"):
             int64(beat.config_generation, "body.config_generation")
             return server[0].agents.heartbeat(agent_id, beat)
@@ -152,7 +170,7 @@ class InProcessClient(ApiClient):
     def register_agent(self, request: AgentRegister) -> Agent:
         server = self._server()
         if server is None:
-            return super().register_agent(request)
+            return self._http.register_agent(request)
         with _as_api_errors("a registration"):
             int64(request.config_generation, "body.config_generation")
             return server[0].agents.register(request)

@@ -27,8 +27,9 @@ from pathlib import Path
 
 from localagent.agent.background import Background
 from localagent.agent.reporter import GiveUp
-from localagent.agent.shipper import LogMetrics, LogShipper, LogSink
+from localagent.agent.shipper import LogMetrics, LogShipper
 from localagent.agent.spool import RunSpool, SpoolMeta
+from localagent.api.port import OutputChannel
 
 log = logging.getLogger("localagent.agent")
 
@@ -79,7 +80,7 @@ class LeftoverSpools(Background):
             )
         return len(self._waiting())
 
-    def start(self, api: str, client: LogSink) -> bool:
+    def start(self, api: str, client: OutputChannel) -> bool:
         """Ship the leftovers of ``api`` (as ``api_name`` names it) through ``client``, an agent-key client.
 
         Only the first call does anything; with no leftover (or once stopped), no thread is started. True
@@ -108,7 +109,7 @@ class LeftoverSpools(Background):
             log.error("cannot read the output left by an earlier agent in %s: %s", self._leftover, exc)
             return []
 
-    def _deliver_all(self, waiting: list[Path], api: str, client: LogSink) -> None:
+    def _deliver_all(self, waiting: list[Path], api: str, client: OutputChannel) -> None:
         mine: list[tuple[Path, SpoolMeta]] = []
         elsewhere: dict[str, int] = {}
         for directory in waiting:
@@ -138,7 +139,7 @@ class LeftoverSpools(Background):
             except Exception:
                 log.exception("delivering the output left in %s failed; it is kept", directory)
 
-    def _deliver(self, directory: Path, meta: SpoolMeta, client: LogSink) -> None:
+    def _deliver(self, directory: Path, meta: SpoolMeta, client: OutputChannel) -> None:
         spool = RunSpool.reopen(directory)
         shipper = LogShipper(
             spool,

@@ -34,19 +34,20 @@ from localagent.agent.health import HealthServer
 from localagent.agent.leftovers import LeftoverSpools
 from localagent.agent.logs import configure_logging
 from localagent.agent.metrics import AgentMetrics
-from localagent.agent.registration import RUN_CONFIG_TYPES, AgentSession, ClientFactory
+from localagent.agent.registration import RUN_CONFIG_TYPES, AgentSession
 from localagent.agent.reporter import PendingDeliveries
 from localagent.agent.run_table import ExecutionFactory, RunOrigin, RunTable, default_execution_factory
 from localagent.agent.signals import RELOAD_SIGNALS, SignalInbox
 from localagent.agent.state_batch import StateBatchers
 from localagent.api.models import ClaimedRun, ClaimRequest
+from localagent.api.port import OrchestratorFactory
 from localagent.config.render import public_hash
 from localagent.errors import ApiError, ApiNotFound, ConfigError, ServiceError
 
 if TYPE_CHECKING:
     from localagent.agent.console import ConsolePrinter
     from localagent.agent.reaper import ChildReaper
-    from localagent.api.client import ApiClient
+    from localagent.api.port import RunChannel
     from localagent.config import LoadedConfig
     from localagent.config.model import AgentConfig
 
@@ -84,7 +85,7 @@ class Agent:
         metrics: AgentMetrics,
         inbox: SignalInbox,
         embedded_url: str | None = None,
-        client_factory: ClientFactory | None = None,
+        client_factory: OrchestratorFactory,
         execution_factory: ExecutionFactory | None = None,
     ) -> None:
         self._load = load
@@ -478,10 +479,10 @@ class Agent:
             self._mark_contact()
             self._runs.cancel(reply.cancel)
 
-    def _run_clients(self, url: str, config: AgentConfig) -> Callable[[ClaimedRun], ApiClient]:
+    def _run_clients(self, url: str, config: AgentConfig) -> Callable[[ClaimedRun], RunChannel]:
         """Run-scoped clients on the API at ``url`` (the one that handed the runs out)."""
 
-        def client_for(claimed: ClaimedRun) -> ApiClient:
+        def client_for(claimed: ClaimedRun) -> RunChannel:
             return self._session.run_client(url, claimed.token, config)
 
         return client_for

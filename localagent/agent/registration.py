@@ -2,7 +2,7 @@
 
 Usage::
 
-    session = AgentSession(config_state=agent_state, embedded_url=None, client_factory=None, on_contact=mark)
+    session = AgentSession(config_state=agent_state, embedded_url=None, client_factory=factory, on_contact=mark)
     endpoint = session.ensure_registered(stop_event)   # retries with back-off while the API is unreachable
     endpoint.client.claim(endpoint.agent_id, request)
     cancels = session.heartbeat(runs_of=table.ids)      # the API in force and every API left behind
@@ -26,29 +26,22 @@ from typing import TYPE_CHECKING
 
 from localagent import __version__
 from localagent.api.models import AgentRegister, Heartbeat
+from localagent.api.port import Orchestrator, OrchestratorFactory, RunChannel
 from localagent.config.render import public_hash
 from localagent.errors import ApiError, ApiNotFound
 
 if TYPE_CHECKING:
-    from localagent.api.client import ApiClient
     from localagent.config import LoadedConfig
     from localagent.config.model import AgentConfig
 
 logger = logging.getLogger("localagent.agent")
 
-ClientFactory = Callable[[str, "str | None", float], "ApiClient"]
 ConfigState = Callable[[], "tuple[LoadedConfig, int, str | None]"]
 RunsOf = Callable[[str], "list[str]"]
 
 RUN_CONFIG_TYPES = ("universal", "local")
 EMBEDDED = "embedded"
 _FIRST_BACKOFF = 0.25
-
-
-def _api_client(url: str, key: str | None, timeout: float) -> ApiClient:
-    from localagent.api.client import ApiClient
-
-    return ApiClient(url, key=key, timeout=timeout)
 
 
 def api_name(config: AgentConfig) -> str:
@@ -62,7 +55,7 @@ class Endpoint:
 
     api: str
     agent_id: str
-    client: ApiClient
+    client: Orchestrator
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,7 @@ class _LeftBehind:
     """An API that handed out runs still running here; it gets heartbeats until the last one ends."""
 
     agent_id: str
-    client: ApiClient
+    client: Orchestrator
 
 
 class AgentSession:
@@ -81,19 +74,19 @@ class AgentSession:
         *,
         config_state: ConfigState,
         embedded_url: str | None,
-        client_factory: ClientFactory | None,
+        client_factory: OrchestratorFactory,
         on_contact: Callable[[], None],
     ) -> None:
         self._config_state = config_state
         self._embedded_url = embedded_url
-        self._client_factory = client_factory or _api_client
+        self._client_factory = client_factory
         self._on_contact = on_contact
         self._lock = threading.Lock()
         self._register_lock = threading.Lock()
-        self._client: ApiClient | None = None
+        self._client: Orchestrator | None = None
         self._target: tuple[str, str | None, float] | None = None
         self._api: str | None = None  # the API the current client talks to
-        self._retired: list[ApiClient] = []
+        self._retired: list[Orchestrator] = []
         self._agent_id: str | None = None  # this agent's id on self._api
         self._left_behind: dict[str, _LeftBehind] = {}
         self._outage: str | None = None  # the first error of the current outage, while it lasts
@@ -121,11 +114,11 @@ class AgentSession:
         with self._lock:
             return sorted(self._left_behind)
 
-    def client(self) -> ApiClient:
+    def client(self) -> Orchestrator:
         """The agent-key client of the API in force (a new one after the url, key or timeout changed)."""
         return self._current()[1]
 
-    def _current(self) -> tuple[str, ApiClient]:
+    def _current(self) -> tuple[str, Orchestrator]:
         loaded = self._config_state()[0]
         api = api_name(loaded.config)
         target = (self.api_url(loaded.config), loaded.api_key, loaded.config.api.timeout)
@@ -142,7 +135,7 @@ class AgentSession:
                     logger.info("API client changed: new claims go to %s", target[0])
             return api, self._client
 
-    def _leave(self, old_api: str | None, old_client: ApiClient, api: str) -> None:
+    def _leave(self, old_api: str | None, old_client: Orchestrator, api: str) -> None:
         """The config moved to another API (lock held): keep the old registration alive for its runs."""
         if self._agent_id is not None and old_api is not None:
             self._left_behind[old_api] = _LeftBehind(self._agent_id, old_client)
@@ -160,7 +153,7 @@ class AgentSession:
             self._agent_id = back.agent_id
             self._retired.append(back.client)
 
-    def run_client(self, url: str, token: str, config: AgentConfig) -> ApiClient:
+    def run_client(self, url: str, token: str, config: AgentConfig) -> RunChannel:
         """A client scoped to one run's token, on the API that handed the run out.
 
         It shares the connection pool of the agent's client when that client still talks to ``url`` with the
@@ -169,10 +162,8 @@ class AgentSession:
         """
         with self._lock:
             shared, target = self._client, self._target
-        scoped = getattr(shared, "scoped", None)
-        if scoped is not None and target is not None and target[0] == url and target[2] == config.api.timeout:
-            client: ApiClient = scoped(token)
-            return client
+        if shared is not None and target is not None and target[0] == url and target[2] == config.api.timeout:
+            return shared.scoped(token)
         return self._client_factory(url, token, config.api.timeout)
 
     def ensure_registered(self, stop: threading.Event) -> Endpoint | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from localagent.agent.state_batch import DELIVERED, GIVEN_UP, REFUSED
 from localagent.errors import ApiConflict, ApiRejected, ApiUnavailable
@@ -30,17 +30,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from localagent.agent.state_batch import StateBatcher, Ticket
-    from localagent.api.models import FlowRun, StateUpdate
+    from localagent.api.models import StateUpdate
+    from localagent.api.port import StateChannel
 
 log = logging.getLogger("localagent.run")
 
 MAX_BACKOFF = 5.0
-
-
-class StateSink(Protocol):
-    """The part of :class:`~localagent.api.client.ApiClient` the reporter uses."""
-
-    def set_state(self, run_id: str, update: StateUpdate) -> FlowRun: ...
 
 
 class GiveUp:
@@ -119,7 +114,7 @@ class StateReporter:
 
     def __init__(
         self,
-        api: StateSink,
+        api: StateChannel,
         run_id: str,
         *,
         give_up: GiveUp | None = None,

@@ -4,7 +4,7 @@ Usage::
 
     table = RunTable(execution_factory=RunExecution, reaper=reaper, console=console, metrics=metrics,
                      on_change=wake_up)
-    table.start(claimed_runs, config, client_for=lambda claimed: ApiClient(url, key=claimed.token),
+    table.start(claimed_runs, config, client_for=lambda claimed: api.scoped(claimed.token),
                 origin=RunOrigin(api="embedded", url=url))
     table.cancel(["run-id"]); len(table); table.ids(api="embedded"); table.shutdown_all(immediate=False)
     table.close_intake()   # runs handed out after this are reported Cancelled, never started
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from localagent.agent.reaper import ChildReaper
     from localagent.agent.reporter import PendingDeliveries
     from localagent.agent.state_batch import StateBatcher
-    from localagent.api.client import ApiClient
+    from localagent.api.port import RunChannel
     from localagent.config.model import AgentConfig
 
 logger = logging.getLogger("localagent.agent")
@@ -66,7 +66,7 @@ class ExecutionFactory(Protocol):
         self,
         claimed: ClaimedRun,
         config: AgentConfig,
-        api: ApiClient,
+        api: RunChannel,
         *,
         reaper: ChildReaper,
         console: ConsolePrinter,
@@ -105,7 +105,7 @@ class RunTable:
         self._on_change = on_change
         self._lock = threading.Lock()
         self._runs: dict[str, RunHandle] = {}
-        self._clients: dict[str, ApiClient] = {}
+        self._clients: dict[str, RunChannel] = {}
         self._origins: dict[str, RunOrigin] = {}
         self._cancel_sent: set[str] = set()
         self._accepting = True
@@ -137,7 +137,7 @@ class RunTable:
         self,
         claimed_runs: list[ClaimedRun],
         config: AgentConfig,
-        client_for: Callable[[ClaimedRun], ApiClient],
+        client_for: Callable[[ClaimedRun], RunChannel],
         origin: RunOrigin,
         state_batcher: StateBatcher | None = None,
     ) -> None:
@@ -223,7 +223,7 @@ class RunTable:
         self._on_change()
 
     @staticmethod
-    def _report(run_id: str, client: ApiClient, state: StateName, message: str) -> None:
+    def _report(run_id: str, client: RunChannel, state: StateName, message: str) -> None:
         try:
             client.set_state(run_id, StateUpdate(state=state, message=message))
         except ApiError as exc:

@@ -29,10 +29,20 @@ from localagent.agent.signals import SignalInbox, handle_signals
 from localagent.errors import ServiceError
 
 if TYPE_CHECKING:
+    from localagent.api.port import Orchestrator
+
+if TYPE_CHECKING:
     from localagent.agent.reload import ConfigWatcher
     from localagent.config import LoadedConfig
 
 logger = logging.getLogger("localagent.agent")
+
+
+def http_client(url: str, key: str | None, timeout: float) -> Orchestrator:
+    """The orchestrator port over HTTP (an ``OrchestratorFactory``)."""
+    from localagent.api.client import ApiClient
+
+    return ApiClient(url, key=key, timeout=timeout)
 
 
 def run_agent(load: Callable[[], LoadedConfig]) -> int:
@@ -71,7 +81,7 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
             metrics=AgentMetrics(),
             inbox=inbox,
             embedded_url=embedded_url,
-            client_factory=embedded.client if embedded is not None else None,
+            client_factory=embedded.client if embedded is not None else http_client,
         )
         if embedded is not None:
             agent.set_listener_sweep(embedded.sweep)

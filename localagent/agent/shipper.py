@@ -18,21 +18,21 @@ Usage::
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from localagent.agent.background import Background
 from localagent.agent.memory import release_free_memory
 from localagent.agent.reporter import GiveUp
 from localagent.agent.spool import LineReader, OutputLine, RunSpool
+from localagent.api.log_batch import BatchLine, encode_batch
 from localagent.errors import ApiNotFound, ApiRejected, ApiUnauthorized, ApiUnavailable
 
 if TYPE_CHECKING:
     from localagent.api.models import LogBatchResult
+    from localagent.api.port import OutputChannel
 
 log = logging.getLogger("localagent.run")
 
@@ -44,38 +44,6 @@ MAX_BACKOFF = 5.0
 TRIM_AFTER_BYTES = 1 << 20  # a run that shipped this much hands the freed heap back to the OS at its end
 FORCE_TRIM_BYTES = 16 << 20  # ... and past this much, even if another run trimmed a moment ago
 _LINE_OVERHEAD = 72  # JSON around one line's text: {"seq":N,"time":"...","stream":"stdout","text":""},
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-BatchLine = tuple[int, float, str, str]
-"""One numbered line of a batch: ``(seq, epoch seconds, stream, text)``."""
-
-
-class LogSink(Protocol):
-    """The part of :class:`~localagent.api.client.ApiClient` the shipper uses.
-
-    A sink that also has ``append_log_rows(run_id, rows)`` (the embedded API's in-process client) gets the
-    batch as the store's rows ``(run_id, seq, epoch seconds, stream, text)``, with no JSON made or parsed.
-    """
-
-    def append_logs_raw(self, run_id: str, body: bytes, count: int) -> LogBatchResult: ...
-
-
-def encode_batch(lines: Iterable[BatchLine], times: dict[float, str] | None = None) -> bytes:
-    """The JSON body of a ``LogBatch`` (``POST /api/flow_runs/{id}/logs``) holding ``lines``.
-
-    ``times`` caches the ISO text of read times across calls (lines read together share one).
-    """
-    cache = {} if times is None else times
-    wire: list[dict[str, object]] = []
-    append = wire.append
-    for seq, when, stream, text in lines:
-        iso = cache.get(when)
-        if iso is None:
-            if len(cache) > 256:
-                cache.clear()
-            iso = cache[when] = datetime.fromtimestamp(when, timezone.utc).isoformat()
-        append({"seq": seq, "time": iso, "stream": stream, "text": text})
-    return _encode({"lines": wire}).encode()
 
 
 class LogMetrics(Protocol):
@@ -88,7 +56,7 @@ class LogShipper(Background):
     def __init__(
         self,
         spool: RunSpool,
-        api: LogSink,
+        api: OutputChannel,
         run_id: str,
         *,
         first_seq: int = 0,
@@ -181,10 +149,10 @@ class LogShipper(Background):
     def _sender(self, batch: list[BatchLine]) -> Callable[[], LogBatchResult]:
         """One way to send ``batch``, prepared once for every attempt: rows in-process, else JSON bytes."""
         run_id = self._run_id
-        append_rows = getattr(self._api, "append_log_rows", None)
-        if append_rows is not None:
+        api = self._api
+        if api.capabilities.output_rows:  # the embedded API: rows straight to its store, no JSON
             rows = [(run_id, seq, when, stream, text) for seq, when, stream, text in batch]
-            return lambda: append_rows(run_id, rows)
+            return lambda: api.append_log_rows(run_id, rows)
         body = encode_batch(batch, self._times)
         count = len(batch)
         return lambda: self._api.append_logs_raw(run_id, body, count)

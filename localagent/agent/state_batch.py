@@ -27,15 +27,16 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from localagent.api.models import StateReport, StateReportResults, StateUpdate
 from localagent.errors import ApiRejected, ApiUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     from localagent.agent.reporter import GiveUp
+    from localagent.api.port import StateBatchChannel
 
 log = logging.getLogger("localagent.run")
 
@@ -48,12 +49,6 @@ DELIVERED = "delivered"
 REFUSED = "refused"
 FALLBACK = "fallback"
 GIVEN_UP = "given up"
-
-
-class BatchSink(Protocol):
-    """The part of :class:`~localagent.api.client.ApiClient` the batcher uses."""
-
-    def set_states(self, reports: Sequence[StateReport]) -> StateReportResults: ...
 
 
 class Ticket:
@@ -98,7 +93,7 @@ class Ticket:
 class StateBatcher:
     """Delivers queued state reports of many runs to one API, a batch per request (thread-safe)."""
 
-    def __init__(self, api: BatchSink, *, initial_backoff: float = 0.5, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, api: StateBatchChannel, *, initial_backoff: float = 0.5, max_batch: int = MAX_BATCH) -> None:
         self._api = api
         self._initial_backoff = initial_backoff
         self._max_batch = max_batch
@@ -244,7 +239,7 @@ class StateBatchers:
         # Keyed by identity: each batcher holds its client, so an id here is never reused by another object.
         self._batchers: dict[int, StateBatcher] = {}
 
-    def for_api(self, api: BatchSink) -> StateBatcher:
+    def for_api(self, api: StateBatchChannel) -> StateBatcher:
         with self._lock:
             batcher = self._batchers.get(id(api))
             if batcher is None:

@@ -34,6 +34,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from requests.adapters import HTTPAdapter
 
 from localagent import __version__
+from localagent.api.log_batch import LogRow, encode_rows
 from localagent.api.models import (
     Agent,
     AgentRegister,
@@ -56,6 +57,7 @@ from localagent.api.models import (
     StateReports,
     StateUpdate,
 )
+from localagent.api.port import HTTP_CAPABILITIES, Capabilities
 from localagent.errors import (
     ApiConflict,
     ApiError,
@@ -77,7 +79,8 @@ _JSON = "application/json"
 
 
 class ApiClient:
-    """A client of one orchestration API.
+    """A client of one orchestration API; the HTTP implementation of the orchestrator port
+    (:class:`~localagent.api.port.Orchestrator`).
 
     ``with ApiClient("http://127.0.0.1:4300", key=None, timeout=10.0) as api: api.list_flows()``
 
@@ -127,6 +130,10 @@ class ApiClient:
     def url(self) -> str:
         """The API's base url, without a trailing slash."""
         return self._url
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return HTTP_CAPABILITIES
 
     def close(self) -> None:
         if self._owns_session:
@@ -216,6 +223,10 @@ class ApiClient:
         path = f"/api/flow_runs/{_segment(run_id)}/logs"
         what = f"{count} log lines"
         return self._call("POST", path, LogBatchResult.model_validate, data=body, idempotent=True, what=what)
+
+    def append_log_rows(self, run_id: str, rows: list[LogRow]) -> LogBatchResult:
+        """Send rows ``(run_id, seq, epoch seconds, stream, text)`` (encoded here: HTTP takes JSON)."""
+        return self.append_logs_raw(run_id, encode_rows(rows), len(rows))
 
     def read_logs(self, run_id: str, *, after: int = -1, limit: int = 1000, wait: float = 0.0) -> LogPage:
         params = {"after": after, "limit": limit, "wait": wait}

@@ -21,6 +21,7 @@ from localagent.api.models import (
     StateName,
     StateUpdate,
 )
+from localagent.api.port import Capabilities
 from localagent.config import LoadedConfig
 from localagent.config.model import AgentConfig
 from localagent.errors import ApiNotFound, ApiUnavailable
@@ -159,6 +160,13 @@ class FakeClient:
         with self.server.changed:
             self.server.states.append((run_id, update, self.key))
             self.server.changed.notify_all()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(state_batches=False, output_rows=False)
+
+    def scoped(self, token: str) -> FakeClient:
+        return self.server.client_factory(self.url, token, 0.0)
 
     def close(self) -> None:
         self.closed = True

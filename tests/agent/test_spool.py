@@ -13,7 +13,9 @@ import pytest
 
 from localagent.agent.shipper import LogShipper
 from localagent.agent.spool import STDERR, STDOUT, LineReader, RunSpool, SpoolMeta
+from localagent.api.log_batch import LogRow, encode_rows
 from localagent.api.models import LogBatch, LogBatchResult, LogLine
+from localagent.api.port import Capabilities
 from localagent.errors import ApiRejected, ApiUnavailable
 
 
@@ -26,6 +28,11 @@ class FlakyLogApi:
         self.stored: dict[int, LogLine] = {}
         self.calls = 0
         self.failures = 0
+
+    capabilities = Capabilities(output_rows=False)
+
+    def append_log_rows(self, run_id: str, rows: list[LogRow]) -> LogBatchResult:
+        return self.append_logs_raw(run_id, encode_rows(rows), len(rows))
 
     def append_logs_raw(self, run_id: str, body: bytes, count: int) -> LogBatchResult:
         lines = LogBatch.model_validate_json(body).lines
