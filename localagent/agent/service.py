@@ -29,7 +29,8 @@ from localagent.agent.signals import SignalInbox, handle_signals
 from localagent.errors import ServiceError
 
 if TYPE_CHECKING:
-    from localagent.api.port import Orchestrator
+    from localagent.api.port import Orchestrator, OrchestratorFactory
+    from localagent.config.model import AgentConfig
 
 if TYPE_CHECKING:
     from localagent.agent.reload import ConfigWatcher
@@ -43,6 +44,20 @@ def http_client(url: str, key: str | None, timeout: float) -> Orchestrator:
     from localagent.api.client import ApiClient
 
     return ApiClient(url, key=key, timeout=timeout)
+
+
+def orchestrator_factory(config_of: Callable[[], AgentConfig], fallback: OrchestratorFactory) -> OrchestratorFactory:
+    """``fallback``, or a Prefect 3 work pool's client while the config in force says ``api.kind = "prefect"``."""
+    from localagent.prefect.orchestrator import PrefectFactory
+
+    prefect = PrefectFactory(lambda: config_of().prefect)
+
+    def factory(url: str, key: str | None, timeout: float) -> Orchestrator:
+        if config_of().api.kind == "prefect":
+            return prefect(url, key, timeout)
+        return fallback(url, key, timeout)
+
+    return factory
 
 
 def run_agent(load: Callable[[], LoadedConfig]) -> int:
@@ -81,7 +96,9 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
             metrics=AgentMetrics(),
             inbox=inbox,
             embedded_url=embedded_url,
-            client_factory=embedded.client if embedded is not None else http_client,
+            client_factory=orchestrator_factory(
+                lambda: agent.loaded.config, embedded.client if embedded is not None else http_client
+            ),
         )
         if embedded is not None:
             agent.set_listener_sweep(embedded.sweep)

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -178,4 +179,4 @@ class PrefectRest:
 
 
 def _seg(value: str) -> str:
-    return requests.utils.quote(value, safe="")
+    return quote(value, safe="")
