@@ -9,8 +9,9 @@ fresh pool and deployment of a trivial flow, the worker started (``localagent ru
 "prefect"``, or ``prefect worker start --pool P --type process --limit N`` at its default 10 s poll), idle
 for 10 s (RSS and CPU of the worker process measured from /proc), then ``--runs`` runs created at once.
 
-- pickup: the run's Pending state time (the worker's claim, taken right before it starts the process) minus
-  the run's expected start time, read back from the server's state history;
+- pickup: ``--latency-runs`` runs created one after another (each waited for, so every slot is free): the
+  run's Pending state time (the worker's claim, right before it starts the process) minus the run's expected
+  start time, read back from the server's state history;
 - throughput: runs completed per second, from the first run created to the last run completed.
 """
 
@@ -35,6 +36,7 @@ from tests.prefect.support import PrefectServer  # noqa: E402
 
 LOCALAGENT = shutil.which("localagent") or str(Path(sys.executable).with_name("localagent"))
 CLK = os.sysconf("SC_CLK_TCK")
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
 def _when(text: str) -> float:
@@ -66,8 +68,10 @@ def _start_worker(kind: str, server: PrefectServer, pool: str, limit: int, workd
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=server.env, start_new_session=True)
 
 
-def measure(kind: str, server: PrefectServer, runs: int, limit: int, workdir: Path) -> dict[str, float]:
-    pool = f"{kind}-{limit}-{int(time.time())}"
+def measure(
+    kind: str, server: PrefectServer, runs: int, limit: int, workdir: Path, latency_runs: int
+) -> dict[str, float]:
+    pool = f"bench-{kind}-{limit}-{int(time.time())}"  # (pool names starting with "prefect" are reserved)
     worker = _start_worker(kind, server, pool, limit, workdir)
     try:
         time.sleep(8)  # start-up
@@ -75,16 +79,18 @@ def measure(kind: str, server: PrefectServer, runs: int, limit: int, workdir: Pa
         time.sleep(10)
         rss, cpu1 = _proc_stats(worker.pid)
         deployment = server.deployment(pool, workdir)
-        began = time.time()
-        ids = [server.create_run(deployment) for _ in range(runs)]
-        ended = [server.wait_state(run_id, {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}, 3600) for run_id in ids]
-        finished = max(_when(run["end_time"] or run["state"]["timestamp"]) for run in ended)
         pickups = []
-        for run in ended:
-            states = server.call("GET", f"/flow_run_states/?flow_run_id={run['id']}")
+        for _ in range(latency_runs):  # one at a time, every slot free: the wait is the worker's alone
+            run_id = server.create_run(deployment)
+            run = server.wait_state(run_id, FINAL, 600)
+            states = server.call("GET", f"/flow_run_states/?flow_run_id={run_id}")
             pending = min(_when(s["timestamp"]) for s in states if s["type"] == "PENDING")
             pickups.append(pending - _when(run["expected_start_time"]))
         pickups.sort()
+        began = time.time()
+        ids = [server.create_run(deployment) for _ in range(runs)]
+        ended = [server.wait_state(run_id, FINAL, 3600) for run_id in ids]
+        finished = max(_when(run["end_time"] or run["state"]["timestamp"]) for run in ended)
         completed = sum(run["state"]["type"] == "COMPLETED" for run in ended)
         return {
             "completed": completed,
@@ -106,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--limits", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--latency-runs", type=int, default=10, help="runs created one at a time for pickup")
     args = parser.parse_args()
     python = os.environ.get("LOCALAGENT_TEST_PREFECT_PYTHON")
     if not python:
@@ -121,7 +128,7 @@ def main() -> None:
             )
             for limit in args.limits:
                 for kind in ("localagent", "prefect"):
-                    r = measure(kind, server, args.runs, limit, workdir)
+                    r = measure(kind, server, args.runs, limit, workdir, args.latency_runs)
                     print(
                         f"{kind:<11} {limit:>5} {int(r['completed']):>5} {r['pickup_p50']:>10.2f}s "
                         f"{r['pickup_p99']:>6.2f}s {r['throughput']:>7.2f} {r['idle_rss_mib']:>7.1f}Mi "

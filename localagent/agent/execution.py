@@ -59,6 +59,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("localagent.run")
 
 OUTPUT_DRAIN = 5.0  # after the process group is gone, how long a pipe held by an escaped process is read on
+# Run types whose process gets SIGTERM if the agent dies (even by SIGKILL): a Prefect flow run's engine then
+# reports it Crashed itself, where an orphan would run on with nobody to cancel or watch it.
+DIE_WITH_AGENT = frozenset({"prefect-process"})
 DELIVERY_GRACE = 10.0  # on shutdown, how long output and the final state may wait for an unreachable API
 
 
@@ -185,7 +188,12 @@ class RunExecution:
                 return StateUpdate(state=StateName.CANCELLED, message=self._stop.message)
             try:
                 proc = self._reaper.spawn(
-                    plan.argv, cwd=plan.cwd, env=plan.env, executable=plan.executable, on_exit=self._on_exit
+                    plan.argv,
+                    cwd=plan.cwd,
+                    env=plan.env,
+                    executable=plan.executable,
+                    on_exit=self._on_exit,
+                    parent_death_signal=signal.SIGTERM if self.claimed.run.run_config_type in DIE_WITH_AGENT else None,
                 )
             except OSError as exc:
                 reason = exc.strerror or str(exc)

@@ -16,6 +16,7 @@ That proposal is the one place two workers can race, and the server lets exactly
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("localagent.prefect")
 
 JSONDict = dict[str, Any]
+HOST_LABEL = "localagent.host"  # where the run's process is: an agent restarted there can tell it is gone
 LOOKAHEAD = 60.0  # seconds: runs due within this window tell the claim loop when to look again
 
 
@@ -101,11 +103,11 @@ class RunClaimer:
             return None
         self._not_before.pop(run_id, None)
         self._label(run_id, pool, settings)
+        flow_name = self._flow_name(str(flow_run.get("flow_id", "")))
         try:
-            flow_name = self._flow_name(str(flow_run.get("flow_id", "")))
             variables = job_variables(pool, deployment, flow_run)
             return claimed_run(flow_run, flow_name, variables, settings, api_url=self._rest.url, key=self._rest.key)
-        except (LaunchError, ApiError, ValueError, TypeError) as exc:
+        except (LaunchError, ValueError, TypeError) as exc:
             message = f"localagent could not prepare this flow run: {exc}"
             logger.warning("flow run %s: %s", run_id, message)
             self._crash(run_id, message)
@@ -117,6 +119,7 @@ class RunClaimer:
             "prefect.worker.type": "process",
             "prefect.work-pool.name": settings.work_pool,
             "prefect.work-pool.id": str(pool.get("id", "")),
+            HOST_LABEL: socket.gethostname(),
         }
         try:
             self._rest.update_labels(run_id, labels)
@@ -126,7 +129,11 @@ class RunClaimer:
     def _flow_name(self, flow_id: str) -> str:
         name = self._flow_names.get(flow_id)
         if name is None:
-            name = str(self._rest.read_flow(flow_id).get("name") or flow_id)
+            try:
+                name = str(self._rest.read_flow(flow_id).get("name") or flow_id)
+            except ApiError as exc:  # only a label for the console: never a reason to drop a run we hold
+                logger.debug("flow %s: name not read (%s)", flow_id, exc)
+                return f"flow-{flow_id[:8]}"
             if len(self._flow_names) > 1000:
                 self._flow_names.clear()
             self._flow_names[flow_id] = name

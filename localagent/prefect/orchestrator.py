@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections import deque
@@ -52,8 +54,8 @@ from localagent.api.models import (
     StateUpdate,
 )
 from localagent.api.port import Capabilities
-from localagent.errors import ApiConflict, ApiNotFound, ApiRejected
-from localagent.prefect.claims import RunClaimer
+from localagent.errors import ApiConflict, ApiError, ApiNotFound, ApiRejected
+from localagent.prefect.claims import HOST_LABEL, RunClaimer
 from localagent.prefect.events import EventStream, websocket_available
 from localagent.prefect.jobs import PROCESS_BASE_JOB_TEMPLATE, RUN_TOKEN_PREFIX
 from localagent.prefect.rest import FINAL_TYPES, PrefectRest, state_body
@@ -119,6 +121,10 @@ class PrefectOrchestrator:
         settings = self._settings_of()
         self._check_pool(settings)
         self.rest.worker_heartbeat(settings.work_pool, request.name, settings.heartbeat_interval)
+        sweep_key = (self.rest.url, settings.work_pool, request.name)
+        if sweep_key not in _SWEPT:  # once per agent process: later registrations may see our own live runs
+            self._crash_orphans(settings.work_pool, request.name)
+            _SWEPT.add(sweep_key)
         if settings.use_events and self._stream is None:
             if websocket_available():
                 self._stream = EventStream(self.rest, on_scheduled=self._run_scheduled, on_cancelling=self._cancel_seen)
@@ -170,6 +176,29 @@ class PrefectOrchestrator:
                     self.rest.create_work_queue(pool_name, queue)
         self._claimer.pool = pool
         self._pool_checked = (pool_name, settings.work_queues)
+
+    def _crash_orphans(self, pool: str, worker: str) -> None:
+        """Runs an earlier agent of this name started on this host and lost (it died): mark them Crashed.
+
+        A Prefect flow run's process gets SIGTERM when its agent dies, but with its output pipes gone it
+        cannot report that itself; the next agent started here does, as soon as it registers.
+        """
+        host = socket.gethostname()
+        for run in self.rest.active_flow_runs(pool):
+            labels = run.get("labels") or {}
+            if labels.get("prefect.worker.name") != worker or labels.get(HOST_LABEL) != host:
+                continue
+            run_id = str(run["id"])
+            pid = str(run.get("infrastructure_pid") or "")
+            if pid.isdigit() and _alive(int(pid)):
+                continue  # still running somewhere on this host (not a child of ours): leave it be
+            where = f"process {pid}" if pid else "its process had not started"
+            message = f"The localagent worker {worker!r} on {host} stopped without reporting this run's end ({where})."
+            logger.warning("flow run %s: %s Marking it Crashed.", run_id, message)
+            try:
+                self.rest.set_state(run_id, state_body(run_id, "CRASHED", "Crashed", message))
+            except ApiError as exc:
+                logger.error("flow run %s: could not mark it Crashed: %s", run_id, exc)
 
     def heartbeat(self, agent_id: str, beat: Heartbeat) -> HeartbeatReply:
         settings = self._settings_of()
@@ -318,6 +347,19 @@ class PrefectOrchestrator:
                 self.rest.create_logs(logs)
         last = max((seq for seq, _, _, _ in lines), default=-1)
         return LogBatchResult(stored=len(lines), last_seq=last)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_SWEPT: set[tuple[str, str, str]] = set()
 
 
 def _local_run(run_id: str, state: StateName) -> FlowRun:

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+from urllib3.util.retry import Retry
 
 from localagent import __version__
 from localagent.api.client import _connection_reason, _detail, _rejection
@@ -69,7 +70,10 @@ class PrefectRest:
         self._session.headers["Accept"] = "application/json"
         if key:
             self._session.headers["Authorization"] = f"Bearer {key}"
-        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=32)
+        # A kept-alive connection the server has just closed fails the next request on it; urllib3 retries
+        # connects for every call and reads for idempotent ones (never a POST it may have delivered).
+        retry = Retry(total=2, connect=2, read=1, status=0, other=0, backoff_factor=0.1, raise_on_status=False)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=32, max_retries=retry)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
@@ -135,6 +139,15 @@ class PrefectRest:
 
     def existing_flow_runs(self, run_ids: Sequence[str]) -> list[JSONDict]:
         body = {"flow_runs": {"id": {"any_": list(run_ids)}}, "limit": max(1, len(run_ids))}
+        return self._list("POST", "/flow_runs/filter", body)
+
+    def active_flow_runs(self, pool: str, limit: int = 200) -> list[JSONDict]:
+        """Runs of ``pool`` that are ``PENDING`` or ``RUNNING``."""
+        body = {
+            "flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING"]}}},
+            "work_pools": {"name": {"any_": [pool]}},
+            "limit": limit,
+        }
         return self._list("POST", "/flow_runs/filter", body)
 
     def create_logs(self, logs: list[JSONDict]) -> None:

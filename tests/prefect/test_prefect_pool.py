@@ -101,6 +101,31 @@ def test_cancel_from_the_api_stops_the_process_group_and_ends_cancelled(
         _stop(agent)
 
 
+def test_an_agent_killed_mid_run_leaves_the_run_crashed_and_nothing_running(
+    prefect_server: PrefectServer, tmp_path: Path
+) -> None:
+    pool = _pool()
+    agent = _start(tmp_path, prefect_server, pool)
+    try:
+        deployment = prefect_server.deployment(pool, tmp_path)
+        run_id = prefect_server.create_run(deployment, parameters={"sleep": 300})
+        running = prefect_server.wait_state(run_id, {"RUNNING"} | FINAL)
+        assert running["state"]["type"] == "RUNNING"
+        pid = int(running["infrastructure_pid"])
+    finally:
+        agent.kill()  # SIGKILL: no drain, no goodbye
+    # The run's process is told (SIGTERM) when its agent dies; with its output pipes gone it cannot report.
+    wait_for(lambda: not _alive(pid), timeout=30, what=f"pid {pid} to be gone")
+    # The agent started again (as its service manager would) marks the lost run Crashed.
+    again = _start(tmp_path, prefect_server, pool, name="la")
+    try:
+        run = prefect_server.wait_state(run_id, FINAL, timeout=60)
+        assert run["state"]["type"] == "CRASHED", run["state"]
+        assert "stopped without reporting" in run["state"]["message"]
+    finally:
+        _stop(again)
+
+
 def test_runs_that_cannot_start_or_die_without_a_final_state_end_crashed(
     prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
