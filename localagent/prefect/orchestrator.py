@@ -283,9 +283,11 @@ class PrefectOrchestrator:
         context = self._runs.get(run_id)
         try:
             current = ((self.rest.read_flow_run(run_id).get("state")) or {}).get("type")
-            self._final(run_id, update, current, context)
-        finally:
-            self._runs.pop(run_id, None)
+        except ApiNotFound:
+            self._runs.pop(run_id, None)  # deleted in Prefect: nothing left to report to
+            raise
+        self._final(run_id, update, current, context)  # ApiUnavailable: the reporter retries with the context
+        self._runs.pop(run_id, None)
         return _local_run(run_id, state)
 
     def _final(self, run_id: str, update: StateUpdate, current: str | None, context: _RunContext | None) -> None:
