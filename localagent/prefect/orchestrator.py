@@ -203,7 +203,8 @@ class PrefectOrchestrator:
     def heartbeat(self, agent_id: str, beat: Heartbeat) -> HeartbeatReply:
         settings = self._settings_of()
         self.rest.worker_heartbeat(settings.work_pool, self._worker_name, settings.heartbeat_interval)
-        ours = [run_id for run_id in beat.running_runs if run_id in self._runs]
+        # Every run the agent lists, also those claimed through an earlier client (a reload changed the key).
+        ours = list(beat.running_runs)
         if not ours:
             return HeartbeatReply.model_construct(cancel=[])
         found = {str(run["id"]): run for run in self.rest.existing_flow_runs(ours)}
