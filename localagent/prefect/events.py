@@ -31,6 +31,13 @@ logger = logging.getLogger("localagent.prefect")
 
 _MAX_BACKOFF = 30.0
 SCHEDULED_TYPES = frozenset({"SCHEDULED"})
+# Only the state events that can make a run claimable or cancel one (not every flow-run event of the server).
+EVENT_NAMES = (
+    "prefect.flow-run.Scheduled",
+    "prefect.flow-run.AwaitingRetry",
+    "prefect.flow-run.AwaitingConcurrencySlot",
+    "prefect.flow-run.Cancelling",
+)
 
 
 def websocket_available() -> bool:
@@ -101,7 +108,7 @@ class EventStream:
             now = datetime.now(timezone.utc)
             flow_filter = {
                 "occurred": {"since": now.isoformat(), "until": (now + timedelta(days=36500)).isoformat()},
-                "event": {"prefix": ["prefect.flow-run."]},
+                "event": {"name": list(EVENT_NAMES)},
             }
             sock.send(json.dumps({"type": "filter", "filter": flow_filter}))
             sock.settimeout(None)
