@@ -60,7 +60,7 @@ def test_a_deployed_flow_completes_with_its_parameters_env_and_logs(
     prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
     pool = _pool()
-    agent = _start(tmp_path, prefect_server, pool)
+    agent = _start(tmp_path, prefect_server, pool, forward_output=True)
     try:
         deployment = prefect_server.deployment(pool, tmp_path, job_variables={"env": {"GREETING": "bonjour"}})
         run_id = prefect_server.create_run(deployment, parameters={"name": "bob"})
@@ -76,6 +76,8 @@ def test_a_deployed_flow_completes_with_its_parameters_env_and_logs(
             what="the flow's log line in Prefect",
         )
         assert f"[hello/{run['name']}] printed by the flow" in agent.stdout
+        # print() is not a Prefect log (no log_prints): it reaches Prefect only through forward_output.
+        wait_for(lambda: "printed by the flow" in prefect_server.logs(run_id), timeout=30, what="the forwarded output")
     finally:
         _stop(agent)
 
