@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from localagent.agent.metrics import AgentMetrics
@@ -27,24 +26,17 @@ from localagent.api.models import ClaimedRun, StateName, StateUpdate
 from localagent.errors import ApiError
 
 if TYPE_CHECKING:
-    from localagent.agent.console import ConsolePrinter
-    from localagent.agent.reaper import ChildReaper
-    from localagent.agent.reporter import PendingDeliveries
-    from localagent.agent.state_batch import StateBatcher
+    from localagent.agent.coordination.session import RunOrigin
+    from localagent.agent.coordination.state_batch import StateBatcher
+    from localagent.agent.run.console import ConsolePrinter
+    from localagent.agent.run.reaper import ChildReaper
+    from localagent.agent.run.reporter import PendingDeliveries
     from localagent.api.port import RunChannel
     from localagent.config.model import AgentConfig
 
 logger = logging.getLogger("localagent.agent")
 
 SHUTDOWN_MESSAGE = "agent shut down"
-
-
-@dataclass(frozen=True)
-class RunOrigin:
-    """Where a run came from: ``api`` names the API (its url, or ``"embedded"``), ``url`` is where it reports."""
-
-    api: str
-    url: str
 
 
 class RunHandle(Protocol):
@@ -79,7 +71,7 @@ class ExecutionFactory(Protocol):
 
 
 def default_execution_factory() -> ExecutionFactory:
-    from localagent.agent.execution import RunExecution
+    from localagent.agent.run.execution import RunExecution
 
     return RunExecution
 

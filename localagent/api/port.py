@@ -28,7 +28,7 @@ Errors are the ``localagent.errors`` tree: ``ApiUnavailable`` (unreachable, a ti
 retry), ``ApiNotFound`` (the orchestrator forgot the agent or the run), ``ApiUnauthorized``,
 ``ApiConflict`` (a state the run can no longer take), ``ApiRejected`` (anything else refused). No
 implementation retries on its own: the agent's callers retry with one back-off policy
-(:mod:`localagent.agent.backoff`), so a stop interrupts a retry at once and retries never nest.
+(:mod:`localagent.agent.retry`), so a stop interrupts a retry at once and retries never nest.
 """
 
 from __future__ import annotations

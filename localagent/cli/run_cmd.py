@@ -45,9 +45,9 @@ def register(app: typer.Typer) -> None:
 
         first = loader()  # a ConfigError ends the command here: cli.main prints it and exits 1
         try:
-            from localagent.agent.service import run_agent
+            from localagent.runtime.service import run_agent
         except ImportError as exc:
-            if exc.name != "localagent.agent.service":
+            if exc.name != "localagent.runtime.service":
                 raise
             # Temporary, until the agent runtime lands: show what would run.
             from localagent.config.render import render_toml

@@ -8,10 +8,10 @@ import os
 import time
 from pathlib import Path
 
-from localagent.agent.console import ConsoleFollower, ConsolePrinter
-from localagent.agent.output import BUSY_READ, OutputPump
-from localagent.agent.shipper import LogShipper
-from localagent.agent.spool import STDOUT, RunSpool
+from localagent.agent.run.console import ConsoleFollower, ConsolePrinter
+from localagent.agent.run.output import BUSY_READ, OutputPump
+from localagent.agent.run.shipper import LogShipper
+from localagent.agent.run.spool import STDOUT, RunSpool
 from tests.agent.test_spool import FlakyLogApi
 
 FOREVER = 3600.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import threading
 import time
@@ -12,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from localagent.agent.console import ConsolePrinter
-from localagent.agent.execution import RunExecution
+from localagent.agent.coordination.session import RunOrigin
+from localagent.agent.coordination.state_batch import StateBatcher
 from localagent.agent.metrics import AgentMetrics
-from localagent.agent.reaper import ChildReaper
-from localagent.agent.reporter import PendingDeliveries
-from localagent.agent.run_table import RunOrigin
-from localagent.agent.spool import LineReader, RunSpool, SpoolMeta
-from localagent.agent.state_batch import StateBatcher
+from localagent.agent.run.console import ConsolePrinter
+from localagent.agent.run.execution import RunExecution
+from localagent.agent.run.reaper import ChildReaper
+from localagent.agent.run.reporter import PendingDeliveries
+from localagent.agent.run.spool import LineReader, RunSpool, SpoolMeta
 from localagent.api.client import ApiClient
 from localagent.api.models import (
     AgentRegister,
@@ -33,8 +34,9 @@ from localagent.api.models import (
 )
 from localagent.config.model import AgentConfig
 from localagent.server.runner import ServerThread
-from tests.agent.test_reaper import proc_state, wait_gone
 from tests.conftest import MakeApiServer
+from tests.support.processes import proc_state, wait_gone
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups and /proc")
 
@@ -164,10 +166,12 @@ def test_cancel_escalates_to_sigkill_after_the_grace(start_run: RunFactory, admi
     config = agent_config(tmp_path, runs={"stop_grace": 0.3})
     execution, _ = start_run("trap '' TERM; echo ready; while :; do sleep 0.1; done", config)
     wait_running(admin, execution.run_id)
-    time.sleep(0.2)  # let the shell install its trap
+    # "ready" is printed after the trap is installed: from then on SIGTERM is ignored and only SIGKILL ends it.
+    wait_for(lambda: "ready" in [line.text for line in all_logs(admin, execution.run_id)], what="the trap")
     execution.cancel("stop it")
     run = finish(execution, admin)
     assert (run.state, run.state_message) == (StateName.CANCELLED, "stop it")
+    assert run.exit_code == -signal.SIGKILL  # it was killed, not ended by the SIGTERM it ignores
 
 
 def test_cancel_before_start_never_starts_the_process(

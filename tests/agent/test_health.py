@@ -15,9 +15,10 @@ import pytest
 from localagent.agent.health import HealthServer
 from localagent.agent.metrics import AgentMetrics
 from localagent.errors import ServiceError
-from tests.agent.fake_api import FakeServer, loaded_config
-from tests.agent.test_loop import Harness, wait_until
 from tests.ports import free_port, free_ports
+from tests.support.agent_harness import Harness
+from tests.support.fake_orchestrator import FakeServer, loaded_config
+from tests.support.wait import wait_for
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -84,7 +85,7 @@ def test_agent_health_goes_503_when_polls_fail_for_three_intervals(tmp_path: Pat
     harness = Harness(loaded, fake)
     url = f"http://127.0.0.1:{port}/health"
     fake.wait_for(lambda: len(fake.claims) >= 1)
-    wait_until(lambda: get(url)[0] == 200)
+    wait_for(lambda: get(url)[0] == 200, timeout=10.0)
     body = json.loads(get(url)[1])
     assert body["agent"]["name"] == "a1"
     assert "etl" in body["agent"]["labels"]
@@ -93,10 +94,10 @@ def test_agent_health_goes_503_when_polls_fail_for_three_intervals(tmp_path: Pat
     assert body["config"]["files"] == [str(tmp_path / "agent.toml")]
     assert body["last_poll"] is not None
     fake.down = True
-    wait_until(lambda: get(url)[0] == 503)
+    wait_for(lambda: get(url)[0] == 503, timeout=10.0)
     assert json.loads(get(url)[1])["status"] == "unhealthy"
     fake.down = False
-    wait_until(lambda: get(url)[0] == 200)
+    wait_for(lambda: get(url)[0] == 200, timeout=10.0)
     harness.inbox.deliver(signal.SIGTERM)
     assert harness.join() == 0
     with pytest.raises(urllib.error.URLError):
@@ -109,7 +110,7 @@ def test_health_address_rebinds_on_apply_config(tmp_path: Path) -> None:
     first = loaded_config(tmp_path, health={"address": f"127.0.0.1:{first_port}"})
     second = loaded_config(tmp_path, health={"address": f"127.0.0.1:{second_port}"})
     harness = Harness(first, fake)
-    wait_until(lambda: get(f"http://127.0.0.1:{first_port}/health")[0] == 200)
+    wait_for(lambda: get(f"http://127.0.0.1:{first_port}/health")[0] == 200, timeout=10.0)
     harness.agent.apply_config(second)
     assert json.loads(get(f"http://127.0.0.1:{second_port}/health")[1])["config"]["generation"] == 2
     harness.inbox.deliver(signal.SIGTERM)

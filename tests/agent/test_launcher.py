@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from localagent.agent.launcher import build_environment, plan_launch, resolve_working_dir
+from localagent.agent.run.launcher import build_environment, plan_launch, resolve_working_dir
 from localagent.config.model import AgentConfig
 from localagent.errors import LaunchError
 from tests.agent.run_factory import make_claimed

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from localagent.agent.leftovers import LEFTOVER_DIR, LeftoverSpools
 from localagent.agent.metrics import AgentMetrics
-from localagent.agent.shipper import LogShipper
-from localagent.agent.spool import STDERR, STDOUT, RunSpool, SpoolMeta
+from localagent.agent.run.leftovers import LEFTOVER_DIR, LeftoverSpools
+from localagent.agent.run.shipper import LogShipper
+from localagent.agent.run.spool import STDERR, STDOUT, RunSpool, SpoolMeta
 from localagent.api.client import ApiClient
 from localagent.api.models import ClaimedRun, FlowSpec, LogLine
 from localagent.server.runner import ServerThread

@@ -7,74 +7,23 @@ import functools
 import logging
 import signal
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from localagent.agent.loop import Agent
+from localagent.agent.coordination.session import RunOrigin
 from localagent.agent.metrics import AgentMetrics
-from localagent.agent.run_table import RunOrigin, RunTable
+from localagent.agent.run_table import RunTable
 from localagent.agent.signals import SignalInbox
+from localagent.agent.supervisor import Agent
 from localagent.api.models import StateName
 from localagent.config import LoadedConfig
 from localagent.config.render import public_hash
 from localagent.errors import ConfigError, ConfigProblem
-from tests.agent.fake_api import FakeConsole, FakeExecution, FakeServer, claimed_run, loaded_config
-
-
-class Harness:
-    """An Agent running in a thread against a FakeServer, with FakeExecutions for runs."""
-
-    def __init__(
-        self,
-        loaded: LoadedConfig,
-        server: FakeServer,
-        *,
-        auto_finish: StateName | None = None,
-        load: Callable[[], LoadedConfig] | None = None,
-    ) -> None:
-        self.server = server
-        self.executions: list[FakeExecution] = []
-        self.inbox = SignalInbox()
-        self.console = FakeConsole()
-        self.metrics = AgentMetrics()
-        self.agent = Agent(
-            loaded,
-            load=load or (lambda: loaded),
-            reaper=object(),  # type: ignore[arg-type]
-            console=self.console,  # type: ignore[arg-type]
-            metrics=self.metrics,
-            inbox=self.inbox,
-            client_factory=server.client_factory,  # type: ignore[arg-type]
-            execution_factory=functools.partial(FakeExecution, auto_finish=auto_finish, log=self.executions),
-        )
-        self.exit_code: int | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        self.exit_code = self.agent.run()
-
-    def join(self, timeout: float = 10.0) -> int:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the agent did not stop"
-        self.inbox.close()
-        assert self.exit_code is not None
-        return self.exit_code
-
-    def started_ids(self) -> list[str]:
-        return [ex.run_id for ex in self.executions]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    event = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        event.wait(0.01)
-    raise AssertionError("condition not reached in time")
+from tests.support.agent_harness import Harness
+from tests.support.fake_orchestrator import FakeConsole, FakeExecution, FakeServer, claimed_run, loaded_config
+from tests.support.wait import wait_for
 
 
 def test_claims_send_labels_and_types_and_max_polls_ends_with_exit_0(tmp_path: Path) -> None:
@@ -98,7 +47,7 @@ def test_claimed_runs_start_with_a_client_scoped_to_their_token(tmp_path: Path) 
     server = FakeServer()
     server.add_runs(claimed_run("r1"), claimed_run("r2"))
     harness = Harness(loaded_config(tmp_path), server, auto_finish=StateName.SUCCESS)
-    wait_until(lambda: len(harness.executions) == 2)
+    wait_for(lambda: len(harness.executions) == 2, timeout=10.0)
     harness.inbox.deliver(signal.SIGTERM)
     assert harness.join() == 0
     assert harness.started_ids() == ["r1", "r2"]
@@ -113,14 +62,14 @@ def test_never_claims_beyond_free_slots(tmp_path: Path) -> None:
     server = FakeServer()
     server.add_runs(*(claimed_run(f"r{i}") for i in range(5)))
     harness = Harness(loaded_config(tmp_path, agent={"max_concurrent_runs": 2}), server)
-    wait_until(lambda: len(harness.executions) == 2)
+    wait_for(lambda: len(harness.executions) == 2, timeout=10.0)
     claims_when_full = len([claim for claim in server.claims if claim.slots > 0])
     threading.Event().wait(0.5)  # longer than two poll intervals: a full agent must not claim runs
     assert len([claim for claim in server.claims if claim.slots > 0]) == claims_when_full
     assert server.claims[-1].slots == 0, "a full agent still long-polls (for cancels) with slots = 0"
     assert all(claim.slots <= 2 for claim in server.claims)
     harness.executions[0].finish(StateName.SUCCESS)
-    wait_until(lambda: len(harness.executions) == 3)
+    wait_for(lambda: len(harness.executions) == 3, timeout=10.0)
     assert server.claims[-1].slots <= 1 or len(harness.executions) == 3
     assert len(server.waiting) == 2
     harness.inbox.deliver(signal.SIGTERM)
@@ -143,9 +92,9 @@ def test_cancel_from_a_claim_reply_cancels_the_run_once(tmp_path: Path) -> None:
     server = FakeServer()
     server.add_runs(claimed_run("r1"), claimed_run("r2"))
     harness = Harness(loaded_config(tmp_path), server)
-    wait_until(lambda: len(harness.executions) == 2)
+    wait_for(lambda: len(harness.executions) == 2, timeout=10.0)
     server.cancel("r1")
-    wait_until(lambda: harness.executions[0].done.is_set())
+    wait_for(lambda: harness.executions[0].done.is_set(), timeout=10.0)
     threading.Event().wait(0.3)
     assert harness.executions[0].cancel_messages == ["cancelled on request"]
     assert harness.executions[1].cancel_messages == []
@@ -160,13 +109,13 @@ def test_a_full_agent_long_polls_with_no_slots_and_gets_a_cancel_from_the_claim_
     # Heartbeats every 10 s: a cancel arriving well before that came through a claim reply.
     loaded = loaded_config(tmp_path, agent={"max_concurrent_runs": 1, "poll_interval": 30})
     harness = Harness(loaded, server)
-    wait_until(lambda: len(harness.executions) == 1)
+    wait_for(lambda: len(harness.executions) == 1, timeout=10.0)
     server.wait_for(lambda: bool(server.claims) and server.claims[-1].slots == 0)
     heartbeats = len(server.heartbeats)
     server.cancel("r1")
-    wait_until(lambda: harness.executions[0].done.is_set(), timeout=5.0)
+    wait_for(lambda: harness.executions[0].done.is_set(), timeout=5.0)
     assert len(server.heartbeats) == heartbeats, "the cancel came with the slots = 0 claim reply"
-    wait_until(lambda: len(harness.executions) == 2, timeout=5.0)  # the freed slot claims at once
+    wait_for(lambda: len(harness.executions) == 2, timeout=5.0)  # the freed slot claims at once
     harness.executions[1].finish(StateName.SUCCESS)
     harness.inbox.deliver(signal.SIGTERM)
     assert harness.join() == 0
@@ -217,13 +166,17 @@ def test_a_forgotten_agent_registers_again(tmp_path: Path) -> None:
 def test_api_outage_backs_off_and_recovers_while_runs_carry_on(tmp_path: Path) -> None:
     server = FakeServer()
     server.add_runs(claimed_run("r1"))
-    harness = Harness(loaded_config(tmp_path), server)
-    wait_until(lambda: len(harness.executions) == 1)
+    harness = Harness(loaded_config(tmp_path, agent={"poll_interval": 2.0}), server)
+    wait_for(lambda: len(harness.executions) == 1, timeout=10.0)
     server.down = True
-    threading.Event().wait(0.6)
+    threading.Event().wait(1.0)
     server.down = False
+    # Back-off from 0.25 s, doubling, each delay jittered into its upper half: within 1 s the claim loop
+    # tries at most 4 times (at 0, >=0.125, >=0.375, >=0.875 s). Without back-off the fake's instant
+    # refusals would be retried thousands of times in that second.
+    assert 1 <= server.refused.count("claim") <= 4, server.refused
     server.add_runs(claimed_run("r2"))
-    wait_until(lambda: len(harness.executions) == 2)
+    wait_for(lambda: len(harness.executions) == 2, timeout=10.0)
     assert not harness.executions[0].done.is_set(), "the outage did not touch the running run"
     assert harness.executions[0].shutdowns == []
     for execution in harness.executions:
@@ -249,7 +202,7 @@ def test_sigterm_drains_running_runs_then_exits_0(tmp_path: Path) -> None:
     server = FakeServer()
     server.add_runs(claimed_run("r1"))
     harness = Harness(loaded_config(tmp_path), server)
-    wait_until(lambda: len(harness.executions) == 1)
+    wait_for(lambda: len(harness.executions) == 1, timeout=10.0)
     harness.inbox.deliver(signal.SIGTERM)
     claims_at_signal = len([claim for claim in server.claims if claim.slots > 0])
     threading.Event().wait(0.4)
@@ -267,9 +220,9 @@ def test_drain_timeout_stops_the_rest_and_exits_143(tmp_path: Path) -> None:
     server = FakeServer()
     server.add_runs(claimed_run("r1"))
     harness = Harness(loaded_config(tmp_path, runs={"drain_timeout": 0.3}), server)
-    wait_until(lambda: len(harness.executions) == 1)
+    wait_for(lambda: len(harness.executions) == 1, timeout=10.0)
     harness.inbox.deliver(signal.SIGTERM)
-    wait_until(lambda: harness.executions[0].shutdowns)
+    wait_for(lambda: harness.executions[0].shutdowns, timeout=10.0)
     assert harness.executions[0].shutdowns == [("agent shut down", False)]
     harness.executions[0].finish(StateName.CANCELLED)
     assert harness.join() == 143
@@ -279,11 +232,11 @@ def test_second_signal_stops_runs_at_once(tmp_path: Path) -> None:
     server = FakeServer()
     server.add_runs(claimed_run("r1"))
     harness = Harness(loaded_config(tmp_path), server)
-    wait_until(lambda: len(harness.executions) == 1)
+    wait_for(lambda: len(harness.executions) == 1, timeout=10.0)
     harness.inbox.deliver(signal.SIGTERM)
     threading.Event().wait(0.2)
     harness.inbox.deliver(signal.SIGINT)
-    wait_until(lambda: harness.executions[0].shutdowns)
+    wait_for(lambda: harness.executions[0].shutdowns, timeout=10.0)
     assert harness.executions[0].shutdowns == [("agent shut down", True)]
     harness.executions[0].finish(StateName.CANCELLED)
     assert harness.join() == 130
@@ -355,12 +308,12 @@ def test_a_new_api_url_moves_claims_but_not_started_runs(tmp_path: Path) -> None
         ),
     )
     harness = Harness(first, server)
-    wait_until(lambda: len(harness.executions) == 1)
+    wait_for(lambda: len(harness.executions) == 1, timeout=10.0)
     harness.agent.apply_config(second)
     server.wait_for(lambda: len(server.registrations) == 2)  # registered again on the new API
     assert server.registrations[1].name == "a1"
     server.add_runs(claimed_run("r2"))
-    wait_until(lambda: len(harness.executions) == 2)
+    wait_for(lambda: len(harness.executions) == 2, timeout=10.0)
     assert harness.executions[0].api.url == "http://api.test"
     assert harness.executions[1].api.url == "http://other.test"
 
@@ -372,7 +325,7 @@ def test_a_new_api_url_moves_claims_but_not_started_runs(tmp_path: Path) -> None
     server.wait_for(lambda: ("agent-1", ["r1"]) in beats("http://api.test"))
     assert {tuple(runs) for _, runs in beats("http://other.test")} <= {(), ("r2",)}
     harness.executions[0].finish(StateName.SUCCESS)
-    wait_until(lambda: harness.agent.health_report()[1]["api"]["left_behind"] == [])
+    wait_for(lambda: harness.agent.health_report()[1]["api"]["left_behind"] == [], timeout=10.0)
     old_beats = len(beats("http://api.test"))
     server.wait_for(lambda: len(beats("http://other.test")) >= 3)  # a few more heartbeats: none to the old API
     assert len(beats("http://api.test")) == old_beats
@@ -393,7 +346,6 @@ def test_a_run_that_cannot_be_built_is_reported_failed(tmp_path: Path) -> None:
     loaded = loaded_config(tmp_path, agent={"max_polls": 2})
     agent = Agent(
         loaded,
-        load=lambda: loaded,
         reaper=object(),  # type: ignore[arg-type]
         console=FakeConsole(),  # type: ignore[arg-type]
         metrics=AgentMetrics(),
@@ -411,7 +363,7 @@ def test_max_polls_then_waits_for_runs_to_finish(tmp_path: Path) -> None:
     server = FakeServer()
     server.add_runs(claimed_run("r1"))
     harness = Harness(loaded_config(tmp_path, agent={"max_polls": 1}), server)
-    wait_until(lambda: len(harness.executions) == 1)
+    wait_for(lambda: len(harness.executions) == 1, timeout=10.0)
     threading.Event().wait(0.3)
     assert harness.thread.is_alive()
     harness.executions[0].finish(StateName.SUCCESS)

@@ -8,8 +8,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from localagent.agent.output import OutputPump, split_budget
-from localagent.agent.spool import MAX_LINE_CHARS, LineReader, OutputLine, RunSpool
+from localagent.agent.run.output import OutputPump, split_budget
+from localagent.agent.run.spool import MAX_LINE_CHARS, LineReader, OutputLine, RunSpool
 
 
 def pump_bytes(

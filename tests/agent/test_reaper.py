@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from localagent.agent.reaper import ChildReaper
+from localagent.agent.run.reaper import ChildReaper
+from tests.support.processes import proc_state, wait_gone
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="checks /proc and the subreaper")
 
@@ -23,25 +23,6 @@ def reaper() -> Iterator[ChildReaper]:
     reaper.start()
     yield reaper
     reaper.stop()
-
-
-def proc_state(pid: int) -> str | None:
-    """The /proc state letter of ``pid`` ('Z' for a zombie), or None when no such process exists."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):  # gone, possibly while we read
-        return None
-
-
-def wait_gone(pid: int, within: float = 10.0) -> str | None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        state = proc_state(pid)
-        if state is None:
-            return None
-        time.sleep(0.02)
-    return proc_state(pid)
 
 
 def test_exit_codes_and_signals_reach_the_owner(reaper: ChildReaper) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from localagent.agent.shipper import LogShipper
-from localagent.agent.spool import STDERR, STDOUT, LineReader, RunSpool, SpoolMeta
+from localagent.agent.run.shipper import LogShipper
+from localagent.agent.run.spool import STDERR, STDOUT, LineReader, RunSpool, SpoolMeta
 from localagent.api.log_batch import LogRow, encode_rows
 from localagent.api.models import LogBatch, LogBatchResult, LogLine
 from localagent.api.port import Capabilities

@@ -6,8 +6,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from localagent.agent.reporter import GiveUp, StateReporter
-from localagent.agent.state_batch import DELIVERED, FALLBACK, GIVEN_UP, REFUSED, StateBatcher
+from localagent.agent.coordination.state_batch import DELIVERED, FALLBACK, GIVEN_UP, REFUSED, StateBatcher
+from localagent.agent.retry import GiveUp
+from localagent.agent.run.reporter import StateReporter
 from localagent.api.client import ApiClient
 from localagent.api.models import StateName, StateReport, StateReportResults, StateUpdate
 from localagent.server.runner import ServerThread

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from localagent.agent.leftovers import LEFTOVER_DIR
+from localagent.agent.run.leftovers import LEFTOVER_DIR
 from localagent.api.client import ApiClient
 from localagent.api.models import FlowRunCreate, FlowSpec, LogLine
 from tests.e2e.support import Agent, Process, wait_for

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from localagent.agent.config_diff import describe_changes, diff_configs
+from localagent.agent.reload.diff import describe_changes, diff_configs
 from localagent.config import LoadedConfig, load_config
 from localagent.config.render import redact_url
 

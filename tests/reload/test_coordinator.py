@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from localagent.agent.reload import ReloadCoordinator
+from localagent.agent.reload.coordinator import ReloadCoordinator
 from localagent.errors import ServiceError
 from tests.reload.helpers import RecordingAgent, loader, write_config
 

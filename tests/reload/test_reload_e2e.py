@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from localagent.api.client import ApiClient
-from localagent.api.models import Agent, FlowRunCreate, FlowSpec, StateName
+from localagent.api.models import Agent, FlowRunCreate, FlowSpec, LogLine, StateName
 from tests.reload.agent_process import AgentProcess, localagent_command
-from tests.reload.helpers import wait_for
+from tests.support.wait import wait_for
 
 FINAL = {StateName.SUCCESS, StateName.FAILED, StateName.CANCELLED, StateName.CRASHED}
 
@@ -34,7 +34,7 @@ def run_state(api: ApiClient, run_id: str) -> StateName:
 
 
 def wait_final(api: ApiClient, run_id: str, timeout: float = 30.0) -> StateName:
-    wait_for(lambda: run_state(api, run_id) in FINAL, timeout, f"run {run_id} to finish")
+    wait_for(lambda: run_state(api, run_id) in FINAL, timeout=timeout, what=f"run {run_id} to finish")
     return run_state(api, run_id)
 
 
@@ -138,3 +138,29 @@ def test_reloads_during_a_stream_of_300_runs_lose_no_run(agent: AgentProcess, ap
         assert wait_final(api, run_id, timeout=60) == StateName.SUCCESS
     assert agent.health()["config"]["error"] is None
     assert agent.alive()
+
+
+def test_a_reload_during_a_waiting_claim_applies_to_the_runs_that_claim_hands_out(tmp_path: Path) -> None:
+    """Issue 18: the runs of a claim asked before a reload start with the config in force when it returns."""
+    before = '[logs]\nmax_run_output = "1KiB"\n[runs.env]\nGREETING = "old"\n'
+    after = '[logs]\nmax_run_output = 0\n[runs.env]\nGREETING = "new"\n'
+    with AgentProcess(tmp_path, labels=["base"], poll_interval="60s", extra=before) as agent, agent.client() as api:
+        api.register_flow(FlowSpec(name="talk", command='echo "$GREETING"; seq 1 3000', labels=["base"]))
+        wait_for(lambda: agent.polls() >= 1, what="the first claim to be answered")  # the next one now waits
+        agent.save(labels=["base"], extra=after)
+        wait_for(lambda: agent.health()["config"]["generation"] == 2, what="the reload")
+        polls = agent.polls()
+        run = api.create_run(FlowRunCreate(flow="talk"))
+        assert wait_final(api, run.id) == StateName.SUCCESS
+        assert agent.polls() == polls + 1  # the run came with the claim that was waiting during the reload
+        texts = [line.text for line in all_lines(api, run.id) if line.stream == "stdout"]
+    assert texts == ["new", *(str(i) for i in range(1, 3001))]  # the new env, and no 1 KiB cut
+
+
+def all_lines(api: ApiClient, run_id: str) -> list[LogLine]:
+    lines: list[LogLine] = []
+    after = -1
+    while page := api.read_logs(run_id, after=after, limit=5000).lines:
+        lines.extend(page)
+        after = page[-1].seq
+    return lines

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from localagent.agent.reload import ConfigWatcher, ReloadCoordinator
-from tests.reload.helpers import RecordingAgent, loader, save_by_rename, wait_for, write_config
+from localagent.agent.reload.coordinator import ReloadCoordinator
+from localagent.agent.reload.watcher import ConfigWatcher
+from tests.reload.helpers import RecordingAgent, loader, save_by_rename, write_config
+from tests.support.wait import wait_for
 
 
 class Rig:

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from localagent.api.models import Flow, FlowSpec
+from localagent.server import operations
 from localagent.server.auth import require_operator
-from localagent.server.checks import delay
 from localagent.server.http_errors import ERROR_RESPONSES
 from localagent.server.services import Services, services
 
@@ -20,14 +20,12 @@ router = APIRouter(
 
 @router.post("", summary="Register a flow (a new version only when the spec changed)")
 async def register_flow(spec: FlowSpec, svc: Services = Depends(services)) -> Flow:
-    delay(spec.retry_delay, "body.retry_delay")
-    delay(spec.timeout, "body.timeout")
-    return await run_in_threadpool(svc.flows.register, spec)
+    return await run_in_threadpool(operations.register_flow, svc, spec)
 
 
 @router.get("", summary="The latest version of every flow")
 async def list_flows(svc: Services = Depends(services)) -> list[Flow]:
-    return await run_in_threadpool(svc.flows.latest)
+    return await run_in_threadpool(operations.list_flows, svc)
 
 
 @router.get("/{name}", summary="One flow: its latest version, or ?version=N")
@@ -36,4 +34,4 @@ async def get_flow(
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     svc: Services = Depends(services),
 ) -> Flow:
-    return await run_in_threadpool(svc.flows.get, name, version)
+    return await run_in_threadpool(operations.get_flow, svc, name, version)

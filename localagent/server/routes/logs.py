@@ -6,18 +6,17 @@ body as ``LogBatch`` and the page as ``LogPage``.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from localagent.api.models import LogBatchResult, LogPage
+from localagent.server import operations
 from localagent.server.auth import require_run_access
 from localagent.server.checks import INT64_MAX
 from localagent.server.http_errors import ERROR_RESPONSES, require_json
-from localagent.server.log_wire import parse_batch, render_page
-from localagent.server.notify import logs_topic
+from localagent.server.log_wire import render_page
 from localagent.server.services import Services, services
 
 router = APIRouter(
@@ -39,8 +38,7 @@ LOG_BATCH_BODY = {
 @router.post("", summary="Append a batch of numbered lines", openapi_extra=LOG_BATCH_BODY)
 async def append_logs(run_id: str, request: Request, svc: Services = Depends(services)) -> LogBatchResult:
     require_json(request)
-    rows = parse_batch(run_id, await request.body(), nul_free=svc.logs.nul_free)
-    return await run_in_threadpool(svc.logs.append, run_id, rows)
+    return await run_in_threadpool(operations.append_logs, svc, run_id, await request.body())
 
 
 @router.get(
@@ -55,13 +53,6 @@ async def read_logs(
     wait: Annotated[float, Query(ge=0, le=300)] = 0.0,
     svc: Services = Depends(services),
 ) -> Response:
-    deadline = time.monotonic() + wait
-    while True:
-        with svc.notifier.subscribe(logs_topic(run_id)) as wakeup:
-            page = await run_in_threadpool(svc.logs.read, run_id, after=after, limit=limit)
-            remaining = deadline - time.monotonic()
-            if page.rows or page.finished or remaining <= 0 or svc.notifier.closed:
-                body = render_page(page.rows, next_after=page.next_after, finished=page.finished)
-                return Response(content=body, media_type="application/json")
-            # In-process writers wake us; other server processes sharing the database do not.
-            await wakeup.wait(min(remaining, svc.settings.recheck_interval) if svc.database.shared else remaining)
+    page = await operations.read_logs(svc, run_id, after=after, limit=limit, wait=wait)
+    body = render_page(page.rows, next_after=page.next_after, finished=page.finished)
+    return Response(content=body, media_type="application/json")

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from localagent.api.models import FlowRun, FlowRunCreate, StateName, StateReportResults, StateReports, StateUpdate
+from localagent.server import operations
 from localagent.server.auth import require_operator, require_run_access
-from localagent.server.checks import state_numbers, utc
 from localagent.server.http_errors import ERROR_RESPONSES
 from localagent.server.services import Services, quick, services
 
@@ -18,9 +18,7 @@ router = APIRouter(prefix="/api/flow_runs", tags=["flow runs"], responses=ERROR_
 
 @router.post("", status_code=201, summary="Create a run of a flow", dependencies=[Depends(require_operator)])
 async def create_run(request: FlowRunCreate, svc: Services = Depends(services)) -> FlowRun:
-    if request.scheduled_start is not None:
-        request = request.model_copy(update={"scheduled_start": utc(request.scheduled_start, "body.scheduled_start")})
-    return await quick(svc, svc.runs.create, request)
+    return await quick(svc, operations.create_run, svc, request)
 
 
 @router.get("", summary="Runs, newest first", dependencies=[Depends(require_operator)])
@@ -32,17 +30,19 @@ async def list_runs(
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
     svc: Services = Depends(services),
 ) -> list[FlowRun]:
-    return await run_in_threadpool(svc.runs.list_runs, flow=flow, state=state, agent=agent, limit=limit, offset=offset)
+    return await run_in_threadpool(
+        operations.list_runs, svc, flow=flow, state=state, agent=agent, limit=limit, offset=offset
+    )
 
 
 @router.get("/{run_id}", summary="One run with its state history", dependencies=[Depends(require_run_access)])
 async def get_run(run_id: str, svc: Services = Depends(services)) -> FlowRun:
-    return await quick(svc, svc.runs.get, run_id)
+    return await quick(svc, operations.get_run, svc, run_id)
 
 
 @router.post("/{run_id}/cancel", summary="Cancel a run", dependencies=[Depends(require_operator)])
 async def cancel_run(run_id: str, svc: Services = Depends(services)) -> FlowRun:
-    return await quick(svc, svc.runs.cancel, run_id)
+    return await quick(svc, operations.cancel_run, svc, run_id)
 
 
 @router.post(
@@ -51,8 +51,7 @@ async def cancel_run(run_id: str, svc: Services = Depends(services)) -> FlowRun:
     dependencies=[Depends(require_run_access)],
 )
 async def set_state(run_id: str, update: StateUpdate, svc: Services = Depends(services)) -> FlowRun:
-    state_numbers(update)
-    return await quick(svc, svc.runs.set_state, run_id, update)
+    return await quick(svc, operations.set_state, svc, run_id, update)
 
 
 @router.post(
@@ -61,7 +60,4 @@ async def set_state(run_id: str, update: StateUpdate, svc: Services = Depends(se
     dependencies=[Depends(require_operator)],
 )
 async def set_states(request: StateReports, svc: Services = Depends(services)) -> StateReportResults:
-    for index, report in enumerate(request.reports):
-        state_numbers(report, f"body.reports.{index}")
-    results = await quick(svc, svc.runs.set_states, request.reports)
-    return StateReportResults(results=results)
+    return await quick(svc, operations.set_states, svc, request.reports)

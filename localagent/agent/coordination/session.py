@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from localagent import __version__
+from localagent.agent.retry import Backoff
 from localagent.api.models import AgentRegister, Heartbeat
 from localagent.api.port import Orchestrator, OrchestratorFactory, RunChannel
 from localagent.config.render import public_hash
@@ -47,6 +48,14 @@ _FIRST_BACKOFF = 0.25
 def api_name(config: AgentConfig) -> str:
     """The API a config talks to: ``"embedded"`` (wherever it listens), else its url."""
     return EMBEDDED if config.api.url == EMBEDDED else config.api.url
+
+
+@dataclass(frozen=True)
+class RunOrigin:
+    """Where a run came from: ``api`` names the API (its url, or ``"embedded"``), ``url`` is where it reports."""
+
+    api: str
+    url: str
 
 
 @dataclass(frozen=True)
@@ -168,14 +177,12 @@ class AgentSession:
 
     def ensure_registered(self, stop: threading.Event) -> Endpoint | None:
         """The API in force and the agent id there, registering (again) as needed; None once ``stop`` is set."""
-        backoff = 0.0
+        backoff = Backoff(first=_FIRST_BACKOFF, cap=lambda: self._config_state()[0].config.agent.poll_interval)
         while not stop.is_set():
             endpoint = self.register_once()
             if endpoint is not None:
                 return endpoint
-            poll_interval = self._config_state()[0].config.agent.poll_interval
-            backoff = min(max(backoff * 2, _FIRST_BACKOFF), poll_interval)
-            stop.wait(backoff)
+            backoff.wait(stop)
         return None
 
     def endpoint(self) -> Endpoint | None:

@@ -9,8 +9,9 @@ Usage::
 With ``api.url = "embedded"`` the API runs in the agent's own process, yet every claim, state report, log
 batch and heartbeat of the agent used to go out over loopback HTTP and back in: request and response
 encoded, parsed and routed twice, which cost more of the process's one interpreter than the work itself.
-This client makes those calls straight into the server's stores, exactly as their routes would (the same
-range checks, the same store methods, the same errors), and keeps HTTP for everything else (a flow run's
+This client makes those calls straight into the server's operations layer (:mod:`localagent.server.operations`),
+the very functions the HTTP routes call (the same checks, the same store calls, the same errors), and keeps
+HTTP for everything else (a flow run's
 own process still reaches the API at ``url`` with its token).
 
 A claim runs on the server's event loop, where the claim long-poll lives; the other calls run on the
@@ -51,16 +52,15 @@ from localagent.api.models import (
 )
 from localagent.api.port import Capabilities
 from localagent.errors import ApiError, ApiRejected, ApiUnavailable, StorageError
-from localagent.server.checks import int64, state_numbers
-from localagent.server.database import Database, InvalidData
+from localagent.server import operations
+from localagent.server.database import InvalidData
 from localagent.server.http_errors import describe_validation_errors
-from localagent.server.log_wire import parse_batch
 
 if TYPE_CHECKING:
     from localagent.server.runner import ServerThread
     from localagent.server.services import Services
 
-log = logging.getLogger("localagent.agent")
+log = logging.getLogger("localagent.embedded")
 
 T = TypeVar("T")
 
@@ -114,66 +114,51 @@ class InProcessClient:
         if server is None:
             return self._http.claim(agent_id, request)
         services, loop = server
-        poll = services.claim_poll.claim(agent_id, request, _still_connected)
+        poll = operations.claim(services, agent_id, request, _still_connected)
         return self._on_loop(loop, poll, request.wait + self._timeout, "claim")
 
     def set_states(self, reports: Sequence[StateReport]) -> StateReportResults:
         server = self._server()
         if server is None:
             return self._http.set_states(reports)
-        services = server[0]
         with _as_api_errors("state reports"):
-            for index, report in enumerate(reports):
-                state_numbers(report, f"body.reports.{index}")
-            return StateReportResults(results=services.runs.set_states(list(reports)))
+            return operations.set_states(server[0], reports)
 
     def set_state(self, run_id: str, update: StateUpdate) -> FlowRun:
         server = self._server()
         if server is None:
             return self._http.set_state(run_id, update)
         with _as_api_errors("a state report"):
-            state_numbers(update)
-            return server[0].runs.set_state(run_id, update)
+            return operations.set_state(server[0], run_id, update)
 
     def append_logs_raw(self, run_id: str, body: bytes, count: int) -> LogBatchResult:
         server = self._server()
         if server is None:
             return self._http.append_logs_raw(run_id, body, count)
-        logs = server[0].logs
         with _as_api_errors(f"{count} log lines"):
-            return logs.append(run_id, parse_batch(run_id, body, nul_free=logs.nul_free))
+            return operations.append_logs(server[0], run_id, body)
 
     def append_log_rows(self, run_id: str, rows: list[LogRow]) -> LogBatchResult:
-        """Store a batch given as the store's rows ``(run_id, seq, epoch seconds, stream, text)``: the
-        agent's shipper hands these over in embedded mode, so no JSON is made or parsed for its output.
-
-        The rows come from the agent itself (seqs it numbered, times it took), so only what the database
-        cannot hold is mended: a NUL on PostgreSQL becomes U+FFFD, as ``parse_batch`` does.
-        """
+        """Store rows ``(run_id, seq, epoch seconds, stream, text)``: no JSON is made or parsed."""
         server = self._server()
         if server is None:
             return self._http.append_log_rows(run_id, rows)
-        logs = server[0].logs
-        if logs.nul_free:
-            rows = [row if "\x00" not in row[4] else (*row[:4], Database.without_nul(row[4])) for row in rows]
         with _as_api_errors(f"{len(rows)} log lines"):
-            return logs.append(run_id, rows)
+            return operations.append_log_rows(server[0], run_id, rows)
 
     def heartbeat(self, agent_id: str, beat: Heartbeat) -> HeartbeatReply:
         server = self._server()
         if server is None:
             return self._http.heartbeat(agent_id, beat)
         with _as_api_errors("a heartbeat"):
-            int64(beat.config_generation, "body.config_generation")
-            return server[0].agents.heartbeat(agent_id, beat)
+            return operations.heartbeat(server[0], agent_id, beat)
 
     def register_agent(self, request: AgentRegister) -> Agent:
         server = self._server()
         if server is None:
             return self._http.register_agent(request)
         with _as_api_errors("a registration"):
-            int64(request.config_generation, "body.config_generation")
-            return server[0].agents.register(request)
+            return operations.register_agent(server[0], request)
 
     # -- plumbing ------------------------------------------------------------------------------------
 

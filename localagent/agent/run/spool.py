@@ -1,13 +1,13 @@
 """A run's output on disk: an append-only file of raw output chunks, and the line reader over it.
 
-The pipe reader (:mod:`localagent.agent.output`) appends each chunk it reads as one *frame* (stream,
+The pipe reader (:mod:`localagent.agent.run.output`) appends each chunk it reads as one *frame* (stream,
 read time, bytes) and does nothing else, so a child writing at full speed is never slowed by line
 splitting, decoding, the console or the API. Consumers (the shipper, the console) follow the file at
 their own pace with a :class:`LineReader`, which splits lines, splits very long ones and replaces invalid
 UTF-8. The file lives in ``<state_dir>/spool/<run_id>/``, so output waiting for an unreachable API costs
 disk, not memory. Output meant for the API is described by a :class:`SpoolMeta` (``meta.json``, written
 with the directory), so an agent started later can deliver what an earlier one left behind
-(:mod:`localagent.agent.leftovers`) through :meth:`RunSpool.reopen`.
+(:mod:`localagent.agent.run.leftovers`) through :meth:`RunSpool.reopen`.
 
 While the writer is *busy* (each read finds a lot waiting: the child writes as fast as it can), readers
 hold back with :meth:`RunSpool.wait_while_busy`: in one process they all share the GIL with the pipe
@@ -46,6 +46,11 @@ BUSY_HOLD = 0.1  # seconds a reader holds back after the writer last found a lot
 
 _HEADER = struct.Struct("<BdI")  # stream, read time (epoch seconds), length
 
+SPOOL_FORMAT = 1
+"""The format of a spool directory, written in ``meta.json`` as ``format``. 0: a spool written before the
+format was recorded (no ``format`` key; the same ``output.frames`` layout as 1). 1: frames of
+``_HEADER`` + bytes. An agent reads every format up to its own; a newer one's spool is left alone."""
+
 
 class OutputLine(NamedTuple):
     stream: StreamName
@@ -57,14 +62,15 @@ class OutputLine(NamedTuple):
 class SpoolMeta:
     """Where a spool's output goes: the run, the API that handed it out, the seq of its first line.
 
-    ``api`` names the API as :func:`~localagent.agent.registration.api_name` does (its url, or ``"embedded"``);
-    ``label`` (``flow/run-name``) is for log messages.
+    ``api`` names the API as :func:`~localagent.agent.coordination.session.api_name` does (its url, or ``"embedded"``);
+    ``label`` (``flow/run-name``) is for log messages; ``format`` is the spool's :data:`SPOOL_FORMAT`.
     """
 
     run_id: str
     api: str
     first_seq: int
     label: str
+    format: int = SPOOL_FORMAT
 
     FILE_NAME = "meta.json"
 
@@ -83,9 +89,18 @@ class SpoolMeta:
         """The meta of the spool in ``directory``; ``OSError`` or ``ValueError`` if missing or unreadable."""
         data = json.loads((directory / cls.FILE_NAME).read_bytes())
         try:
-            return cls(str(data["run_id"]), str(data["api"]), int(data["first_seq"]), str(data.get("label", "")))
-        except (KeyError, TypeError, AttributeError) as exc:
+            spool_format = int(data.get("format", 0))  # no key: written before formats were recorded
+            meta = cls(
+                str(data["run_id"]), str(data["api"]), int(data["first_seq"]), str(data.get("label", "")), spool_format
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"{directory / cls.FILE_NAME}: not a spool's meta ({exc!r})") from exc
+        if spool_format > SPOOL_FORMAT:
+            raise ValueError(
+                f"{directory / cls.FILE_NAME}: spool format {spool_format} was written by a newer agent "
+                f"(this one reads formats up to {SPOOL_FORMAT}); it is left for that agent"
+            )
+        return meta
 
 
 class RunSpool:

@@ -4,7 +4,8 @@ At high run rates, one request per state change is what bounds the agent (and, i
 server in the same process): each costs an HTTP round trip and a commit. A :class:`StateBatcher` has one
 sender thread per API: reports queued while a batch is on the wire go out together in the next one, so
 there is no added delay when the agent is quiet, and when it is busy at most one request per ``LINGER``
-(25 ms) carrying everything that came due meanwhile.
+(25 ms) carrying everything that came due meanwhile; a run's final state that is alone in the queue is not
+held back by that window (a short run ends as soon as it can).
 
 A run's reports stay in order because the run waits for each ticket before queueing the next. While the
 API is unreachable (or answers 5xx) the batch is resent with back-off; a resend is harmless
@@ -29,13 +30,14 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
+from localagent.agent.retry import Backoff
 from localagent.api.models import StateReport, StateReportResults, StateUpdate
 from localagent.errors import ApiRejected, ApiUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from localagent.agent.reporter import GiveUp
+    from localagent.agent.retry import GiveUp
     from localagent.api.port import StateBatchChannel
 
 log = logging.getLogger("localagent.run")
@@ -150,8 +152,14 @@ class StateBatcher:
                     self._thread = None
                     return
                 # Busy (a batch went out moments ago): gather for the rest of LINGER, so the request rate
-                # stays bounded. Quiet: send at once.
-                while not self._closed.is_set() and (remaining := last_sent + LINGER - time.monotonic()) > 0:
+                # stays bounded. Quiet: send at once. A run's final state alone in the queue leaves at once
+                # too: a short run's end would otherwise wait out the window its Running report opened
+                # (``true``: final 25 ms after Running); under load the queue holds more and the window holds.
+                while (
+                    not self._closed.is_set()
+                    and not self._lone_final_state()
+                    and (remaining := last_sent + LINGER - time.monotonic()) > 0
+                ):
                     self._changed.wait(remaining)
                 last_sent = time.monotonic()
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
@@ -163,8 +171,12 @@ class StateBatcher:
                     if not ticket.wait(0):
                         ticket.finish(FALLBACK, str(exc))
 
+    def _lone_final_state(self) -> bool:
+        """Only one report waits and it is a run's final state (lock held)."""
+        return len(self._queue) == 1 and self._queue[0].update.state.is_final
+
     def _send(self, batch: list[Ticket]) -> None:
-        backoff = self._initial_backoff
+        backoff = Backoff(first=self._initial_backoff, cap=MAX_BACKOFF)
         warned = False
         while True:
             live = []
@@ -196,11 +208,12 @@ class StateBatcher:
             if not warned:
                 log.warning("cannot report %d run state(s) yet, retrying: %s", len(live), problem)
                 warned = True
-            if self._closed.wait(backoff):
+            # Sleep the back-off, but wake for the first run whose delivery grace ends meanwhile.
+            delay = min([backoff.next_delay(), *(ticket.give_up.remaining() for ticket in live)])
+            if self._closed.wait(delay):
                 for ticket in live:
                     ticket.finish(FALLBACK, "the batcher is closed")
                 return
-            backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _refuse_batches(self, exc: ApiRejected, live: list[Ticket]) -> None:
         """The API refused the batch request itself: every run reports alone (and, for good, when it lacks it)."""

@@ -2,7 +2,7 @@
 
 A run's output waits in ``<state_dir>/spool/<run_id>/`` until the API has it. When the agent stops while the
 API is unreachable, or dies mid-run, the spool stays, with a ``meta.json`` naming the run, its API and the seq
-of its first line (:class:`~localagent.agent.spool.SpoolMeta`). At the next start, before the first claim
+of its first line (:class:`~localagent.agent.run.spool.SpoolMeta`). At the next start, before the first claim
 (a run claimed again reuses its spool directory and starts it afresh), :meth:`LeftoverSpools.collect` moves
 each of them to ``spool/.leftover/<run_id>-<unique>/``; once registered, :meth:`LeftoverSpools.start` ships
 them on one thread with the agent's key, numbered from their first seq as before (the API stores a resent seq
@@ -26,9 +26,9 @@ import uuid
 from pathlib import Path
 
 from localagent.agent.background import Background
-from localagent.agent.reporter import GiveUp
-from localagent.agent.shipper import LogMetrics, LogShipper
-from localagent.agent.spool import RunSpool, SpoolMeta
+from localagent.agent.retry import GiveUp
+from localagent.agent.run.shipper import LogMetrics, LogShipper
+from localagent.agent.run.spool import RunSpool, SpoolMeta
 from localagent.api.port import OutputChannel
 
 log = logging.getLogger("localagent.agent")

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from localagent.agent.embedded import EmbeddedApi
-from localagent.agent.inprocess import InProcessClient
 from localagent.api.client import ApiClient
 from localagent.api.models import (
     AgentRegister,
@@ -24,6 +22,8 @@ from localagent.api.models import (
     StateUpdate,
 )
 from localagent.config.loader import load_config
+from localagent.embedded.api import EmbeddedApi
+from localagent.embedded.inprocess import InProcessClient
 from localagent.errors import ApiConflict, ApiNotFound, ApiRejected, ApiUnauthorized, ApiUnavailable
 from localagent.server.runner import ServerThread
 from tests.conftest import MakeApiServer

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable
 
 from localagent.agent.background import Background
-from localagent.agent.spool import STDERR, STDOUT, SYSTEM, RunSpool
+from localagent.agent.run.spool import STDERR, STDOUT, SYSTEM, RunSpool
 from localagent.config.units import format_size
 
 log = logging.getLogger("localagent.run")

@@ -20,44 +20,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from localagent.agent.embedded import EmbeddedApi
 from localagent.agent.logs import configure_logging
-from localagent.agent.loop import Agent
 from localagent.agent.memory import freeze_startup_objects, limit_arenas, tune_collector
 from localagent.agent.metrics import AgentMetrics
 from localagent.agent.signals import SignalInbox, handle_signals
+from localagent.agent.supervisor import Agent
 from localagent.errors import ServiceError
+from localagent.runtime.backends import open_backend, prefect_or
 
 if TYPE_CHECKING:
-    from localagent.api.port import Orchestrator, OrchestratorFactory
-    from localagent.config.model import AgentConfig
-
-if TYPE_CHECKING:
-    from localagent.agent.reload import ConfigWatcher
+    from localagent.agent.reload.watcher import ConfigWatcher
     from localagent.config import LoadedConfig
+    from localagent.embedded.api import EmbeddedApi
 
 logger = logging.getLogger("localagent.agent")
-
-
-def http_client(url: str, key: str | None, timeout: float) -> Orchestrator:
-    """The orchestrator port over HTTP (an ``OrchestratorFactory``)."""
-    from localagent.api.client import ApiClient
-
-    return ApiClient(url, key=key, timeout=timeout)
-
-
-def orchestrator_factory(config_of: Callable[[], AgentConfig], fallback: OrchestratorFactory) -> OrchestratorFactory:
-    """``fallback``, or a Prefect 3 work pool's client while the config in force says ``api.kind = "prefect"``."""
-    from localagent.prefect.orchestrator import PrefectFactory
-
-    prefect = PrefectFactory(lambda: config_of().prefect)
-
-    def factory(url: str, key: str | None, timeout: float) -> Orchestrator:
-        if config_of().api.kind == "prefect":
-            return prefect(url, key, timeout)
-        return fallback(url, key, timeout)
-
-    return factory
 
 
 def run_agent(load: Callable[[], LoadedConfig]) -> int:
@@ -72,8 +48,8 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
     configure_logging(config.logs)
     ensure_state_dir(config.agent.state_dir)
 
-    from localagent.agent.console import ConsolePrinter
-    from localagent.agent.reaper import ChildReaper
+    from localagent.agent.run.console import ConsolePrinter
+    from localagent.agent.run.reaper import ChildReaper
 
     with contextlib.ExitStack() as stack:
         inbox = stack.enter_context(SignalInbox())
@@ -82,23 +58,16 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         reaper.start()
         stack.callback(logger.debug, "child reaper stopped")
         stack.callback(reaper.stop)
-        embedded: EmbeddedApi | None = None
-        embedded_url = None
-        if config.api.url == "embedded":
-            embedded = EmbeddedApi()
-            embedded_url = embedded.start(loaded)
-            stack.callback(embedded.stop)
+        backend = open_backend(loaded, stack)
+        embedded = backend.embedded
         agent = Agent(
             loaded,
-            load=load,
             reaper=reaper,
             console=ConsolePrinter(),
             metrics=AgentMetrics(),
             inbox=inbox,
-            embedded_url=embedded_url,
-            client_factory=orchestrator_factory(
-                lambda: agent.loaded.config, embedded.client if embedded is not None else http_client
-            ),
+            embedded_url=backend.embedded_url,
+            client_factory=prefect_or(lambda: agent.loaded.config, backend.client_factory),
         )
         if embedded is not None:
             agent.set_listener_sweep(embedded.sweep)
@@ -118,7 +87,8 @@ def _watch_config(agent: Agent, load: Callable[[], LoadedConfig], embedded: Embe
     (:meth:`EmbeddedApi.follow`) and points the agent's claims at the new listener (same database, same
     agent id); the old listener stops once no run reports to it (the agent's listener sweep).
     """
-    from localagent.agent.reload import ConfigWatcher, ReloadCoordinator
+    from localagent.agent.reload.coordinator import ReloadCoordinator
+    from localagent.agent.reload.watcher import ConfigWatcher
 
     watcher: ConfigWatcher | None = None
 

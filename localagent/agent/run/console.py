@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from localagent.agent.background import Background
-from localagent.agent.spool import LineReader, RunSpool
+from localagent.agent.run.spool import LineReader, RunSpool
 
 _BATCH_LINES = 2000
 _IDLE_WAIT = 1.0

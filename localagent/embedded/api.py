@@ -7,7 +7,7 @@ Usage::
     embedded.follow(old, new)               # a reload changed server.address or the API key
     embedded.sweep({"http://127.0.0.1:4300"})  # urls runs still report to: stop listeners nobody uses
     embedded.stop()
-    client = embedded.client(url, key, timeout)  # the agent's calls to it skip HTTP (agent/inprocess.py)
+    client = embedded.client(url, key, timeout)  # the agent's calls to it skip HTTP (embedded/inprocess.py)
 
 A move starts a second server on the new address against the *same database* (so the agent keeps its
 agent id and every run its token) and makes it current; the old listener keeps serving, because runs it
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from localagent.config import LoadedConfig
     from localagent.server.runner import ServerThread
 
-logger = logging.getLogger("localagent.agent")
+logger = logging.getLogger("localagent.embedded")
 
 
 def _start_server(address: str, database_url: str, api_key: str | None) -> ServerThread:
@@ -86,10 +86,10 @@ class EmbeddedApi:
         The agent's session makes its clients here (an ``OrchestratorFactory``), so its claims, state reports, log
         batches and heartbeats to the embedded API skip loopback HTTP.
         """
-        from localagent.agent.inprocess import InProcessClient
         from localagent.api.client import ApiClient
+        from localagent.embedded.inprocess import InProcessClient
 
-        http = ApiClient(url, key=key, timeout=timeout)
+        http = ApiClient(url, key=key, timeout=timeout, retries=0)  # the agent retries; never a retry in a retry
         if self.server_at(url) is None:
             return http
         return InProcessClient(http, timeout=timeout, locate=self.server_at)

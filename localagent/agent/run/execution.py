@@ -10,13 +10,13 @@ Usage::
 ``api`` is the run-scoped client (the API that handed out the run, with the run's token); ``origin`` names
 that API. Output meant for the API is spooled with a ``meta.json`` naming the run, the API and the first
 seq: output that could not be delivered before the agent stopped (or died) is delivered by the next agent
-started on the same ``state_dir`` (:mod:`localagent.agent.leftovers`).
+started on the same ``state_dir`` (:mod:`localagent.agent.run.leftovers`).
 
 One thread per run: the *run* thread reads the output pipes and, between reads, watches the process (exit,
 timeout, cancel and shutdown). ``on_finished`` is called (the slot is free) as soon as the process is gone
 and its output is on disk; the same thread then delivers what is left (the rest of the output, the final
 state) in the background, tracked in ``pending`` (the agent's
-:class:`~localagent.agent.reporter.PendingDeliveries`) until it ends, so a shutdown can wait for it.
+:class:`~localagent.agent.run.reporter.PendingDeliveries`) until it ends, so a shutdown can wait for it.
 
 ``Running`` goes into the agent's state batch when the process starts, without a thread waiting for it;
 only when it must be sent alone (an API without batches) does a thread of its own send it. The output is
@@ -33,26 +33,27 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from localagent.agent.console import ConsoleFollower, ConsolePrinter
-from localagent.agent.launcher import plan_launch
-from localagent.agent.output import OutputPump
-from localagent.agent.registration import api_name
-from localagent.agent.reporter import GiveUp, PendingDeliveries, StateReporter
-from localagent.agent.shipper import LogShipper
-from localagent.agent.spool import RunSpool, SpoolMeta
-from localagent.agent.state_batch import FALLBACK
+from localagent.agent.coordination.session import api_name
+from localagent.agent.coordination.state_batch import FALLBACK
+from localagent.agent.retry import GiveUp
+from localagent.agent.run.console import ConsoleFollower, ConsolePrinter
+from localagent.agent.run.launcher import plan_launch
+from localagent.agent.run.output import OutputPump
+from localagent.agent.run.reporter import PendingDeliveries, StateReporter
+from localagent.agent.run.shipper import LogShipper
+from localagent.agent.run.spool import RunSpool, SpoolMeta
+from localagent.agent.run.stopping import StopPolicy, StopRequest, StopWatch, next_step
 from localagent.api.models import ClaimedRun, StateName, StateUpdate
-from localagent.config.units import format_duration
 from localagent.errors import LaunchError
 
 if TYPE_CHECKING:
+    from localagent.agent.coordination.session import RunOrigin
+    from localagent.agent.coordination.state_batch import StateBatcher, Ticket
     from localagent.agent.metrics import AgentMetrics
-    from localagent.agent.reaper import ChildProcess, ChildReaper
-    from localagent.agent.run_table import RunOrigin
-    from localagent.agent.state_batch import StateBatcher, Ticket
+    from localagent.agent.run.reaper import ChildProcess, ChildReaper
     from localagent.api.port import RunChannel
     from localagent.config.model import AgentConfig
 
@@ -63,24 +64,6 @@ OUTPUT_DRAIN = 5.0  # after the process group is gone, how long a pipe held by a
 # reports it Crashed itself, where an orphan would run on with nobody to cancel or watch it.
 DIE_WITH_AGENT = frozenset({"prefect-process"})
 DELIVERY_GRACE = 10.0  # on shutdown, how long output and the final state may wait for an unreachable API
-
-
-@dataclass(frozen=True)
-class _StopRequest:
-    kind: str  # "cancel", "shutdown" or "timeout"
-    message: str
-    immediate: bool = False
-
-
-@dataclass
-class _Watch:
-    """What the run thread knows about stopping its process."""
-
-    timeout_at: float | None
-    signalled_at: float | None = None
-    killed: bool = False
-    drain_until: float | None = None
-    abandoned: bool = False
 
 
 class RunExecution:
@@ -100,6 +83,7 @@ class RunExecution:
         state_batcher: StateBatcher | None = None,
         pending: PendingDeliveries | None = None,
         origin: RunOrigin | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.claimed = claimed
         self.config = config
@@ -115,7 +99,7 @@ class RunExecution:
         self._on_finished = on_finished
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._stop: _StopRequest | None = None
+        self._stop: StopRequest | None = None
         self._delivery_grace = delivery_grace
         self._pending = pending
         self._api_name = origin.api if origin is not None else api_name(config)  # the API of the run
@@ -129,6 +113,8 @@ class RunExecution:
         self._shipper: LogShipper | None = None
         self._follower: ConsoleFollower | None = None
         self._output_seen = False
+        self._clock = clock
+        self._watch = StopWatch(timeout_at=None)
 
     def start(self) -> None:
         """Start the process on the caller's thread (no thread is made before it runs), then watch it."""
@@ -149,13 +135,13 @@ class RunExecution:
         threading.Thread(target=self._run, args=(proc,), name=f"run-{name}", daemon=True).start()
 
     def cancel(self, message: str = "cancelled on request") -> None:
-        self._request_stop(_StopRequest("cancel", message))
+        self._request_stop(StopRequest("cancel", message))
 
     def shutdown(self, message: str = "agent shut down", *, immediate: bool = False) -> None:
         self._give_up.set_deadline(time.monotonic() + self._delivery_grace)
-        self._request_stop(_StopRequest("shutdown", message, immediate))
+        self._request_stop(StopRequest("shutdown", message, immediate))
 
-    def _request_stop(self, request: _StopRequest) -> None:
+    def _request_stop(self, request: StopRequest) -> None:
         with self._lock:
             if self._stop is None:
                 self._stop = request
@@ -228,11 +214,10 @@ class RunExecution:
     def _execute(self, proc: ChildProcess) -> StateUpdate:
         pump = self._pump
         assert pump is not None
-        timeout = self.claimed.flow.timeout
-        watch = _Watch(timeout_at=time.monotonic() + timeout if timeout else None)
-        pump.run(proc.stdout_fd, proc.stderr_fd, tick=lambda: self._tick(proc, watch))
+        self._watch = StopWatch.started(now=self._clock(), timeout=self.claimed.flow.timeout)
+        pump.run(proc.stdout_fd, proc.stderr_fd, tick=lambda: self._tick(proc))
         while not proc.exited.is_set():  # the pipes closed first (or were let go): watch on without them
-            self._wake.wait(self._tick(proc, watch))
+            self._wake.wait(self._tick(proc))
             self._wake.clear()
         for stream in (proc.popen.stdout, proc.popen.stderr):
             if stream is not None:
@@ -245,7 +230,7 @@ class RunExecution:
             follower.join(1.0)
         if pump.cut_lines and self._metrics is not None:
             self._metrics.observe_log_lines(dropped=pump.cut_lines)
-        return self._outcome(proc, watch.signalled_at is not None or watch.killed)
+        return self._outcome(proc, self._watch.stopped_by_us)
 
     def _on_exit(self, _proc: ChildProcess) -> None:
         self._wake.set()
@@ -266,48 +251,30 @@ class RunExecution:
             follower.start(name=f"console-{self.claimed.run.name}")
             self._follower = follower
 
-    def _tick(self, proc: ChildProcess, watch: _Watch) -> float | None:
-        """One look at the process: stop it as requested; the seconds until the next look (None: no limit)."""
-        now = time.monotonic()
-        if proc.exited.is_set():
-            # The reaper killed what was left of the process group, so the pipes normally close at once; a
-            # process that left the group (setsid) may still hold them: read on briefly, then let go.
-            if watch.drain_until is None:
-                watch.drain_until = now + OUTPUT_DRAIN
-            if now < watch.drain_until:
-                return watch.drain_until - now
-            if not watch.abandoned and self._pump is not None:
-                log.warning("run %s: a process outside the run's process group holds its output open", self.run_id)
-                watch.abandoned = True
-                self._pump.abandon()
-            return 0.0
+    def _tick(self, proc: ChildProcess) -> float | None:
+        """One look at the process: act on :func:`next_step`; the seconds until the next look (None: no limit)."""
         runs = self.config.runs
-        if self._stop is None and watch.timeout_at is not None and now >= watch.timeout_at:
-            timeout = self.claimed.flow.timeout or 0
-            self._request_stop(_StopRequest("timeout", f"timed out after {format_duration(timeout)}"))
+        policy = StopPolicy(runs.stop_signal, runs.stop_grace, OUTPUT_DRAIN)
+        self._watch, step = next_step(
+            self._watch, self._clock(), exited=proc.exited.is_set(), request=self._stop, policy=policy
+        )
+        if step.timed_out is not None:
+            self._request_stop(step.timed_out)
         request = self._stop
-        if request is not None and not watch.killed:
-            grace_over = watch.signalled_at is not None and now >= watch.signalled_at + runs.stop_grace
-            if request.immediate or grace_over:
-                log.info("run %s: sending SIGKILL to process group %d", self.run_id, proc.pid)
-                proc.signal_group(signal.SIGKILL)
-                watch.killed = True
-            elif watch.signalled_at is None:
-                stop_signal = signal.Signals[runs.stop_signal]
-                log.info(
-                    "run %s: %s; sending %s to process group %d",
-                    self.run_id,
-                    request.message,
-                    stop_signal.name,
-                    proc.pid,
-                )
-                proc.signal_group(stop_signal)
-                watch.signalled_at = now
-        if request is None:
-            return max(watch.timeout_at - now, 0.0) if watch.timeout_at is not None else None
-        if watch.signalled_at is not None and not watch.killed:
-            return max(watch.signalled_at + runs.stop_grace - now, 0.0)
-        return 1.0
+        if step.send == signal.SIGKILL:
+            log.info("run %s: sending SIGKILL to process group %d", self.run_id, proc.pid)
+            proc.signal_group(signal.SIGKILL)
+        elif step.send is not None and request is not None:
+            log.info(
+                "run %s: %s; sending %s to process group %d", self.run_id, request.message, step.send.name, proc.pid
+            )
+            proc.signal_group(step.send)
+        if step.abandon_output and self._pump is not None:
+            # The reaper killed what was left of the process group, so the pipes normally close at once; a
+            # process that left the group (setsid) may still hold them: we read on briefly, then let go.
+            log.warning("run %s: a process outside the run's process group holds its output open", self.run_id)
+            self._pump.abandon()
+        return step.next_look
 
     def _end(self, final: StateUpdate) -> None:
         """The process is gone: free the slot; delivery goes on in the background."""

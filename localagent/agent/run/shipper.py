@@ -1,6 +1,6 @@
 """Shipping a run's output to the API in numbered batches, from its on-disk spool.
 
-The shipper follows the run's :class:`~localagent.agent.spool.RunSpool` at its own pace, so a slow or
+The shipper follows the run's :class:`~localagent.agent.run.spool.RunSpool` at its own pace, so a slow or
 unreachable API never slows the child: output waits on disk. Lines are numbered from the claim's
 ``next_log_seq`` in spool order; each batch's JSON body is built once, as bytes, straight from the lines
 (no model per line), and goes out when it holds ~1 MiB or 5,000 lines, when its oldest line is
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from localagent.agent.background import Background
 from localagent.agent.memory import release_free_memory
-from localagent.agent.reporter import GiveUp
-from localagent.agent.spool import LineReader, OutputLine, RunSpool
+from localagent.agent.retry import Backoff, GiveUp
+from localagent.agent.run.spool import LineReader, OutputLine, RunSpool
 from localagent.api.log_batch import BatchLine, encode_batch
 from localagent.errors import ApiNotFound, ApiRejected, ApiUnauthorized, ApiUnavailable
 
@@ -161,7 +161,7 @@ class LogShipper(Background):
         """Send one batch until it is stored; ``False`` when shipping must stop."""
         count = len(batch)
         send = self._sender(batch)
-        backoff = self._initial_backoff
+        backoff = Backoff(first=self._initial_backoff, cap=MAX_BACKOFF)
         failed_before = False
         while True:
             try:
@@ -181,9 +181,8 @@ class LogShipper(Background):
                     log.warning("run %s: output waits in the spool, the API is unreachable: %s", self._run_id, exc)
                     self._count(spooled=count)
                     failed_before = True
-                if self._give_up.wait(backoff):
+                if backoff.wait(self._give_up):
                     return False
-                backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             if failed_before:
                 log.info("run %s: the API is back, shipping spooled output", self._run_id)

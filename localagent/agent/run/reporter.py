@@ -1,6 +1,6 @@
 """Delivering a run's state changes to the API through outages, and knowing what is still undelivered.
 
-A run's updates are sent one after the other (see :mod:`localagent.agent.execution`), each retried with
+A run's updates are sent one after the other (see :mod:`localagent.agent.run.execution`), each retried with
 back-off while the API is unreachable (or answers 5xx), so a final state reaches the API once it returns;
 an update the API refuses (409: the server already moved the run on, e.g. Crashed; 404/401) is logged,
 not retried. Retrying stops when the run's :class:`GiveUp` is set or its deadline passes (the agent is
@@ -23,56 +23,20 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from localagent.agent.state_batch import DELIVERED, GIVEN_UP, REFUSED
+from localagent.agent.coordination.state_batch import DELIVERED, GIVEN_UP, REFUSED
+from localagent.agent.retry import Backoff, GiveUp
 from localagent.errors import ApiConflict, ApiRejected, ApiUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from localagent.agent.state_batch import StateBatcher, Ticket
+    from localagent.agent.coordination.state_batch import StateBatcher, Ticket
     from localagent.api.models import StateUpdate
     from localagent.api.port import StateChannel
 
 log = logging.getLogger("localagent.run")
 
 MAX_BACKOFF = 5.0
-
-
-class GiveUp:
-    """When a run's deliveries stop retrying: at once (:meth:`set`) or at a deadline (:meth:`set_deadline`)."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._now = False
-        self._deadline: float | None = None
-
-    def set(self) -> None:
-        with self._changed:
-            self._now = True
-            self._changed.notify_all()
-
-    def set_deadline(self, deadline: float) -> None:
-        """Give up at ``deadline`` (``time.monotonic()``); an earlier deadline already set is kept."""
-        with self._changed:
-            if self._deadline is None or deadline < self._deadline:
-                self._deadline = deadline
-            self._changed.notify_all()
-
-    def is_set(self) -> bool:
-        return self._now or (self._deadline is not None and time.monotonic() >= self._deadline)
-
-    def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout`` unless giving up first; ``True`` when it is time to give up."""
-        end = time.monotonic() + timeout
-        with self._changed:
-            while not self.is_set():
-                remaining = end - time.monotonic()
-                if self._deadline is not None:
-                    remaining = min(remaining, self._deadline - time.monotonic())
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
-            return self.is_set()
 
 
 class PendingDeliveries:
@@ -162,9 +126,12 @@ class StateReporter:
         return self._deliver_alone(update)
 
     def _deliver_alone(self, update: StateUpdate) -> bool:
-        backoff = self._initial_backoff
+        backoff = Backoff(first=self._initial_backoff, cap=MAX_BACKOFF)
         warned = False
         while True:
+            if self.give_up.is_set():  # e.g. the batcher handed it back after the shutdown's grace ended
+                log.error("run %s: state %s was not delivered (API unreachable)", self._run_id, update.state.value)
+                return False
             try:
                 self._api.set_state(self._run_id, update)
             except ApiConflict as exc:
@@ -181,10 +148,9 @@ class StateReporter:
                         "run %s: cannot report state %s yet, retrying: %s", self._run_id, update.state.value, exc
                     )
                     warned = True
-                if self.give_up.wait(backoff):
+                if backoff.wait(self.give_up):
                     log.error("run %s: state %s was not delivered (API unreachable)", self._run_id, update.state)
                     return False
-                backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             if warned:
                 log.info("run %s: state %s delivered after the API came back", self._run_id, update.state.value)

@@ -71,6 +71,7 @@ class FakeServer:
         self.states: list[tuple[str, StateUpdate, str | None]] = []
         self.cancels: list[str] = []
         self.down = False
+        self.refused: list[str] = []  # the calls made while down, by name (each one a try of the agent)
         self.forget_agent = False
         self.agent_seq = 0
         self.clients: list[FakeClient] = []
@@ -104,8 +105,10 @@ class FakeClient:
         self.key = key
         self.closed = False
 
-    def _check(self) -> None:
+    def _check(self, call: str = "") -> None:
         if self.server.down:
+            with self.server.lock:
+                self.server.refused.append(call)
             raise ApiUnavailable(f"cannot reach {self.url}")
 
     def register_agent(self, request: AgentRegister) -> Agent:
@@ -141,7 +144,7 @@ class FakeClient:
             return HeartbeatReply(cancel=list(self.server.cancels))
 
     def claim(self, agent_id: str, request: ClaimRequest) -> ClaimReply:
-        self._check()
+        self._check("claim")
         with self.server.changed:
             if self.server.forget_agent:
                 raise ApiNotFound(404, f"agent {agent_id} not found")
