@@ -16,7 +16,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from localagent.config.units import Duration, Size
 
@@ -143,8 +143,14 @@ class AgentSection(_Section):
 class ApiSection(_Section):
     """``[api]``: where the orchestration API is and how to authenticate."""
 
+    kind: Literal["localagent", "prefect"] = Field(
+        default="localagent",
+        description="'localagent' (its own API, embedded or remote) or 'prefect' (serve a Prefect 3 work pool)",
+    )
     url: str = Field(
-        default="embedded", description="'embedded' hosts the API in this process; else http(s)://host:port"
+        default="embedded",
+        validate_default=True,
+        description="'embedded' hosts the API in this process; else http(s)://host:port",
     )
     key: SecretStr | None = Field(default=None, description="API key (literal or ${VAR})")
     key_file: TextPath | None = Field(default=None, description="file holding the API key; re-read on reload")
@@ -163,9 +169,13 @@ class ApiSection(_Section):
 
     @field_validator("url")
     @classmethod
-    def _url_shape(cls, url: str) -> str:
+    def _url_shape(cls, url: str, info: ValidationInfo) -> str:
         url = url.strip()
         if url == "embedded":
+            if info.data.get("kind") == "prefect":
+                raise ValueError(
+                    "api.kind is 'prefect': set api.url to the Prefect API, e.g. http://127.0.0.1:4200/api"
+                )
             return url
         if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
             raise ValueError(f"expected 'embedded' or an http(s)://host:port URL, got {url!r}")
@@ -253,6 +263,48 @@ class HealthSection(_Section):
         return address
 
 
+class PrefectSection(_Section):
+    """``[prefect]``: the Prefect 3 work pool served when ``api.kind = "prefect"``."""
+
+    work_pool: Text = Field(default="", description="the work pool to serve (prefect worker start --pool)")
+    work_queues: tuple[Text, ...] = Field(
+        default=(), description="queues of the pool to take runs from; empty takes every queue (--work-queue)"
+    )
+    create_pool_if_missing: bool = Field(
+        default=True, description="create the pool (type process) when it does not exist"
+    )
+    command: tuple[Text, ...] = Field(
+        default=("python", "-m", "prefect.engine"),
+        min_length=1,
+        description="argv that starts a flow run when its deployment sets no command; needs prefect importable",
+    )
+    forward_output: bool = Field(default=False, description="also send each run's raw output to the run's Prefect logs")
+    query_interval: Duration = Field(
+        default=2.0,
+        gt=0,
+        le=MAX_POLL_INTERVAL,
+        description="how often to look for due runs when the event stream is not available",
+    )
+    use_events: bool = Field(
+        default=True, description="follow the server's event stream for new and cancelled runs (faster pickup)"
+    )
+    heartbeat_interval: Duration = Field(
+        default=30.0, gt=0, le=MAX_POLL_INTERVAL, description="worker heartbeat period shown in Prefect"
+    )
+
+    @field_validator("work_pool")
+    @classmethod
+    def _pool_not_blank(cls, pool: str) -> str:
+        return pool.strip()
+
+    @field_validator("work_queues")
+    @classmethod
+    def _queues_not_blank(cls, queues: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not queue.strip() for queue in queues):
+            raise ValueError("work queue names must not be empty strings")
+        return tuple(dict.fromkeys(queue.strip() for queue in queues))
+
+
 class AgentConfig(_Section):
     """The whole agent configuration (every TOML table)."""
 
@@ -262,6 +314,15 @@ class AgentConfig(_Section):
     runs: RunsSection = Field(default_factory=RunsSection)
     logs: LogsSection = Field(default_factory=LogsSection)
     health: HealthSection = Field(default_factory=HealthSection)
+    prefect: PrefectSection = Field(default_factory=PrefectSection)
+
+    @field_validator("prefect")
+    @classmethod
+    def _prefect_needs_a_pool(cls, prefect: PrefectSection, info: ValidationInfo) -> PrefectSection:
+        api = info.data.get("api")
+        if isinstance(api, ApiSection) and api.kind == "prefect" and not prefect.work_pool:
+            raise ValueError("api.kind is 'prefect': set prefect.work_pool to the work pool to serve")
+        return prefect
 
     def database_url(self) -> str:
         """The embedded API's storage URL, defaulting to a SQLite file in ``agent.state_dir``."""

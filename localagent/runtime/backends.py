@@ -14,6 +14,7 @@ agent in-process clients of it; any other url gets the HTTP client. Both impleme
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from localagent.api.port import Orchestrator, OrchestratorFactory
 
 if TYPE_CHECKING:
     from localagent.config import LoadedConfig
+    from localagent.config.model import AgentConfig
     from localagent.embedded.api import EmbeddedApi
 
 EMBEDDED = "embedded"
@@ -56,3 +58,21 @@ def open_backend(loaded: LoadedConfig, stack: contextlib.ExitStack) -> Backend:
     url = embedded.start(loaded)
     stack.callback(embedded.stop)
     return Backend(embedded.client, embedded, url)
+
+
+def prefect_or(config_of: Callable[[], AgentConfig], fallback: OrchestratorFactory) -> OrchestratorFactory:
+    """``fallback``, or a Prefect 3 work pool's client while the config in force says ``api.kind = "prefect"``.
+
+    ``config_of`` gives the config in force: the ``[prefect]`` table is read at every claim and heartbeat, so
+    a reload that changes the pool or the queues applies to the next claim (:mod:`localagent.prefect`).
+    """
+    from localagent.prefect.orchestrator import PrefectFactory
+
+    prefect = PrefectFactory(lambda: config_of().prefect)
+
+    def factory(url: str, key: str | None, timeout: float) -> Orchestrator:
+        if config_of().api.kind == "prefect":
+            return prefect(url, key, timeout)
+        return fallback(url, key, timeout)
+
+    return factory

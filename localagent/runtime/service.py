@@ -31,7 +31,7 @@ from localagent.agent.processes.watchdog import Watchdog
 from localagent.agent.signals import SignalInbox, handle_signals
 from localagent.agent.supervisor import Agent
 from localagent.errors import ServiceError
-from localagent.runtime.backends import open_backend
+from localagent.runtime.backends import open_backend, prefect_or
 
 if TYPE_CHECKING:
     from localagent.agent.reload.watcher import ConfigWatcher
@@ -82,7 +82,7 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
             metrics=AgentMetrics(),
             inbox=inbox,
             embedded_url=backend.embedded_url,
-            client_factory=backend.client_factory,
+            client_factory=prefect_or(lambda: agent.loaded.config, backend.client_factory),
         )
         if embedded is not None:
             agent.set_listener_sweep(embedded.sweep)

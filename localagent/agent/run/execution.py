@@ -61,6 +61,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("localagent.run")
 
 OUTPUT_DRAIN = 5.0  # after the process group is gone, how long a pipe held by an escaped process is read on
+# Run types whose process gets SIGTERM if the agent dies (even by SIGKILL): a Prefect flow run's engine then
+# reports it Crashed itself, where an orphan would run on with nobody to cancel or watch it.
+DIE_WITH_AGENT = frozenset({"prefect-process"})
 DELIVERY_GRACE = 10.0  # on shutdown, how long output and the final state may wait for an unreachable API
 
 
@@ -173,7 +176,13 @@ class RunExecution:
             try:
                 tag = RunTag(self.run_id, self._api_name, self._label, self.claimed.token, self._api.url)
                 proc = self._reaper.spawn(
-                    plan.argv, cwd=plan.cwd, env=plan.env, executable=plan.executable, on_exit=self._on_exit, tag=tag
+                    plan.argv,
+                    cwd=plan.cwd,
+                    env=plan.env,
+                    executable=plan.executable,
+                    on_exit=self._on_exit,
+                    tag=tag,
+                    parent_death_signal=signal.SIGTERM if self.claimed.run.run_config_type in DIE_WITH_AGENT else None,
                 )
             except OSError as exc:
                 reason = exc.strerror or str(exc)

@@ -31,11 +31,13 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("localagent.run")
 
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_PDEATHSIG = 1
 _IDLE_RECHECK = 5.0  # seconds between checks for children while there are none (a safety net only)
 
 
@@ -110,6 +113,48 @@ class ChildProcess:
                 log.exception("exit callback of pid %d failed", self.pid)
 
 
+def _die_with_parent(signum: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets ``signum`` when the agent dies (also by SIGKILL)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)  # loaded before the fork
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent:  # the agent died between fork and prctl
+            os.kill(os.getpid(), signum)
+
+    return preexec
+
+
+class _Spawner:
+    """One daemon thread, never ending, that forks the children which must die with the agent."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], ChildProcess], Future[ChildProcess]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def call(self, job: Callable[[], ChildProcess]) -> ChildProcess:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="child-spawner", daemon=True)
+                self._thread.start()
+        done: Future[ChildProcess] = Future()
+        self._jobs.put((job, done))
+        return done.result()
+
+    def _serve(self) -> None:
+        while True:
+            job, done = self._jobs.get()
+            try:
+                done.set_result(job())
+            except BaseException as exc:  # handed to the caller, which raises it
+                done.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
+
+
 class _ReaperCore:
     """The one reaping thread of this process, shared by every started :class:`ChildReaper`."""
 
@@ -148,6 +193,28 @@ class _ReaperCore:
         kill_group_on_exit: bool,
         on_exit: Callable[[ChildProcess], None] | None,
         tag: RunTag | None = None,
+        parent_death_signal: int | None = None,
+    ) -> ChildProcess:
+        if parent_death_signal is not None and sys.platform.startswith("linux"):
+            # The kernel sends the signal when the *thread* that forked the child ends: fork on a thread that
+            # lives as long as the process, never on a claim thread that ends at the start of a drain.
+            return _SPAWNER.call(
+                lambda: self._spawn(
+                    argv, cwd, env, executable, kill_group_on_exit, on_exit, _die_with_parent(parent_death_signal), tag
+                )
+            )
+        return self._spawn(argv, cwd, env, executable, kill_group_on_exit, on_exit, None, tag)
+
+    def _spawn(
+        self,
+        argv: Sequence[str],
+        cwd: str,
+        env: Mapping[str, str],
+        executable: str | None,
+        kill_group_on_exit: bool,
+        on_exit: Callable[[ChildProcess], None] | None,
+        preexec: Callable[[], None] | None,
+        tag: RunTag | None,
     ) -> ChildProcess:
         # Held across fork+exec so the reaper cannot see this pid exit before it is registered.
         with self._lock:
@@ -163,6 +230,7 @@ class _ReaperCore:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=preexec,
             )
             child = ChildProcess(popen, on_exit)
             if tag is not None and self.tracking is not None:
@@ -283,11 +351,13 @@ class ChildReaper:
         kill_group_on_exit: bool = True,
         on_exit: Callable[[ChildProcess], None] | None = None,
         tag: RunTag | None = None,
+        parent_death_signal: int | None = None,
     ) -> ChildProcess:
         """Start ``argv`` in its own session with stdin from /dev/null and stdout/stderr as pipes.
 
         With ``kill_group_on_exit`` whatever is left of its process group is killed when it exits; with a
-        ``tag`` (and :meth:`track_runs`), every process the run started is, wherever it went.
+        ``tag`` (and :meth:`track_runs`), every process the run started is, wherever it went. With
+        ``parent_death_signal`` (Linux) the process gets that signal if the agent dies, even by SIGKILL.
         ``on_exit`` runs on the reaper thread right after the status is recorded; keep it short.
         Raises ``OSError`` when the program cannot be executed.
         """
@@ -301,4 +371,5 @@ class ChildReaper:
             kill_group_on_exit=kill_group_on_exit,
             on_exit=on_exit,
             tag=tag,
+            parent_death_signal=parent_death_signal,
         )

@@ -1,0 +1,32 @@
+"""``prefect_server``: one real Prefect 3 server for the session; ``@pytest.mark.prefect`` skips without one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.prefect.support import PrefectServer, prefect_python
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    python, reason = prefect_python() if any(item.get_closest_marker("prefect") for item in items) else ("", "")
+    if python:
+        return
+    for item in items:
+        if item.get_closest_marker("prefect"):
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    python, reason = prefect_python()
+    if python is None:
+        pytest.skip(reason)
+    server = PrefectServer(python, Path(tmp_path_factory.mktemp("prefect-home")))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
