@@ -20,9 +20,9 @@ from localagent.config.model import (
     MAX_STOP_GRACE,
 )
 from localagent.errors import ConfigError
-from tests.agent.fake_api import FakeServer, loaded_config
-from tests.agent.test_loop import Harness
 from tests.config.conftest import WriteToml
+from tests.support.agent_harness import Harness
+from tests.support.fake_orchestrator import FakeServer, loaded_config
 
 
 def _problems(path: Path) -> list[str]:
