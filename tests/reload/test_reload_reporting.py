@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.reload.agent_process import AgentProcess
-from tests.reload.helpers import wait_for
+from tests.support.wait import wait_for
 
 
 class ConfigMap:
