@@ -1,9 +1,13 @@
-"""The agent: claims flow runs from the API and runs them as local processes.
+"""The agent: claims flow runs from an orchestrator (through the port, :mod:`localagent.api.port`) and runs
+them as local processes. It never imports the server.
 
-Loop side: ``service.run_agent`` (start-up and shut-down of everything), ``loop.Agent`` (claims, drain,
-reload seam), ``registration`` (register, heartbeat), ``run_table`` (the runs started here), ``health``
-(/health, /metrics), ``metrics``, ``signals``, ``logs``. Run side: ``execution.RunExecution`` (one run),
-``launcher``, ``reaper``, ``output``, ``spool``, ``shipper``, ``console``. Hot reload: ``reload``.
+``supervisor.Agent`` owns everything (start-up, drain, shut-down, the reload seam); ``coordination/`` talks
+to the orchestrator (session, claims, heartbeat, cancel watch, state batches); ``run/`` is one run's life
+(execution, launcher, reaper, output, spool, console, shipper, reporter, stopping, leftovers); ``reload/``
+is hot reload (watcher, coordinator, diff). Helpers: ``config_in_force``, ``run_table``, ``retry``,
+``health``, ``health_report``, ``metrics``, ``signals``, ``logs``, ``memory``, ``background``. The
+composition root that builds an agent for ``localagent run`` is :mod:`localagent.runtime`. See
+docs/architecture.md.
 
 Nothing is imported here, so that importing one module does not pull in the others.
 """

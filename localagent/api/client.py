@@ -11,10 +11,12 @@ opening one each. The key travels as a per-request header, never as session stat
 cookies, so scoped clients used from several threads at once cannot see each other's credentials (the
 session's urllib3 pool is thread-safe; the session object itself is only read after construction).
 Idempotent calls (every GET, ``append_logs``, ``set_state`` and
-``heartbeat``) are retried with exponential back-off on connection errors and 5xx answers; the others are
-sent once. Every foreign exception (requests, a body that is not JSON, a body that is not the expected
-model) is translated into the ``localagent.errors`` tree in one place, :meth:`ApiClient._call`. Replies are
-read leniently: a field this version does not know (added by a newer server) is ignored, not refused.
+``heartbeat``) are retried with exponential back-off (:class:`~localagent.backoff.Backoff`, jittered) on
+connection errors and 5xx answers; the others are sent once. The agent makes its clients with
+``retries=0``: it retries itself, so that a stop interrupts the wait. Every foreign exception (requests, a
+body that is not JSON, a body that is not the expected model) is translated into the ``localagent.errors``
+tree in one place, :meth:`ApiClient._call`. Replies are read
+leniently: a field this version does not know (added by a newer server) is ignored, not refused.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http.cookiejar import DefaultCookiePolicy
 from types import TracebackType
 from typing import Any, TypeVar
@@ -60,6 +62,7 @@ from localagent.api.models import (
 )
 from localagent.api.port import HTTP_CAPABILITIES, Capabilities
 from localagent.api.schedule_models import Schedule
+from localagent.backoff import Backoff
 from localagent.errors import (
     ApiConflict,
     ApiError,
@@ -89,7 +92,7 @@ class ApiClient:
 
     ``timeout`` bounds every request; long-polls (``claim``, ``read_logs`` with ``wait``) get ``wait +
     timeout``. An idempotent call is tried ``1 + retries`` times, sleeping ``backoff``, ``2 * backoff``, ...
-    (at most 5 s) in between.
+    (at most 5 s, jittered into the upper half of each) in between.
     """
 
     def __init__(
@@ -291,7 +294,8 @@ class ApiClient:
         headers = {**self._auth, "Content-Type": _JSON} if payload is not None else self._auth
         timeout = (self._timeout, self._timeout + max(0.0, wait))
         attempts = 1 + (self._retries if idempotent else 0)
-        for attempt, delay in zip(range(1, attempts + 1), self._delays(), strict=False):
+        backoff = Backoff(first=self._backoff, cap=_MAX_BACKOFF)
+        for attempt in range(1, attempts + 1):
             last = attempt == attempts
             try:
                 response = self._session.request(
@@ -313,14 +317,8 @@ class ApiClient:
                 if response.status_code < 500 or last:
                     return self._decode(response, reply, what)
                 response.close()
-            time.sleep(delay)
+            time.sleep(backoff.next_delay())
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
-
-    def _delays(self) -> Iterator[float]:
-        delay = self._backoff
-        while True:
-            yield min(delay, _MAX_BACKOFF)
-            delay *= 2
 
     def _decode(self, response: requests.Response, reply: Callable[..., T], what: str) -> T:
         status = response.status_code

@@ -12,7 +12,7 @@ from localagent.agent.run.console import ConsoleFollower, ConsolePrinter
 from localagent.agent.run.output import BUSY_READ, OutputPump
 from localagent.agent.run.shipper import LogShipper
 from localagent.agent.run.spool import STDOUT, RunSpool
-from tests.agent.test_spool import FlakyLogApi
+from tests.support.log_sink import FlakyLogApi
 
 FOREVER = 3600.0
 F_SETPIPE_SZ = 1031

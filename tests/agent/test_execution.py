@@ -23,19 +23,16 @@ from localagent.agent.run.reporter import PendingDeliveries
 from localagent.agent.run.spool import LineReader, RunSpool, SpoolMeta
 from localagent.api.client import ApiClient
 from localagent.api.models import (
-    AgentRegister,
     ClaimedRun,
-    ClaimRequest,
     FlowRun,
-    FlowRunCreate,
     FlowSpec,
-    LogLine,
     StateName,
 )
 from localagent.config.model import AgentConfig
 from localagent.server.runner import ServerThread
 from tests.conftest import MakeApiServer
 from tests.support.processes import proc_state, wait_gone
+from tests.support.runs import all_logs, claim_one, wait_state
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups and /proc")
@@ -64,15 +61,6 @@ def agent_config(tmp_path: Path, **sections: Any) -> AgentConfig:
     return AgentConfig.model_validate(data)
 
 
-def claim_one(admin: ApiClient, spec: FlowSpec) -> ClaimedRun:
-    admin.register_flow(spec)
-    admin.create_run(FlowRunCreate(flow=spec.name))
-    agent = admin.register_agent(AgentRegister(name="test-agent", run_unlabeled=True))
-    reply = admin.claim(agent.id, ClaimRequest(slots=1, wait=5, run_unlabeled=True))
-    assert len(reply.runs) == 1
-    return reply.runs[0]
-
-
 @pytest.fixture
 def start_run(admin: ApiClient, api_server: ServerThread, reaper: ChildReaper, tmp_path: Path) -> Iterator[RunFactory]:
     executions: list[RunExecution] = []
@@ -99,30 +87,13 @@ def start_run(admin: ApiClient, api_server: ServerThread, reaper: ChildReaper, t
         client.close()
 
 
-def all_logs(admin: ApiClient, run_id: str) -> list[LogLine]:
-    lines: list[LogLine] = []
-    after = -1
-    while True:
-        page = admin.read_logs(run_id, after=after, limit=5000)
-        lines.extend(page.lines)
-        if not page.lines:
-            return lines
-        after = page.next_after
-
-
 def finish(execution: RunExecution, admin: ApiClient) -> FlowRun:
     assert execution.done.wait(60)
     return admin.get_run(execution.run_id)
 
 
 def wait_running(admin: ApiClient, run_id: str) -> FlowRun:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        run = admin.get_run(run_id)
-        if run.state == StateName.RUNNING:
-            return run
-        time.sleep(0.05)
-    raise AssertionError(f"run {run_id} never reported Running")
+    return wait_state(admin, run_id, {StateName.RUNNING})
 
 
 def test_success_reports_running_then_success_with_output(start_run: RunFactory, admin: ApiClient) -> None:

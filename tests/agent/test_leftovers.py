@@ -17,8 +17,8 @@ from localagent.agent.run.spool import STDERR, STDOUT, RunSpool, SpoolMeta
 from localagent.api.client import ApiClient
 from localagent.api.models import ClaimedRun, FlowSpec, LogLine
 from localagent.server.runner import ServerThread
-from tests.agent.test_execution import all_logs, claim_one
 from tests.conftest import MakeApiServer
+from tests.support.runs import all_logs, claim_one
 
 AGENT_KEY = "agent-key"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from localagent.api.client import ApiClient
-from localagent.api.models import FlowRun, StateName
+from tests.support.runs import wait_state
 from tests.support.wait import wait_for
 
-__all__ = ["wait_for"]  # re-exported for the e2e tests
+__all__ = ["wait_for", "wait_state"]  # re-exported for the e2e tests
 
 LOCALAGENT = shutil.which("localagent") or str(Path(sys.executable).with_name("localagent"))
 
@@ -100,14 +100,3 @@ class Agent(Process):
                 return False
 
         wait_for(registered, timeout=timeout, what=f"agent {self.name} to register")
-
-
-def wait_state(api: ApiClient, run_id: str, states: Iterable[StateName], timeout: float = 30.0) -> FlowRun:
-    wanted = set(states)
-
-    def reached() -> FlowRun | None:
-        run = api.get_run(run_id)
-        return run if run.state in wanted else None
-
-    result: FlowRun = wait_for(reached, timeout=timeout, what=f"run {run_id} to reach {sorted(wanted)}")
-    return result

@@ -11,6 +11,7 @@ from localagent.errors import ApiError, ApiUnauthorized
 from tests.conftest import MakeApiServer
 from tests.ports import free_port
 from tests.reload.agent_process import AgentProcess
+from tests.support import runs
 from tests.support.wait import wait_for
 
 FINAL = {StateName.SUCCESS, StateName.FAILED, StateName.CANCELLED, StateName.CRASHED}
@@ -21,10 +22,7 @@ def gated(gate: Path) -> str:
 
 
 def wait_state(api: ApiClient, run_id: str, states: set[StateName], timeout: float = 20.0) -> StateName:
-    wait_for(
-        lambda: api.get_run(run_id).state in states, timeout=timeout, what=f"run {run_id} to reach {sorted(states)}"
-    )
-    return api.get_run(run_id).state
+    return runs.wait_state(api, run_id, states, timeout).state
 
 
 def test_a_new_api_url_claims_there_while_the_old_api_keeps_its_runs_alive(

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from localagent.api.client import ApiClient
-from localagent.api.models import Agent, FlowRunCreate, FlowSpec, LogLine, StateName
+from localagent.api.models import Agent, FlowRunCreate, FlowSpec, StateName
 from tests.reload.agent_process import AgentProcess, localagent_command
+from tests.support.runs import all_logs
 from tests.support.wait import wait_for
 
 FINAL = {StateName.SUCCESS, StateName.FAILED, StateName.CANCELLED, StateName.CRASHED}
@@ -153,14 +154,5 @@ def test_a_reload_during_a_waiting_claim_applies_to_the_runs_that_claim_hands_ou
         run = api.create_run(FlowRunCreate(flow="talk"))
         assert wait_final(api, run.id) == StateName.SUCCESS
         assert agent.polls() == polls + 1  # the run came with the claim that was waiting during the reload
-        texts = [line.text for line in all_lines(api, run.id) if line.stream == "stdout"]
+        texts = [line.text for line in all_logs(api, run.id) if line.stream == "stdout"]
     assert texts == ["new", *(str(i) for i in range(1, 3001))]  # the new env, and no 1 KiB cut
-
-
-def all_lines(api: ApiClient, run_id: str) -> list[LogLine]:
-    lines: list[LogLine] = []
-    after = -1
-    while page := api.read_logs(run_id, after=after, limit=5000).lines:
-        lines.extend(page)
-        after = page[-1].seq
-    return lines

@@ -7,15 +7,7 @@ import time
 from localagent.server.runner import ServerThread
 from tests.conftest import MakeApiServer
 from tests.server.helpers import Http
-
-
-def _wait_for(check: object, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
+from tests.support.wait import wait_for
 
 
 def test_register_heartbeat_and_list(api_server: ServerThread) -> None:
@@ -52,7 +44,11 @@ def test_lost_agent_runs_crash_and_retry(make_api_server: MakeApiServer) -> None
     assert len(claimed) == 2
     http.state(once["id"], "Running")
     # the agent goes silent
-    _wait_for(lambda: http.ok("get", f"/api/flow_runs/{once['id']}")["state"] == "Crashed")
+    wait_for(
+        lambda: http.ok("get", f"/api/flow_runs/{once['id']}")["state"] == "Crashed",
+        timeout=15.0,
+        what="the run of the lost agent to crash",
+    )
     crashed = http.ok("get", f"/api/flow_runs/{once['id']}")
     assert crashed["state_message"] == "agent ghost lost: no heartbeat for 0.5s"
     retried = http.ok("get", f"/api/flow_runs/{twice['id']}")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from localagent.server.claims import ClaimService
 from localagent.server.runner import ServerThread
 from tests.server.helpers import Http
+from tests.support.wait import wait_for
 
 
 class CountedClaims:
@@ -31,14 +31,6 @@ class CountedClaims:
             return claim_now(*args, **kwargs)
 
         monkeypatch.setattr(claims, "claim_now", counted)
-
-
-def _wait_for(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def _waiting(server: ServerThread, agent: str) -> Callable[[], bool]:
@@ -86,7 +78,7 @@ def test_a_heartbeat_with_other_labels_ends_the_pending_claim(api_server: Server
     http.flow(labels=["b"])
     agent = http.agent(labels=["a"])["id"]
     thread, result = _claim_in_background(Http(api_server), agent, slots=1, wait=60, labels=["a"])
-    _wait_for(_waiting(api_server, agent), "the claim to wait")
+    wait_for(_waiting(api_server, agent), timeout=10, what="the claim to wait")
     http.ok("post", f"/api/agents/{agent}/heartbeat", json={"labels": ["a", "b"]})
     thread.join(20)
     assert not thread.is_alive(), "the claim kept waiting with labels the agent no longer has"
@@ -101,7 +93,7 @@ def test_a_heartbeat_with_the_same_labels_leaves_the_claim_waiting(api_server: S
     http.flow()
     agent = http.agent(labels=["a"], run_unlabeled=True)["id"]
     thread, result = _claim_in_background(Http(api_server), agent, slots=1, wait=60, labels=["a"], run_unlabeled=True)
-    _wait_for(_waiting(api_server, agent), "the claim to wait")
+    wait_for(_waiting(api_server, agent), timeout=10, what="the claim to wait")
     http.ok("post", f"/api/agents/{agent}/heartbeat", json={"labels": ["a"], "run_unlabeled": True})
     run = http.run()  # still waiting, so this very claim receives it
     thread.join(20)
@@ -119,10 +111,10 @@ def test_a_claim_whose_client_left_hands_out_nothing(api_server: ServerThread) -
     ).encode()
     with socket.create_connection((api_server.host, api_server.port), timeout=10) as client:
         client.sendall(head + body)
-        _wait_for(_waiting(api_server, agent), "the claim to wait")
+        wait_for(_waiting(api_server, agent), timeout=10, what="the claim to wait")
     # The agent is gone (socket closed) while its claim waits; a run arrives and wakes that claim.
     run = http.run()
-    _wait_for(lambda: not _waiting(api_server, agent)(), "the abandoned claim to end")
+    wait_for(lambda: not _waiting(api_server, agent)(), timeout=10, what="the abandoned claim to end")
     assert http.ok("get", f"/api/flow_runs/{run['id']}")["state"] == "Scheduled"
     other = http.agent("agent-2")["id"]
     assert [claimed["run"]["id"] for claimed in http.claim(other)["runs"]] == [run["id"]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from localagent.agent.retry import Backoff
+from localagent.backoff import Backoff
 
 
 class FakeClock:
