@@ -5,8 +5,9 @@
 The rows are written straight into a SQLite file in a temp dir (the API would take minutes to create them),
 then a ServerThread serves it on 127.0.0.1 and each page is fetched ``--repeat`` times over real HTTP with
 one ``requests.Session``. The time printed is the client's (request sent to body read), so it includes
-the loopback round trip and is an upper bound of the server's own render time. Sizes are of the HTML
-(plus, once, the two static assets a first visit loads).
+the loopback round trip and is an upper bound of the server's own render time; on a busy machine it also
+includes waiting for a core, so the CPU time this process spent per request (server and client together)
+is printed too. Sizes are of the HTML (plus, once, the two static assets a first visit loads).
 """
 
 from __future__ import annotations
@@ -129,16 +130,19 @@ def _flush(database: Database, batch: list[dict[str, object]], history: list[dic
     history.clear()
 
 
-def measure(http: requests.Session, url: str, repeat: int) -> tuple[float, float, int]:
+def measure(http: requests.Session, url: str, repeat: int) -> tuple[float, float, float, int]:
+    """Median and max wall time, median CPU time of this process (server and client), and size of a page."""
     timings = []
+    cpu = []
     size = 0
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         reply = http.get(url, timeout=60)
         timings.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.process_time() - started_cpu) * 1000)
         reply.raise_for_status()
         size = len(reply.content)
-    return statistics.median(timings), max(timings), size
+    return statistics.median(timings), max(timings), statistics.median(cpu), size
 
 
 def main() -> None:
@@ -177,10 +181,10 @@ def main() -> None:
                 "flows (20)": base + "/flows",
                 f"agents ({args.agents})": base + "/agents",
             }
-            print(f"{'page':40} {'median ms':>10} {'max ms':>8} {'KB':>7}")
+            print(f"{'page':40} {'median ms':>10} {'max ms':>8} {'CPU ms':>7} {'KB':>7}")
             for name, page_url in pages.items():
-                median, worst, size = measure(http, page_url, args.repeat)
-                print(f"{name:40} {median:10.1f} {worst:8.1f} {size / 1024:7.1f}")
+                median, worst, cpu, size = measure(http, page_url, args.repeat)
+                print(f"{name:40} {median:10.1f} {worst:8.1f} {cpu:7.1f} {size / 1024:7.1f}")
             assets = sum(
                 len(http.get(base + path, timeout=30).content) for path in ("/static/app.css", "/static/live.js")
             )
