@@ -9,8 +9,9 @@ Usage::
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import sqlalchemy as sa
 from alembic import command
@@ -21,8 +22,19 @@ from alembic.util import CommandError
 
 from localagent.errors import StorageError
 
-if TYPE_CHECKING:
-    from localagent.server.database import Database
+
+class Database(Protocol):
+    """What migrating needs of :class:`localagent.server.database.Database` (which calls :func:`upgrade`
+    when it opens a database, so this module names the shape rather than importing it back)."""
+
+    backend: str
+
+    def connect(self) -> AbstractContextManager[sa.Connection]: ...
+
+    def begin(self) -> AbstractContextManager[sa.Connection]: ...
+
+    def serialize(self, conn: sa.Connection, name: str) -> None: ...
+
 
 _HERE = Path(__file__).resolve().parent
 VERSION_TABLE = "alembic_version"
