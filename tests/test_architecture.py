@@ -17,6 +17,13 @@ FORBIDDEN = {
     "localagent.agent": ("localagent.server", "localagent.embedded", "localagent.runtime", "localagent.cli"),
     "localagent.server": ("localagent.agent", "localagent.embedded", "localagent.runtime", "localagent.cli"),
     "localagent.embedded": ("localagent.agent", "localagent.runtime", "localagent.cli"),
+    "localagent.prefect": (
+        "localagent.agent",
+        "localagent.server",
+        "localagent.embedded",
+        "localagent.runtime",
+        "localagent.cli",
+    ),
     "localagent.api": (
         "localagent.agent",
         "localagent.server",
