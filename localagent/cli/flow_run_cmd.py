@@ -131,7 +131,7 @@ def list_runs(
         print_json(runs)
         return
     print_table(
-        ["ID", "NAME", "FLOW", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "BY SCHEDULE", "EXIT"],
+        ["ID", "NAME", "FLOW", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "SCHEDULE", "EXIT"],
         (
             [
                 run.id,

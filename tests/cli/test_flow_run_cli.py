@@ -35,7 +35,7 @@ def test_ls_filters_by_flow_and_state(api: ApiClient) -> None:
     table = cli(api.url, "flow-run", "ls")
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["ID", "NAME", "FLOW", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "EXIT"]
+    assert header.split() == ["ID", "NAME", "FLOW", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "SCHEDULE", "EXIT"]
     assert [row.split()[0] for row in rows] == [other.id, second.id, first.id]  # newest first
     assert rows[1].split()[1:4] == [second.name, "hello:1", "Cancelled"]
     assert [run["id"] for run in cli_json(api.url, "flow-run", "ls", "--flow", "hello", "--state", "scheduled")] == [
