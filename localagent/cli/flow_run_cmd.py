@@ -157,7 +157,7 @@ def list_runs(
         print_json(runs)
         return
     print_table(
-        ["ID", "NAME", "FLOW", "LABELS", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "BY SCHEDULE", "EXIT", "WAITING"],
+        ["ID", "NAME", "FLOW", "LABELS", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "SCHEDULE", "EXIT", "WAITING"],
         (
             [
                 run.id,

@@ -38,7 +38,7 @@ def test_ls_filters_by_flow_and_state(api: ApiClient) -> None:
     assert table.returncode == 0, table.stderr
     header, *rows = table.stdout.splitlines()
     assert header.split() == [
-        "ID", "NAME", "FLOW", "LABELS", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "EXIT", "WAITING"
+        "ID", "NAME", "FLOW", "LABELS", "STATE", "ATTEMPT", "AGENT", "SCHEDULED", "SCHEDULE", "EXIT", "WAITING"
     ]  # fmt: skip
     assert [row.split()[0] for row in rows] == [other.id, second.id, first.id]  # newest first
     assert rows[1].split()[1:5] == [second.name, "hello:1", "-", "Cancelled"]

@@ -113,7 +113,7 @@ def test_a_scheduled_run_names_its_schedule_in_flow_run_show_and_ls(api_server: 
         time.sleep(0.2)
     assert runs and runs[0]["schedule"] == "fast/1" and runs[0]["nominal_time"]
     listing = cli(url, "flow-run", "ls", "--flow", "fast")
-    assert "BY SCHEDULE" in listing.stdout and "fast/1" in listing.stdout
+    assert "SCHEDULE " in listing.stdout and "fast/1" in listing.stdout
     shown = cli(url, "flow-run", "show", runs[0]["id"])
     assert "schedule:" in shown.stdout and "fast/1, fire time " in shown.stdout
     cli(url, "flow", "schedule", "pause", "fast")
