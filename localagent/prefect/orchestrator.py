@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localagent.api.models import (
@@ -188,6 +189,9 @@ class PrefectOrchestrator:
         host = socket.gethostname()
         for run in self.rest.active_flow_runs(pool):
             labels = run.get("labels") or {}
+            logger.debug(
+                "orphan check: flow run %s, labels %s, pid %s", run.get("id"), labels, run.get("infrastructure_pid")
+            )
             if labels.get("prefect.worker.name") != worker or labels.get(HOST_LABEL) != host:
                 continue
             run_id = str(run["id"])
@@ -364,13 +368,18 @@ class PrefectOrchestrator:
 
 
 def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan whose new parent has not reaped it yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): trust kill(0)
+    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
 
 
 _SWEPT: set[tuple[str, str, str]] = set()
