@@ -102,6 +102,8 @@ class _Scanner:
         self.skip_blank(newlines=False)
         self.expect("=")
         self.skip_blank(newlines=False)
+        for end in range(len(table) + 1, len(path)):  # `a.b = 1` also writes table `a` here, when first seen
+            self.found.setdefault(path[:end], line)
         self.found[path] = line
         self.value(path)
 

@@ -36,7 +36,8 @@ def parse_duration(value: Any) -> float:
     if seconds != seconds or seconds in (float("inf"), float("-inf")):
         raise ValueError(f"expected a finite duration, got {value!r}")
     if seconds < 0:
-        raise ValueError(f"must be >= 0, got {value!r}")
+        # The same form as the model's own bounds ("must be > 0s, got 0s"), whatever spelling was given.
+        raise ValueError(f"must be >= 0s, got -{format_duration(-seconds)}")
     return seconds
 
 
@@ -74,7 +75,7 @@ def parse_size(value: Any) -> int:
     except (ValueError, OverflowError):
         raise ValueError(f"expected a size like '64MiB', '1GB' or a number of bytes, got {value!r}") from None
     if size < 0:
-        raise ValueError(f"must be >= 0, got {value!r}")
+        raise ValueError(f"must be >= 0B, got -{format_size(-size)}")
     return size
 
 

@@ -22,6 +22,22 @@ def test_constraint_error_names_file_line_and_key(write_toml: WriteToml) -> None
     assert problems([path]) == [f"{path}:7: agent.max_concurrent_runs: must be >= 0, got -1"]
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ('"0s"', "must be > 0s, got 0s"),
+        ('"-1s"', "must be >= 0s, got -1s"),
+        ("-1", "must be >= 0s, got -1s"),
+        ('"-1m30s"', "must be >= 0s, got -1m30s"),
+    ],
+)
+def test_a_duration_out_of_range_reads_the_same_however_it_was_spelled(
+    write_toml: WriteToml, value: str, expected: str
+) -> None:
+    path = write_toml("agent.toml", f"[agent]\npoll_interval = {value}\n")
+    assert problems([path]) == [f"{path}:2: agent.poll_interval: {expected}"]
+
+
 def test_file_is_named_as_the_user_wrote_it(write_toml: WriteToml, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write_toml("agent.toml", "[agent]\nmax_polls = -3\n")
     monkeypatch.chdir(path.parent)

@@ -18,6 +18,8 @@ def test_dotted_and_quoted_keys() -> None:
     lines = locate_keys(text)
     assert lines[("agent", "name")] == 1
     assert lines[("runs", "env", "MY.VAR")] == 2
+    assert lines[("agent",)] == 1  # the tables a dotted key writes, where first written
+    assert lines[("runs", "env")] == 2
 
 
 def test_inline_tables_nest() -> None:
