@@ -87,6 +87,8 @@ class _Scanner:
         path: KeyPath = tuple(self.key())
         self.skip_blank(newlines=False)
         self.expect("]")
+        for end in range(1, len(path)):  # `[a.b]` also writes table `a` here, when first seen
+            self.found.setdefault(path[:end], line)
         if array:
             self.expect("]")
             index = self._table_array_counts.get(path, 0)

@@ -20,6 +20,7 @@ def test_dotted_and_quoted_keys() -> None:
     assert lines[("runs", "env", "MY.VAR")] == 2
     assert lines[("agent",)] == 1  # the tables a dotted key writes, where first written
     assert lines[("runs", "env")] == 2
+    assert locate_keys("[t.k]")[("t",)] == 1  # a header writes its parent tables too
 
 
 def test_inline_tables_nest() -> None:
