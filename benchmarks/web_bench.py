@@ -23,12 +23,18 @@ from pathlib import Path
 
 import requests
 
+from localagent.api.schedule_models import Catchup, Overlap, ScheduleSpec
 from localagent.server.database import Database
+from localagent.server.fire_times import fire_times
 from localagent.server.runner import ServerThread
-from localagent.server.tables import agents, flow_runs, flows, run_history
+from localagent.server.tables import agents, flow_runs, flows, run_history, schedules
 
 STATES = ["Success"] * 80 + ["Failed"] * 10 + ["Crashed", "Cancelled"] * 4 + ["Running", "Scheduled"]
 FLOWS = [f"flow-{i:02d}" for i in range(20)]
+SCHEDULES = [
+    ScheduleSpec(name="nightly", cron="30 2 * * *", timezone="Europe/Berlin", overlap=Overlap.SKIP),
+    ScheduleSpec(name="often", interval=900, catchup=Catchup.NONE),
+]
 
 
 def ts(epoch: float | None) -> datetime | None:
@@ -42,9 +48,38 @@ def fill(url: str, runs: int, lines: int, agent_count: int) -> str:
     rng = random.Random(7)
     with database.begin() as conn:
         spec = {"command": "echo hi", "run_config": {"env": {"API_TOKEN": "x"}}, "labels": ["base"]}
+        timings = [SCHEDULES[0].model_dump(mode="json"), SCHEDULES[1].model_dump(mode="json")]
         conn.execute(
             flows.insert(),
-            [{"name": n, "version": 1, "spec": json.dumps({**spec, "name": n}), "created": ts(now)} for n in FLOWS],
+            [
+                {
+                    "name": n,
+                    "version": 1,
+                    "spec": json.dumps({**spec, "name": n, "schedules": timings}),
+                    "created": ts(now),
+                }
+                for n in FLOWS
+            ],
+        )
+        # Two schedules a flow (one of them paused on every fourth flow), as the schedule store would keep them.
+        conn.execute(
+            schedules.insert(),
+            [
+                {
+                    "id": f"{n}/{s.name}",
+                    "flow": n,
+                    "name": s.name,
+                    "flow_version": 1,
+                    "spec": json.dumps(s.model_dump(mode="json")),
+                    "paused": s.name == "often" and i % 4 == 0,
+                    "ahead": False,
+                    "next_time": fire_times(s).next_after(datetime.fromtimestamp(now + 60, timezone.utc)),
+                    "created": ts(now),
+                    "updated": ts(now),
+                }
+                for i, n in enumerate(FLOWS)
+                for s in SCHEDULES
+            ],
         )
         conn.execute(
             agents.insert(),
@@ -97,6 +132,9 @@ def fill(url: str, runs: int, lines: int, agent_count: int) -> str:
                 "updated": ts(ended or created),
                 "started": ts(started),
                 "ended": ts(ended),
+                # every third run made by its flow's interval schedule, for its creation time
+                "schedule_id": f"{FLOWS[index % len(FLOWS)]}/often" if index % 3 == 0 else None,
+                "nominal_time": ts(created) if index % 3 == 0 else None,
             }
         )
         for step, name in enumerate(("Scheduled", "Submitted", "Running", state)):
@@ -178,7 +216,7 @@ def main() -> None:
                 "run page, jump to the middle": f"{base}/runs/{long_run}?line={args.lines // 2}",
                 "run page, search (whole output)": f"{base}/runs/{long_run}?q=line+999999",
                 "run summary refresh (live=1)": f"{base}/runs/{long_run}?live=1",
-                "flows (20)": base + "/flows",
+                "flows (20, 40 schedules)": base + "/flows",
                 f"agents ({args.agents})": base + "/agents",
             }
             print(f"{'page':40} {'median ms':>10} {'max ms':>8} {'CPU ms':>7} {'KB':>7}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +16,14 @@ import pytest
 import requests
 
 from localagent.api.models import FlowRunCreate, FlowSpec, StateName
+from localagent.api.schedule_models import Overlap, ScheduleSpec
 from tests.conftest import MakeApiServer
 from tests.reload.agent_process import AgentProcess, localagent_command
 from tests.server.helpers import Http
 from tests.web.browser import chromium, eventually, mark_page, no_alert, page_was_reloaded, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
+SIX_HOURLY_ANCHOR = datetime(2024, 1, 1, 0, 15, tzinfo=timezone.utc)
 
 
 @pytest.fixture
@@ -189,8 +192,15 @@ def test_pages_are_usable_at_desktop_and_phone_width(
                 labels=["base"],
                 parameters={"day": "today"},
                 run_config={"env": {"DAY": "monday", "SMTP_PASSWORD": "hunter2"}},
+                schedules=[
+                    ScheduleSpec(
+                        name="weekdays", cron="0 7 * * mon-fri", timezone="Europe/Berlin", overlap=Overlap.SKIP
+                    ),
+                    ScheduleSpec(name="refresh", interval=6 * 3600, anchor=SIX_HOURLY_ANCHOR),
+                ],
             )
         )
+        api.set_schedule_paused("web-report", "refresh", True)
         run = api.create_run(FlowRunCreate(flow="web-report"))
         eventually(lambda: api.get_run(run.id).state.is_final, what="the report run to finish")
     # A small fleet beside the real agent, so the agents page shows its grouping: two configs, one error.
@@ -213,3 +223,23 @@ def test_pages_are_usable_at_desktop_and_phone_width(
     assert "hunter2" not in browser.page_source and "monday" in browser.page_source
     browser.get(agent.api_url + "/agents")
     assert "3 hosts" in text_of(browser, "#fleet")
+
+
+def test_a_schedule_is_paused_and_resumed_from_the_flows_page(browser: Any, agent: AgentProcess) -> None:
+    from selenium.webdriver.common.by import By
+
+    with agent.client() as api:
+        nightly = ScheduleSpec(name="nightly", cron="30 2 * * *", timezone="Europe/Berlin")
+        api.register_flow(FlowSpec(name="web-nightly", command=["true"], labels=["base"], schedules=[nightly]))
+        block = "#schedule-web-nightly-nightly"
+        browser.get(agent.api_url + "/flows")
+        assert badge(browser, f"{block} .badge") == "active"
+        assert len(browser.find_elements(By.CSS_SELECTOR, f"{block} table.next-times tbody tr")) == 5
+        browser.find_element(By.CSS_SELECTOR, 'button[data-schedule="web-nightly/nightly"]').click()
+        eventually(lambda: badge(browser, f"{block} .badge") == "paused", what="the schedule to show paused")
+        assert api.list_schedules("web-nightly")[0].paused
+        assert not browser.find_elements(By.CSS_SELECTOR, f"{block} table.next-times")
+        browser.find_element(By.CSS_SELECTOR, 'button[data-schedule="web-nightly/nightly"]').click()
+        eventually(lambda: badge(browser, f"{block} .badge") == "active", what="the schedule to show active again")
+        assert not api.list_schedules("web-nightly")[0].paused
+        assert len(browser.find_elements(By.CSS_SELECTOR, f"{block} table.next-times tbody tr")) == 5

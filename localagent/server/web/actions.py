@@ -1,4 +1,4 @@
-"""What a page can do: log in and out, cancel a run, run it again, run a flow now with parameters.
+"""What a page can do: log in and out, cancel a run, run it again, run a flow now, pause or resume a schedule.
 
 Every action is a POST of an ordinary HTML form, checked by ``require_same_origin`` (see ``security``), and
 answers with a redirect (303) to the page that shows the result, or the page again with the error.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
@@ -118,6 +118,26 @@ async def run_flow_now(name: str, request: Request, svc: Services = Depends(_ope
     except ApiRejected as exc:
         return _action_failed(request, f"Cannot run {name}", exc.detail, exc.status_code, back="/flows")
     return see_other(f"/runs/{created.id}")
+
+
+@router.post("/flows/{name}/schedules/{schedule}/pause")
+async def pause_schedule(name: str, schedule: str, request: Request, svc: Services = Depends(_operator)) -> Response:
+    return await _set_paused(request, svc, name, schedule, paused=True)
+
+
+@router.post("/flows/{name}/schedules/{schedule}/resume")
+async def resume_schedule(name: str, schedule: str, request: Request, svc: Services = Depends(_operator)) -> Response:
+    return await _set_paused(request, svc, name, schedule, paused=False)
+
+
+async def _set_paused(request: Request, svc: Services, name: str, schedule: str, *, paused: bool) -> Response:
+    """The store's own pause/resume, as ``POST /api/flows/{name}/schedules/{schedule}/pause`` (and /resume)."""
+    try:
+        await run_in_threadpool(svc.schedules.set_paused, name, schedule, paused)
+    except ApiRejected as exc:
+        verb = "pause" if paused else "resume"
+        return _action_failed(request, f"Cannot {verb} {name}/{schedule}", exc.detail, exc.status_code, back="/flows")
+    return see_other(f"/flows#schedule-{quote(name, safe='')}-{quote(schedule, safe='')}")
 
 
 def _parameters(text: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The pages: runs list (``/``), one run (``/runs/{id}``), flows (``/flows``) and the fleet (``/agents``).
+"""The pages: runs list (``/``), one run (``/runs/{id}``), flows and schedules (``/flows``), fleet (``/agents``).
 
 Each page is rendered whole on the server. Its live parts (elements with ``data-live``) are refreshed by
 ``static/live.js``, which fetches the same URL again and swaps those elements in; a run's output follows
@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from localagent.api.models import Flow, FlowRun
+from localagent.api.schedule_models import Schedule
 from localagent.config.render import MASK, SECRET_ENV_NAME
 from localagent.errors import ApiNotFound
 from localagent.server.services import Services
@@ -110,7 +111,8 @@ async def raw_output_download(run_id: str, svc: Services = Depends(require_viewe
 @router.get("/flows", response_class=HTMLResponse)
 async def flows_page(request: Request, svc: Services = Depends(require_viewer)) -> HTMLResponse:
     flows, recent = await run_in_threadpool(_flows_with_recent_runs, svc)
-    return render(request, "flows.html", nav="flows", flows=flows, recent=recent)
+    by_flow = await run_in_threadpool(_schedules_by_flow, svc)
+    return render(request, "flows.html", nav="flows", flows=flows, recent=recent, schedules=by_flow)
 
 
 @router.get("/agents", response_class=HTMLResponse)
@@ -150,6 +152,14 @@ _RECENT = (
     .order_by(flow_runs.c.created.desc())
     .limit(RECENT_RUNS)
 )
+
+
+def _schedules_by_flow(svc: Services) -> dict[str, list[Schedule]]:
+    """Every schedule with its next fire times, computed by the store exactly as ``GET /api/schedules`` does."""
+    by_flow: dict[str, list[Schedule]] = {}
+    for schedule in svc.schedules.all():
+        by_flow.setdefault(schedule.flow, []).append(schedule)
+    return by_flow
 
 
 def _flows_with_recent_runs(svc: Services) -> tuple[list[Flow], dict[str, list[Any]]]:

@@ -20,6 +20,8 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from localagent import __version__
+from localagent.api.schedule_models import ScheduleSpec
+from localagent.config.units import format_duration
 from localagent.server.web.ansi import ansi_html
 from localagent.server.web.security import secure
 
@@ -62,6 +64,19 @@ def ago(value: datetime | None, now: datetime) -> str:
     return compact_duration(seconds) + " ago"
 
 
+def zone_time(value: datetime | None) -> str:
+    """A fire time on its zone's wall clock, with the zone's abbreviation (``CEST``) where it has one."""
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S %Z").rstrip()
+
+
+def schedule_timing(spec: ScheduleSpec) -> str:
+    """``cron 30 2 * * *`` or ``every 15m from 2024-01-01T00:07:00+00:00`` (the anchor, when one is given)."""
+    if spec.cron is not None:
+        return f"cron {spec.cron}"
+    anchor = f" from {spec.anchor.isoformat()}" if spec.anchor is not None else ""
+    return f"every {format_duration(spec.interval or 0)}{anchor}"
+
+
 def command_line(command: list[str] | str) -> str:
     """A flow's command as one would type it: a string as is, an argv list shell-quoted."""
     return command if isinstance(command, str) else shlex.join(command)
@@ -78,7 +93,16 @@ _ENV = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_ENV.filters.update(command=command_line, ansi=ansi_html, utc=utc_time, duration=compact_duration, json=pretty_json)
+_ENV.filters.update(
+    command=command_line,
+    ansi=ansi_html,
+    utc=utc_time,
+    duration=compact_duration,
+    json=pretty_json,
+    zone_time=zone_time,
+    timing=schedule_timing,
+    span=format_duration,
+)
 _ENV.globals.update(version=__version__, states=STATE_ORDER, ago=ago, run_duration=run_duration)
 
 

@@ -36,6 +36,8 @@ _COLUMNS = (
     flow_runs.c.created,
     flow_runs.c.started,
     flow_runs.c.ended,
+    flow_runs.c.schedule_id,
+    flow_runs.c.nominal_time,
     agents.c.hostname,
     # The raw epoch too: a cursor must hold the stored number exactly, not a value rounded through datetime.
     sa.type_coerce(flow_runs.c.created, sa.Double).label("created_epoch"),
@@ -74,6 +76,9 @@ class RunRow:
     started: datetime | None
     ended: datetime | None
     created_epoch: float
+    schedule: str | None = None
+    """id of the schedule that made the run ('flow/name'), with its fire time ``nominal_time``"""
+    nominal_time: datetime | None = None
 
     @property
     def cursor(self) -> str:
@@ -221,4 +226,6 @@ def _row(row: Any) -> RunRow:
         started=row.started,
         ended=row.ended,
         created_epoch=float(row.created_epoch),
+        schedule=row.schedule_id,
+        nominal_time=row.nominal_time,
     )
