@@ -130,8 +130,8 @@ async def read_logs(svc: Services, run_id: str, *, after: int, limit: int, wait:
             remaining = deadline - time.monotonic()
             if page.rows or page.finished or remaining <= 0 or svc.notifier.closed:
                 return page
-            # In-process writers wake us; other server processes sharing the database do not.
-            await wakeup.wait(min(remaining, svc.settings.recheck_interval) if svc.database.shared else remaining)
+            # Other server processes' writers wake us only while their notifications reach this process.
+            await wakeup.wait(min(remaining, svc.settings.recheck_interval) if svc.must_recheck() else remaining)
 
 
 # -- agents --------------------------------------------------------------------------------------------

@@ -1,0 +1,177 @@
+"""Wake-ups across server processes through PostgreSQL itself: ``NOTIFY`` out, one ``LISTEN`` connection in.
+
+Several ``localagent server`` processes may share one PostgreSQL database. A run created (cancelled, moved,
+relabelled, ...) through one of them must wake the claims long-polling on the others at once, and an idle
+claim must cost nothing. So every notification of the in-process :class:`Notifier` is also published with
+``pg_notify`` (by a publisher thread that coalesces bursts into one statement), and one listener thread per
+process holds a dedicated connection that ``LISTEN``\\ s and hands what arrives to the local waiters.
+
+While the listener is connected, ``notifier.cross_process`` is true and long-polls wait without re-querying.
+When its connection is lost it reconnects (backing off up to ``_MAX_BACKOFF``); meanwhile long-polls fall
+back to re-checking every ``recheck_interval``, and after it reconnects every waiter re-checks once, since
+notifications sent while it was away are gone.
+
+The channel is named after the connection's schema, so servers on different schemas of one database (as the
+tests use) do not wake each other. Usage::
+
+    wakeups = PgWakeups(database, notifier)   # only for PostgreSQL
+    wakeups.start(); ...; wakeups.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+
+from localagent.server.database import Database
+from localagent.server.notify import Notifier
+
+log = logging.getLogger(__name__)
+
+_PAYLOAD_LIMIT = 7000
+"""Bytes per NOTIFY payload (PostgreSQL refuses more than 8,000); more topics go in several."""
+_POLL = 0.5
+"""Seconds the listener waits for notifications before it looks whether it should stop."""
+_PING_EVERY = 15.0
+"""Seconds between the listener's ``SELECT 1``: a dead connection shows up even when nobody writes."""
+_MAX_BACKOFF = 10.0
+APPLICATION_NAME = "localagent-listen"
+"""The listener connection's ``application_name`` (to find it in ``pg_stat_activity``)."""
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+
+
+class PgWakeups:
+    """The publisher and the listener of one server process."""
+
+    def __init__(self, database: Database, notifier: Notifier, listen_url: str | None = None) -> None:
+        self._database = database
+        self._notifier = notifier
+        self._origin = uuid.uuid4().hex[:12]
+        engine = database.engine if listen_url is None else sa.create_engine(listen_url)
+        _args, params = engine.dialect.create_connect_args(engine.url)
+        self._connect_params: dict[str, Any] = {**params, **_KEEPALIVES, "application_name": APPLICATION_NAME}
+        if listen_url is not None:
+            engine.dispose()
+        self._channel = ""
+        self._pending: set[str] = set()
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.listener_pid: int | None = None
+        """The backend pid of the LISTEN connection while it is up."""
+
+    @property
+    def channel(self) -> str:
+        return self._channel
+
+    def start(self) -> None:
+        with self._database.connect() as conn:
+            schema = conn.execute(sa.text("SELECT current_schema()")).scalar_one()
+        self._channel = f"localagent:{schema}"[:63]
+        self._notifier.forward_to(self.publish)
+        for target, name in ((self._listen, "localagent-listen"), (self._publish_loop, "localagent-notify")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._notifier.forward_to(None)
+        self._stopping.set()
+        with self._changed:
+            self._changed.notify_all()
+        for thread in self._threads:
+            thread.join(5)
+        self._notifier.set_cross_process(False)
+
+    def publish(self, topics: tuple[str, ...]) -> None:
+        """Queue ``topics`` for the other processes (called by ``Notifier.notify``; never blocks on the database)."""
+        with self._changed:
+            self._pending.update(topics)
+            self._changed.notify()
+
+    # -- publisher -----------------------------------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            with self._changed:
+                while not self._pending and not self._stopping.is_set():
+                    self._changed.wait()
+                if self._stopping.is_set():
+                    return
+                topics, self._pending = sorted(self._pending), set()
+            try:
+                with self._database.begin() as conn:
+                    for payload in self._payloads(topics):
+                        conn.execute(sa.select(sa.func.pg_notify(self._channel, payload)))
+                backoff = 0.1
+            except Exception as exc:  # the database is away: keep the topics, try again shortly
+                log.warning("cannot notify the other server processes (%s); retrying", exc)
+                with self._changed:
+                    self._pending.update(topics)
+                if self._stopping.wait(backoff):
+                    return
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    def _payloads(self, topics: list[str]) -> list[str]:
+        payloads: list[str] = []
+        current = [self._origin]
+        size = len(self._origin)
+        for topic in topics:
+            if size + len(topic) + 1 > _PAYLOAD_LIMIT and len(current) > 1:
+                payloads.append("\n".join(current))
+                current, size = [self._origin], len(self._origin)
+            current.append(topic)
+            size += len(topic.encode()) + 1
+        payloads.append("\n".join(current))
+        return payloads
+
+    # -- listener ------------------------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        backoff = 0.5
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(autocommit=True, **self._connect_params) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    self.listener_pid = conn.info.backend_pid
+                    self._notifier.set_cross_process(True)
+                    # Whatever other processes notified while nobody listened is lost: every waiter re-checks.
+                    self._notifier.wake_all()
+                    if backoff > 0.5:
+                        log.warning("listening for other server processes' changes again")
+                    backoff = 0.5
+                    self._receive(conn)
+            except Exception as exc:
+                self._notifier.set_cross_process(False)
+                self.listener_pid = None
+                if self._stopping.is_set():
+                    return
+                log.warning(
+                    "lost the notification connection to PostgreSQL (%s); long-polls re-check the database "
+                    "until it is back, reconnecting in %.1f s",
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    backoff,
+                )
+                self._notifier.wake_all()  # waiters now sleeping without a time limit start re-checking
+                if self._stopping.wait(backoff):
+                    return
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    def _receive(self, conn: psycopg.Connection[Any]) -> None:
+        pinged = time.monotonic()
+        while not self._stopping.is_set():
+            for note in conn.notifies(timeout=_POLL):
+                origin, _, rest = note.payload.partition("\n")
+                if origin != self._origin and rest:
+                    self._notifier.notify_local(*rest.split("\n"))
+            if time.monotonic() - pinged > _PING_EVERY:
+                conn.execute("SELECT 1")
+                pinged = time.monotonic()
