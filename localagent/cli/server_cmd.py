@@ -54,6 +54,14 @@ def serve(
         int,
         typer.Option("--db-max-overflow", min=0, help="Extra connections opened under load beyond --db-pool-size."),
     ] = 20,
+    prepared_statements: Annotated[
+        bool,
+        typer.Option(
+            "--db-prepared-statements/--no-db-prepared-statements",
+            help="PostgreSQL: let the driver prepare repeated statements (turn off behind a PgBouncer older "
+            "than 1.21 in transaction pooling mode).",
+        ),
+    ] = True,
     listen: Annotated[
         bool,
         typer.Option(
@@ -140,6 +148,7 @@ def serve(
         listen_database_url=listen_database,
         db_pool_size=db_pool_size,
         db_max_overflow=db_max_overflow,
+        db_prepared_statements=prepared_statements,
         log_level=log_level.lower(),
         access_log=log_level.lower() == "debug",
     )

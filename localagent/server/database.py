@@ -52,17 +52,31 @@ class Database:
 
     ``migrate=False`` opens it as it is (to read its revision without changing it). ``pool_size`` connections
     stay open once used, ``max_overflow`` more are opened under load and closed when returned.
+    ``prepared_statements=False`` (PostgreSQL) keeps psycopg from preparing statements (for PgBouncer).
     """
 
-    def __init__(self, url: str, *, migrate: bool = True, pool_size: int = 20, max_overflow: int = 20) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        migrate: bool = True,
+        pool_size: int = 20,
+        max_overflow: int = 20,
+        prepared_statements: bool = True,
+    ) -> None:
         try:
             parsed = _with_default_driver(sa.make_url(url))
             self.backend = parsed.get_backend_name()
             if self.backend == "sqlite":
                 self.engine = _sqlite_engine(parsed, pool_size, max_overflow)
             else:
+                connect_args = {} if prepared_statements else {"prepare_threshold": None}
                 self.engine = sa.create_engine(
-                    parsed, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+                    parsed,
+                    pool_size=pool_size,
+                    max_overflow=max_overflow,
+                    pool_pre_ping=True,
+                    connect_args=connect_args,
                 )
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise StorageError(f"cannot use database URL {_hide_password(url)!r}: {exc}") from exc

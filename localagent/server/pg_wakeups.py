@@ -6,8 +6,13 @@ claim must cost nothing. So every notification of the in-process :class:`Notifie
 ``pg_notify`` (by a publisher thread that coalesces bursts into one statement), and one listener thread per
 process holds a dedicated connection that ``LISTEN``\\ s and hands what arrives to the local waiters.
 
-While the listener is connected, ``notifier.cross_process`` is true and long-polls wait without re-querying.
-When its connection is lost it reconnects (backing off up to ``_MAX_BACKOFF``); meanwhile long-polls fall
+The listener trusts its connection only while it hears itself: right after ``LISTEN`` and every
+``_PROBE_EVERY`` seconds it sends a probe through the pool, the path other processes' notifications take,
+and waits for it. A connection that went silently dead, or a PgBouncer in transaction pooling mode (which
+hands the listening server connection to other clients, so notifications go nowhere), fails the probe.
+
+While a probe has passed, ``notifier.cross_process`` is true and long-polls wait without re-querying.
+When its connection is lost or deaf it reconnects (backing off up to ``_MAX_BACKOFF``); meanwhile long-polls fall
 back to re-checking every ``recheck_interval``, and after it reconnects every waiter re-checks once, since
 notifications sent while it was away are gone.
 
@@ -39,9 +44,12 @@ _PAYLOAD_LIMIT = 7000
 """Bytes per NOTIFY payload (PostgreSQL refuses more than 8,000); more topics go in several."""
 _POLL = 0.5
 """Seconds the listener waits for notifications before it looks whether it should stop."""
-_PING_EVERY = 15.0
-"""Seconds between the listener's ``SELECT 1``: a dead connection shows up even when nobody writes."""
+_PROBE_EVERY = 30.0
+"""Seconds between probes: a NOTIFY sent through the pool that the listener must receive."""
+_PROBE_TIMEOUT = 10.0
+"""Seconds a probe may take before the listener counts as deaf (and reconnects, re-checking meanwhile)."""
 _MAX_BACKOFF = 10.0
+_PROBE = "probe:"
 APPLICATION_NAME = "localagent-listen"
 """The listener connection's ``application_name`` (to find it in ``pg_stat_activity``)."""
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
@@ -64,6 +72,9 @@ class PgWakeups:
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._probes = 0
+        self.deaf_probes = 0
+        """Probes the listener did not hear in time (each one a reconnect); for tests and diagnostics."""
         self.listener_pid: int | None = None
         """The backend pid of the LISTEN connection while it is up."""
 
@@ -137,21 +148,33 @@ class PgWakeups:
 
     def _listen(self) -> None:
         backoff = 0.5
+        deaf_told = False
         while not self._stopping.is_set():
             try:
                 with psycopg.connect(autocommit=True, **self._connect_params) as conn:
                     conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    self._probe(conn)
                     self.listener_pid = conn.info.backend_pid
                     self._notifier.set_cross_process(True)
                     # Whatever other processes notified while nobody listened is lost: every waiter re-checks.
                     self._notifier.wake_all()
                     if backoff > 0.5:
                         log.warning("listening for other server processes' changes again")
-                    backoff = 0.5
+                    backoff, deaf_told = 0.5, False
                     self._receive(conn)
+            except _Deaf:
+                self.deaf_probes += 1
+                self._lost()
+                if not deaf_told:
+                    log.warning(
+                        "notifications sent to channel %r do not reach this server's LISTEN connection (a "
+                        "PgBouncer in transaction pooling mode? give --listen-database with a direct URL); "
+                        "long-polls re-check the database every second meanwhile",
+                        self._channel,
+                    )
+                    deaf_told = True
             except Exception as exc:
-                self._notifier.set_cross_process(False)
-                self.listener_pid = None
+                self._lost()
                 if self._stopping.is_set():
                     return
                 log.warning(
@@ -160,18 +183,47 @@ class PgWakeups:
                     str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
                     backoff,
                 )
-                self._notifier.wake_all()  # waiters now sleeping without a time limit start re-checking
-                if self._stopping.wait(backoff):
-                    return
-                backoff = min(backoff * 2, _MAX_BACKOFF)
+            if self._stopping.wait(backoff):
+                return
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    def _lost(self) -> None:
+        self._notifier.set_cross_process(False)
+        self.listener_pid = None
+        self._notifier.wake_all()  # waiters now sleeping without a time limit start re-checking
 
     def _receive(self, conn: psycopg.Connection[Any]) -> None:
-        pinged = time.monotonic()
+        probed = time.monotonic()
         while not self._stopping.is_set():
             for note in conn.notifies(timeout=_POLL):
-                origin, _, rest = note.payload.partition("\n")
-                if origin != self._origin and rest:
-                    self._notifier.notify_local(*rest.split("\n"))
-            if time.monotonic() - pinged > _PING_EVERY:
-                conn.execute("SELECT 1")
-                pinged = time.monotonic()
+                self._deliver(note.payload)
+            if time.monotonic() - probed > _PROBE_EVERY:
+                self._probe(conn)
+                probed = time.monotonic()
+
+    def _probe(self, conn: psycopg.Connection[Any]) -> None:
+        """Send a probe through the pool and hear it on ``conn`` (delivering what else arrives); else _Deaf."""
+        self._probes += 1
+        probe = f"{self._origin}\n{_PROBE}{self._probes}"
+        with self._database.begin() as pooled:
+            pooled.execute(sa.select(sa.func.pg_notify(self._channel, probe)))
+        deadline = time.monotonic() + _PROBE_TIMEOUT
+        while not self._stopping.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Deaf
+            for note in conn.notifies(timeout=min(remaining, _POLL)):
+                if note.payload == probe:
+                    return
+                self._deliver(note.payload)
+
+    def _deliver(self, payload: str) -> None:
+        origin, _, rest = payload.partition("\n")
+        if origin != self._origin and rest:
+            topics = [topic for topic in rest.split("\n") if not topic.startswith(_PROBE)]
+            if topics:
+                self._notifier.notify_local(*topics)
+
+
+class _Deaf(Exception):
+    """The listener did not hear its own probe in time."""

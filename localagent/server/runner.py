@@ -70,6 +70,7 @@ class ServerThread:
         listen_database_url: str | None = None,
         db_pool_size: int = 20,
         db_max_overflow: int = 20,
+        db_prepared_statements: bool = True,
         log_level: str = "warning",
         access_log: bool = False,
     ) -> None:
@@ -89,6 +90,7 @@ class ServerThread:
                 listen_database_url=listen_database_url,
                 db_pool_size=db_pool_size,
                 db_max_overflow=db_max_overflow,
+                db_prepared_statements=db_prepared_statements,
             )
         except ValueError as exc:
             raise ServiceError(f"bad server settings: {exc}") from exc

@@ -55,7 +55,10 @@ class Services:
     def build(cls, settings: ServerSettings, clock: Callable[[], datetime] = utc_now) -> Services:
         """Open the database (creating the schema) and wire the stores together."""
         database = Database(
-            settings.database_url, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            prepared_statements=settings.db_prepared_statements,
         )
         notifier = Notifier()
         wakeups = None

@@ -45,6 +45,9 @@ class ServerSettings:
     """Database connections each server process keeps open (PostgreSQL; SQLite files use the same pool)."""
     db_max_overflow: int = 20
     """Connections opened beyond ``db_pool_size`` under load, closed when returned."""
+    db_prepared_statements: bool = True
+    """PostgreSQL: let the driver prepare statements it repeats; off behind a PgBouncer (< 1.21) in
+    transaction pooling mode, where a prepared statement may be missing on the next server connection."""
 
     def __post_init__(self) -> None:
         if any(not key.strip() or key != key.strip() for key in self.api_keys):
