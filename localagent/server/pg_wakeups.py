@@ -34,7 +34,9 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from localagent.errors import StorageError
 from localagent.server.database import Database
 from localagent.server.notify import Notifier
 
@@ -62,7 +64,13 @@ class PgWakeups:
         self._database = database
         self._notifier = notifier
         self._origin = uuid.uuid4().hex[:12]
-        engine = database.engine if listen_url is None else sa.create_engine(listen_url)
+        try:
+            engine = database.engine if listen_url is None else sa.create_engine(_psycopg_url(listen_url))
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise StorageError(f"cannot use the LISTEN database URL (--listen-database): {exc}") from exc
+        if engine.dialect.name != "postgresql":
+            engine.dispose()
+            raise StorageError(f"the LISTEN database URL must be PostgreSQL, not {engine.dialect.name}")
         _args, params = engine.dialect.create_connect_args(engine.url)
         self._connect_params: dict[str, Any] = {**params, **_KEEPALIVES, "application_name": APPLICATION_NAME}
         if listen_url is not None:
@@ -223,6 +231,13 @@ class PgWakeups:
             topics = [topic for topic in rest.split("\n") if not topic.startswith(_PROBE)]
             if topics:
                 self._notifier.notify_local(*topics)
+
+
+def _psycopg_url(url: str) -> sa.URL:
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
 
 
 class _Deaf(Exception):

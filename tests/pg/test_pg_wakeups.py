@@ -8,6 +8,7 @@ changes through a notification: without one it would answer empty when its wait 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,3 +153,19 @@ def test_the_listener_reconnects_after_its_connection_is_killed(
         assert [claimed.run.id for claimed in replies[0].runs] == [run.id]
     finally:
         admin.dispose()
+
+
+def test_a_bad_listen_database_url_is_refused_at_start(pg_url: str) -> None:
+    for url, message in (
+        ("nonsense", "cannot use the LISTEN database URL (--listen-database)"),
+        ("sqlite:///x.db", "the LISTEN database URL must be PostgreSQL, not sqlite"),
+    ):
+        result = subprocess.run(
+            ["localagent", "server", "--address", "127.0.0.1:0", "--database", pg_url, "--listen-database", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1
+        assert message in result.stderr and "Traceback" not in result.stderr
