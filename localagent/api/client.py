@@ -45,7 +45,9 @@ from localagent.api.models import (
     ClaimRequest,
     Flow,
     FlowRun,
+    FlowRunBulkCreate,
     FlowRunCreate,
+    FlowRunsCreated,
     FlowSpec,
     Health,
     Heartbeat,
@@ -183,6 +185,11 @@ class ApiClient:
 
     def create_run(self, request: FlowRunCreate) -> FlowRun:
         return self._call("POST", "/api/flow_runs", FlowRun.model_validate, body=request)
+
+    def create_runs(self, requests: Sequence[FlowRunCreate]) -> FlowRunsCreated:
+        """Many runs in one request and one transaction (at most ``BULK_CREATE_MAX``); not retried."""
+        body = FlowRunBulkCreate(runs=list(requests))
+        return self._call("POST", "/api/flow_runs/bulk", FlowRunsCreated.model_validate, body=body)
 
     def list_runs(
         self,

@@ -167,6 +167,31 @@ class FlowRunCreate(_Wire):
     name: Text | None = Field(default=None, max_length=200, description="default: a generated name")
 
 
+BULK_CREATE_MAX = 10_000
+"""Runs one ``POST /api/flow_runs/bulk`` may create."""
+
+
+class FlowRunBulkCreate(_Wire):
+    """``POST /api/flow_runs/bulk``: many runs in one transaction; any bad item refuses them all."""
+
+    runs: list[FlowRunCreate] = Field(
+        min_length=1, max_length=BULK_CREATE_MAX, description="each as in POST /api/flow_runs"
+    )
+
+
+class CreatedRun(_Wire):
+    id: str
+    name: str
+    flow: str
+    flow_version: int
+
+
+class FlowRunsCreated(_Wire):
+    """The runs a bulk creation made, in the order of the request (all Scheduled)."""
+
+    runs: list[CreatedRun]
+
+
 def _is_none(value: object) -> bool:
     return value is None
 

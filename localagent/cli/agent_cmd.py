@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import textwrap
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from localagent.cli.agent_fleet import STATUSES, AgentFilter, agent_status, config_summary
 from localagent.cli.common import (
     DEFAULT_API_URL,
     ApiKeyOption,
@@ -27,13 +30,6 @@ app = typer.Typer(no_args_is_help=True, help="List the agents known to the API."
 
 _HASH_WIDTH = 12
 _ERROR_INDENT = "    "
-
-
-def agent_status(agent: Agent) -> str:
-    """``online``, ``stopped`` (it said so on its way out) or ``lost`` (silent for the server's agent timeout)."""
-    if agent.stopped is not None:
-        return "stopped"
-    return "lost" if agent.lost else "online"
 
 
 def _running(agent: Agent) -> str:
@@ -66,6 +62,25 @@ def list_agents(
         bool,
         typer.Option("--all", help="Every record: also earlier ones of the same name and host (history)."),
     ] = False,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", "-l", metavar="LABEL", help="Only agents with this label (repeatable: all of them)."),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", metavar="HOST", help="Only agents on this host (a shell pattern: 'web-*').")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", metavar="online|stopped|lost", help="Only agents in this status.")
+    ] = None,
+    config_hash: Annotated[
+        str | None, typer.Option("--config-hash", metavar="HASH", help="Only agents whose config hash starts so.")
+    ] = None,
+    by_config: Annotated[
+        bool,
+        typer.Option(
+            "--by-config", help="A summary instead: agents grouped by config hash and generation, with error counts."
+        ),
+    ] = False,
     as_json: JsonOption = False,
     api: ApiUrlOption = DEFAULT_API_URL,
     key: ApiKeyOption = None,
@@ -74,11 +89,25 @@ def list_agents(
     max_concurrent_runs), config generation and hash; a config error is printed in full under its agent.
 
     An agent keeps one record per name and host across restarts; `--all` also lists older records.
+    The filters combine (every one must hold); `--by-config` summarises the agents the filters keep.
 
     Example: `localagent agent ls --api http://orchestrator:4300 --key "$KEY"`
+
+    Example: `localagent agent ls --status online --host 'web-*' --by-config`
     """
+    if status is not None and status.lower() not in STATUSES:
+        raise typer.BadParameter(f"{status!r} is not one of {', '.join(STATUSES)}", param_hint="--status")
+    wanted = AgentFilter(
+        labels=tuple(label or ()),
+        host=host,
+        status=status.lower() if status is not None else None,
+        config_hash=config_hash.lower() if config_hash is not None else None,
+    )
     with api_client(api, key) as client:
-        agents = client.list_agents(history=history)
+        agents = [agent for agent in client.list_agents(history=history) if wanted.matches(agent)]
+    if by_config:
+        _print_by_config(agents, as_json)
+        return
     if as_json:
         print_json(agents)
         return
@@ -105,3 +134,29 @@ def list_agents(
         if agent.config_error:
             for error_line in _error_lines(agent.config_error, width):
                 typer.echo(error_line)
+
+
+def _print_by_config(agents: list[Agent], as_json: bool) -> None:
+    groups = config_summary(agents)
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(group) for group in groups], indent=2))
+        return
+    rows = [
+        [
+            group.config_hash[:_HASH_WIDTH] or "-",
+            f"gen {group.generation}",
+            str(group.agents),
+            str(group.online),
+            str(group.errors),
+            _hosts(group.hosts),
+        ]
+        for group in groups
+    ]
+    for line in table_lines(["HASH", "CONFIG", "AGENTS", "ONLINE", "ERRORS", "HOSTS"], rows):
+        typer.echo(line)
+
+
+def _hosts(hosts: tuple[str, ...], shown: int = 4) -> str:
+    if len(hosts) <= shown:
+        return ", ".join(hosts)
+    return ", ".join(hosts[:shown]) + f" (+{len(hosts) - shown} more)"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from localagent.cli import schedule_cmd
+from localagent.cli.bulk_runs import COUNT_MAX, create_in_bulk, read_params_file
 from localagent.cli.common import (
     DEFAULT_API_URL,
     ApiKeyOption,
@@ -33,7 +34,7 @@ from localagent.cli.common import (
 
 if TYPE_CHECKING:
     from localagent.api.client import ApiClient
-    from localagent.api.models import Flow, FlowSpec
+    from localagent.api.models import Flow, FlowRunCreate, FlowSpec
 
 _SPEC_FLAGS = {
     "name": "NAME",
@@ -380,11 +381,27 @@ def run_flow(
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Follow output and state; exit 0 on Success, else 1.")
     ] = False,
+    count: Annotated[
+        int,
+        typer.Option("--count", "-c", min=1, max=COUNT_MAX, help="Start this many runs alike; print their ids."),
+    ] = 1,
+    params_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--params-file",
+            metavar="FILE",
+            help="One run per line: a JSON object of parameters (over --param). Print the runs' ids.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
     api: ApiUrlOption = DEFAULT_API_URL,
     key: ApiKeyOption = None,
 ) -> None:
     """Start a run of a flow and print its id (or the run as JSON).
+
+    With --count N or --params-file: start many runs, sent 10,000 to a request (each request one
+    transaction: a bad run refuses its whole request, naming its line), and print one id a line (--json:
+    a list of id, name, flow, flow_version).
 
     With --watch: print its output as it arrives (states on stderr), follow retries; exit 0 on Success, else 1.
     A run still waiting for an agent after a few seconds gets a line on stderr saying why (no agent online, no
@@ -393,12 +410,19 @@ def run_flow(
     Example: `localagent flow run nightly-report --param day=2024-05-01 --at +5m`
 
     Example: `localagent flow run hello --watch`
+
+    Example: `localagent flow run resize --params-file images.jsonl`
     """
     from pydantic import ValidationError
 
     from localagent.api.models import FlowRunCreate, StateName
     from localagent.cli.flow_run_cmd import follow_run, print_line_plain, print_state_changes, print_waiting_reason
 
+    many = count > 1 or params_file is not None
+    if count > 1 and params_file is not None:
+        raise typer.BadParameter("give --count or --params-file, not both", param_hint="--count")
+    if many and watch:
+        raise typer.BadParameter("--watch follows one run; leave it out with --count or --params-file")
     try:
         request = FlowRunCreate(
             flow=name,
@@ -408,6 +432,9 @@ def run_flow(
         )
     except ValidationError as exc:
         raise usage_error(exc, _RUN_FLAGS) from None
+    if many:
+        _run_many(request, count, params_file, as_json, api, key)
+        return
     with api_client(api, key) as client:
         run = client.create_run(request)
         if not watch:
@@ -427,6 +454,41 @@ def run_flow(
     if as_json:
         print_json(final)
     raise typer.Exit(0 if final.state is StateName.SUCCESS else 1)
+
+
+def _run_many(
+    request: FlowRunCreate, count: int, params_file: Path | None, as_json: bool, api: str, key: str | None
+) -> None:
+    from pydantic import ValidationError
+
+    from localagent.api.models import FlowRunCreate
+
+    lines: list[int] | None = None
+    if params_file is None:
+        requests = [request] * count
+    else:
+        rows = read_params_file(params_file)
+        lines = [number for number, _ in rows]
+        requests = []
+        for number, parameters in rows:
+            try:
+                # Validated like --param values, so a bad line is named here, before anything is sent.
+                requests.append(
+                    FlowRunCreate.model_validate(
+                        {**request.model_dump(), "parameters": {**request.parameters, **parameters}}
+                    )
+                )
+            except ValidationError as exc:
+                problem = "; ".join(str(error["msg"]) for error in exc.errors())
+                raise typer.BadParameter(
+                    f"{params_file} line {number}: {problem}", param_hint="--params-file"
+                ) from None
+    with api_client(api, key) as client:
+        created = create_in_bulk(client, requests, lines=lines, source=str(params_file or ""))
+    if as_json:
+        print_json(created)
+    else:
+        typer.echo("\n".join(run.id for run in created))
 
 
 @app.command("schema")

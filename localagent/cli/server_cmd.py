@@ -42,6 +42,42 @@ def serve(
     agent_timeout: Annotated[
         str, typer.Option("--agent-timeout", help="An agent silent this long is lost; its runs crash.")
     ] = "60s",
+    db_pool_size: Annotated[
+        int,
+        typer.Option(
+            "--db-pool-size",
+            min=1,
+            help="Database connections this process keeps open (PostgreSQL: plus 1 for LISTEN).",
+        ),
+    ] = 20,
+    db_max_overflow: Annotated[
+        int,
+        typer.Option("--db-max-overflow", min=0, help="Extra connections opened under load beyond --db-pool-size."),
+    ] = 20,
+    prepared_statements: Annotated[
+        bool,
+        typer.Option(
+            "--db-prepared-statements/--no-db-prepared-statements",
+            help="PostgreSQL: let the driver prepare repeated statements (turn off behind a PgBouncer older "
+            "than 1.21 in transaction pooling mode).",
+        ),
+    ] = True,
+    listen: Annotated[
+        bool,
+        typer.Option(
+            "--listen/--no-listen",
+            help="PostgreSQL: wake long-polls on other server processes' changes with LISTEN/NOTIFY "
+            "(--no-listen: re-check the database every second instead).",
+        ),
+    ] = True,
+    listen_database: Annotated[
+        str | None,
+        typer.Option(
+            "--listen-database",
+            help="PostgreSQL URL for the one LISTEN connection when --database goes through a PgBouncer in "
+            "transaction pooling mode (point it at PostgreSQL directly).",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
     upgrade_only: Annotated[
         bool,
@@ -108,6 +144,11 @@ def serve(
         database_url=database,
         api_keys=keys,
         agent_timeout=timeout,
+        listen=listen,
+        listen_database_url=listen_database,
+        db_pool_size=db_pool_size,
+        db_max_overflow=db_max_overflow,
+        db_prepared_statements=prepared_statements,
         log_level=log_level.lower(),
         access_log=log_level.lower() == "debug",
     )

@@ -37,6 +37,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if svc.wakeups is not None:
+            svc.wakeups.start()
         sweeper.start()
         svc.scheduler.start()
         try:
@@ -45,6 +47,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             svc.notifier.close()
             svc.scheduler.stop()
             sweeper.stop()
+            if svc.wakeups is not None:
+                svc.wakeups.stop()
             svc.database.dispose()
 
     app = FastAPI(

@@ -2,9 +2,11 @@
 
 Nothing re-runs the claim query on a timer while nothing can change. A waiting claim wakes on:
 
-- the in-process notifier (a run created, cancelled or retried through this server process);
+- the notifier (a run created, cancelled or retried through this server process, or on PostgreSQL through
+  another server process: :mod:`localagent.server.pg_wakeups`);
 - the moment the earliest Scheduled run that is not due yet comes due (``--at`` runs, delayed retries);
-- on PostgreSQL only, every ``recheck_interval``, since other server processes may write there;
+- on PostgreSQL only while other processes' changes are not notified here (LISTEN off or its connection
+  lost), every ``recheck_interval``;
 - a heartbeat of the same agent whose labels or ``run_unlabeled`` differ from this claim's: the claim
   then answers empty at once, so that the agent (reloaded with new labels) can claim with the new ones.
 
@@ -99,7 +101,7 @@ class ClaimPoll:
         sleep = remaining
         if attempt.next_due is not None:
             sleep = min(sleep, max((attempt.next_due - self._clock()).total_seconds(), 0.0) + _DUE_MARGIN)
-        if self._shared:
+        if self._shared and not self._notifier.cross_process:
             sleep = min(sleep, self._settings.recheck_interval)
         return sleep
 

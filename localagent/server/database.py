@@ -50,17 +50,34 @@ class InvalidData(StorageError):
 class Database:
     """One SQLAlchemy engine with the schema at head; ``begin()`` / ``connect()`` translate errors.
 
-    ``migrate=False`` opens it as it is (to read its revision without changing it).
+    ``migrate=False`` opens it as it is (to read its revision without changing it). ``pool_size`` connections
+    stay open once used, ``max_overflow`` more are opened under load and closed when returned.
+    ``prepared_statements=False`` (PostgreSQL) keeps psycopg from preparing statements (for PgBouncer).
     """
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        migrate: bool = True,
+        pool_size: int = 20,
+        max_overflow: int = 20,
+        prepared_statements: bool = True,
+    ) -> None:
         try:
             parsed = _with_default_driver(sa.make_url(url))
             self.backend = parsed.get_backend_name()
             if self.backend == "sqlite":
-                self.engine = _sqlite_engine(parsed)
+                self.engine = _sqlite_engine(parsed, pool_size, max_overflow)
             else:
-                self.engine = sa.create_engine(parsed, pool_size=20, max_overflow=20, pool_pre_ping=True)
+                connect_args = {} if prepared_statements else {"prepare_threshold": None}
+                self.engine = sa.create_engine(
+                    parsed,
+                    pool_size=pool_size,
+                    max_overflow=max_overflow,
+                    pool_pre_ping=True,
+                    connect_args=connect_args,
+                )
         except (ArgumentError, NoSuchModuleError, ImportError) as exc:
             raise StorageError(f"cannot use database URL {_hide_password(url)!r}: {exc}") from exc
         self.url = parsed.render_as_string(hide_password=True)
@@ -78,8 +95,8 @@ class Database:
 
     @property
     def shared(self) -> bool:
-        """Other server processes may write to this database too (PostgreSQL), so in-process wake-ups
-        do not see every change and long-polls must also re-check it now and then."""
+        """Other server processes may write to this database too (PostgreSQL): their changes reach this
+        process's long-polls only through ``pg_wakeups`` (else by re-checking now and then)."""
         return self.backend != "sqlite"
 
     def upgrade_schema(self) -> str:
@@ -176,7 +193,7 @@ def _hide_password(url: str) -> str:
         return url
 
 
-def _sqlite_engine(url: sa.URL) -> Engine:
+def _sqlite_engine(url: sa.URL, pool_size: int, max_overflow: int) -> Engine:
     database = url.database or ""
     if database in ("", ":memory:") or database.startswith("file::memory:"):
         raise StorageError("an in-memory SQLite database cannot be shared by the server's threads; use a file")
@@ -185,8 +202,8 @@ def _sqlite_engine(url: sa.URL) -> Engine:
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-        pool_size=20,
-        max_overflow=20,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
     )
 
     @event.listens_for(engine, "connect")

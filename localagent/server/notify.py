@@ -7,6 +7,11 @@ missed::
     with notifier.subscribe(RUNS) as wakeup:
         if not check():
             await wakeup.wait(timeout=1.0)
+
+Several server processes on one PostgreSQL database share their notifications through it
+(:mod:`localagent.server.pg_wakeups`): ``forward`` sends each local notification to the other processes, and
+``cross_process`` says whether their notifications reach this one right now (else long-polls re-check the
+database now and then).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 RUNS = "runs"
@@ -59,6 +64,20 @@ class Notifier:
         self._lock = threading.Lock()
         self._subscribers: dict[str, set[Wakeup]] = {}
         self._closed = False
+        self._forward: Callable[[tuple[str, ...]], None] | None = None
+        self._cross_process = False
+
+    @property
+    def cross_process(self) -> bool:
+        """True while changes made by other server processes are notified here too (PostgreSQL LISTEN)."""
+        return self._cross_process
+
+    def set_cross_process(self, live: bool) -> None:
+        self._cross_process = live
+
+    def forward_to(self, forward: Callable[[tuple[str, ...]], None] | None) -> None:
+        """Also hand every ``notify`` to ``forward`` (which publishes it to the other server processes)."""
+        self._forward = forward
 
     @property
     def closed(self) -> bool:
@@ -85,8 +104,28 @@ class Notifier:
                             del self._subscribers[topic]
 
     def notify(self, *topics: str) -> None:
+        """Wake this process's waiters on ``topics`` and tell the other server processes."""
+        self.notify_local(*topics)
+        forward = self._forward
+        if forward is not None and topics:
+            forward(topics)
+
+    def notify_local(self, *topics: str) -> None:
+        """Wake this process's waiters on ``topics`` only (a notification that came from another process)."""
         with self._lock:
             woken = [w for topic in topics for w in self._subscribers.get(topic, ())]
+        for wakeup in woken:
+            wakeup.fire()
+
+    def waiting(self, topic: str) -> int:
+        """How many subscriptions wait on ``topic`` now (for tests and diagnostics)."""
+        with self._lock:
+            return len(self._subscribers.get(topic, ()))
+
+    def wake_all(self) -> None:
+        """Wake every waiter (to re-check after a time in which other processes' changes may have been missed)."""
+        with self._lock:
+            woken = [w for waiting in self._subscribers.values() for w in waiting]
         for wakeup in woken:
             wakeup.fire()
 

@@ -30,7 +30,9 @@ from localagent.api.models import (
     ClaimRequest,
     Flow,
     FlowRun,
+    FlowRunBulkCreate,
     FlowRunCreate,
+    FlowRunsCreated,
     FlowSpec,
     Heartbeat,
     HeartbeatReply,
@@ -68,9 +70,20 @@ def get_flow(svc: Services, name: str, version: int | None) -> Flow:
 
 
 def create_run(svc: Services, request: FlowRunCreate) -> FlowRun:
+    return svc.runs.create(_checked_create(request, "body"))
+
+
+def create_runs(svc: Services, bulk: FlowRunBulkCreate) -> FlowRunsCreated:
+    """Many runs in one transaction, each checked as :func:`create_run` checks one (a 422 naming its index)."""
+    requests = [_checked_create(request, f"body.runs.{index}") for index, request in enumerate(bulk.runs)]
+    return FlowRunsCreated(runs=svc.runs.create_many(requests))
+
+
+def _checked_create(request: FlowRunCreate, field: str) -> FlowRunCreate:
     if request.scheduled_start is not None:
-        request = request.model_copy(update={"scheduled_start": utc(request.scheduled_start, "body.scheduled_start")})
-    return svc.runs.create(request)
+        start = utc(request.scheduled_start, f"{field}.scheduled_start")
+        request = request.model_copy(update={"scheduled_start": start})
+    return request
 
 
 def list_runs(
@@ -130,8 +143,8 @@ async def read_logs(svc: Services, run_id: str, *, after: int, limit: int, wait:
             remaining = deadline - time.monotonic()
             if page.rows or page.finished or remaining <= 0 or svc.notifier.closed:
                 return page
-            # In-process writers wake us; other server processes sharing the database do not.
-            await wakeup.wait(min(remaining, svc.settings.recheck_interval) if svc.database.shared else remaining)
+            # Other server processes' writers wake us only while their notifications reach this process.
+            await wakeup.wait(min(remaining, svc.settings.recheck_interval) if svc.must_recheck() else remaining)
 
 
 # -- agents --------------------------------------------------------------------------------------------

@@ -66,6 +66,11 @@ class ServerThread:
         submitted_grace: float = 30.0,
         sweep_interval: float | None = None,
         recheck_interval: float = 1.0,
+        listen: bool = True,
+        listen_database_url: str | None = None,
+        db_pool_size: int = 20,
+        db_max_overflow: int = 20,
+        db_prepared_statements: bool = True,
         log_level: str = "warning",
         access_log: bool = False,
     ) -> None:
@@ -81,6 +86,11 @@ class ServerThread:
                 submitted_grace=submitted_grace,
                 sweep_interval=sweep_interval,
                 recheck_interval=recheck_interval,
+                listen=listen,
+                listen_database_url=listen_database_url,
+                db_pool_size=db_pool_size,
+                db_max_overflow=db_max_overflow,
+                db_prepared_statements=db_prepared_statements,
             )
         except ValueError as exc:
             raise ServiceError(f"bad server settings: {exc}") from exc

@@ -23,6 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from localagent.api.models import (
+    CreatedRun,
+    Flow,
     FlowRun,
     FlowRunCreate,
     StateName,
@@ -56,6 +58,7 @@ from localagent.server.transitions import (
     apply_transition,
     check_transition,
     move_params,
+    record_histories,
     record_history,
     schedule_retry,
 )
@@ -91,43 +94,69 @@ class RunStore:
 
     def create(self, request: FlowRunCreate) -> FlowRun:
         now = self._clock()
-        run_id = uuid.uuid4().hex
         with self._db.begin() as conn:
             flow = self._flows.get(request.flow, request.version, conn=conn)
-            labels = merged_labels(flow.labels, flow.run_config.labels, request.labels)
-            parameters = dump_json({**flow.parameters, **request.parameters})
-            if len(parameters) > PARAMETERS_MAX_BYTES:
-                raise bad_request(
-                    "body.parameters",
-                    f"merged over the flow's defaults they take {len(parameters)} bytes as JSON; "
-                    f"at most {PARAMETERS_MAX_BYTES} are allowed",
-                )
-            row = {
-                "id": run_id,
-                "name": request.name or generate_run_name(),
-                "flow": flow.name,
-                "flow_version": flow.version,
-                "parameters": parameters,
-                "labels": dump_json(labels),
-                "run_config_type": flow.run_config.type,
-                "scheduled_start": request.scheduled_start or now,
-                "state": S.SCHEDULED.value,
-                "state_message": "",
-                "attempt": 1,
-                "agent_id": None,
-                "agent_name": None,
-                "pid": None,
-                "exit_code": None,
-                "created": now,
-                "updated": now,
-                "started": None,
-                "ended": None,
-            }
+            row = self._new_row(flow, request, now, "body")
             conn.execute(_INSERT_RUN, row)
-            record_history(conn, run_id, S.SCHEDULED, now, "created")
+            record_history(conn, row["id"], S.SCHEDULED, now, "created")
         self._notifier.notify(RUNS)
         history = [StateRecord(state=S.SCHEDULED, time=now, message="created")]
         return run_model(SimpleNamespace(**row), history)
+
+    def create_many(self, requests: Sequence[FlowRunCreate]) -> list[CreatedRun]:
+        """Create every run in one transaction, or none: a bad item is a 422 naming ``body.runs.<index>``."""
+        now = self._clock()
+        rows: list[dict[str, Any]] = []
+        with self._db.begin() as conn:
+            flows: dict[tuple[str, int | None], Flow] = {}  # one lookup per flow named, not per run
+            for index, request in enumerate(requests):
+                key = (request.flow, request.version)
+                flow = flows.get(key)
+                if flow is None:
+                    try:
+                        flow = flows[key] = self._flows.get(request.flow, request.version, conn=conn)
+                    except ApiNotFound as exc:
+                        raise bad_request(f"body.runs.{index}.flow", exc.detail) from exc
+                rows.append(self._new_row(flow, request, now, f"body.runs.{index}"))
+            conn.execute(_INSERT_RUN, rows)
+            record_histories(conn, [row["id"] for row in rows], S.SCHEDULED, now, "created")
+        self._notifier.notify(RUNS)
+        return [
+            CreatedRun(id=row["id"], name=row["name"], flow=row["flow"], flow_version=row["flow_version"])
+            for row in rows
+        ]
+
+    @staticmethod
+    def _new_row(flow: Flow, request: FlowRunCreate, now: datetime, field: str) -> dict[str, Any]:
+        labels = merged_labels(flow.labels, flow.run_config.labels, request.labels)
+        parameters = dump_json({**flow.parameters, **request.parameters})
+        if len(parameters) > PARAMETERS_MAX_BYTES:
+            raise bad_request(
+                f"{field}.parameters",
+                f"merged over the flow's defaults they take {len(parameters)} bytes as JSON; "
+                f"at most {PARAMETERS_MAX_BYTES} are allowed",
+            )
+        return {
+            "id": uuid.uuid4().hex,
+            "name": request.name or generate_run_name(),
+            "flow": flow.name,
+            "flow_version": flow.version,
+            "parameters": parameters,
+            "labels": dump_json(labels),
+            "run_config_type": flow.run_config.type,
+            "scheduled_start": request.scheduled_start or now,
+            "state": S.SCHEDULED.value,
+            "state_message": "",
+            "attempt": 1,
+            "agent_id": None,
+            "agent_name": None,
+            "pid": None,
+            "exit_code": None,
+            "created": now,
+            "updated": now,
+            "started": None,
+            "ended": None,
+        }
 
     def get(self, ref: str) -> FlowRun:
         """One run, named by its id, a unique prefix of the id, or its name (see ``run_refs``)."""

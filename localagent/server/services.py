@@ -17,6 +17,7 @@ from localagent.server.database import Database
 from localagent.server.flows_store import FlowStore
 from localagent.server.logs_store import LogStore
 from localagent.server.notify import Notifier
+from localagent.server.pg_wakeups import PgWakeups
 from localagent.server.runs_store import RunStore
 from localagent.server.scheduler import Scheduler
 from localagent.server.schedules_store import ScheduleStore
@@ -43,12 +44,26 @@ class Services:
     claim_poll: ClaimPoll
     schedules: ScheduleStore
     scheduler: Scheduler
+    wakeups: PgWakeups | None
+    """Wake-ups shared with the other server processes (PostgreSQL with ``listen``), else None."""
+
+    def must_recheck(self) -> bool:
+        """Long-polls must re-check the database now and then: other processes' changes are not notified here."""
+        return self.database.shared and not self.notifier.cross_process
 
     @classmethod
     def build(cls, settings: ServerSettings, clock: Callable[[], datetime] = utc_now) -> Services:
         """Open the database (creating the schema) and wire the stores together."""
-        database = Database(settings.database_url)
+        database = Database(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            prepared_statements=settings.db_prepared_statements,
+        )
         notifier = Notifier()
+        wakeups = None
+        if database.backend == "postgresql" and settings.listen:
+            wakeups = PgWakeups(database, notifier, settings.listen_database_url)
         woken: list[Scheduler] = []
         schedules = ScheduleStore(database, clock, changed=lambda: _wake_all(woken))
         flows = FlowStore(database, clock, on_register=schedules.sync)
@@ -68,6 +83,7 @@ class Services:
             claim_poll=ClaimPoll(claims, agents, notifier, database, settings, clock),
             schedules=schedules,
             scheduler=scheduler,
+            wakeups=wakeups,
         )
 
 

@@ -34,13 +34,30 @@ class ServerSettings:
     sweep_interval: float | None = None
     """How often the sweep runs; default: a quarter of ``agent_timeout``, between 0.2 and 5 seconds."""
     recheck_interval: float = 1.0
-    """Long-polls re-check the database this often (scheduled times coming due, other server processes)."""
+    """On PostgreSQL, long-polls re-check the database this often while changes made by other server
+    processes are not notified here (``listen`` off, or its connection lost)."""
+    listen: bool = True
+    """PostgreSQL: publish changes with NOTIFY and LISTEN for the other server processes' changes."""
+    listen_database_url: str | None = None
+    """The database URL of the LISTEN connection when it must differ from ``database_url`` (a PgBouncer in
+    transaction pooling mode cannot carry LISTEN: point this one at PostgreSQL directly)."""
+    db_pool_size: int = 20
+    """Database connections each server process keeps open (PostgreSQL; SQLite files use the same pool)."""
+    db_max_overflow: int = 20
+    """Connections opened beyond ``db_pool_size`` under load, closed when returned."""
+    db_prepared_statements: bool = True
+    """PostgreSQL: let the driver prepare statements it repeats; off behind a PgBouncer (< 1.21) in
+    transaction pooling mode, where a prepared statement may be missing on the next server connection."""
 
     def __post_init__(self) -> None:
         if any(not key.strip() or key != key.strip() for key in self.api_keys):
             raise ValueError("an API key must not be blank or start or end with whitespace")
         if self.agent_timeout <= 0:
             raise ValueError("agent_timeout must be > 0")
+        if self.db_pool_size < 1:
+            raise ValueError("db_pool_size must be >= 1")
+        if self.db_max_overflow < 0:
+            raise ValueError("db_max_overflow must be >= 0")
         if self.recheck_interval <= 0:
             raise ValueError("recheck_interval must be > 0")
 

@@ -7,7 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
-from localagent.api.models import FlowRun, FlowRunCreate, StateName, StateReportResults, StateReports, StateUpdate
+from localagent.api.models import (
+    FlowRun,
+    FlowRunBulkCreate,
+    FlowRunCreate,
+    FlowRunsCreated,
+    StateName,
+    StateReportResults,
+    StateReports,
+    StateUpdate,
+)
 from localagent.server import operations
 from localagent.server.auth import require_operator, require_run_access
 from localagent.server.http_errors import ERROR_RESPONSES
@@ -19,6 +28,17 @@ router = APIRouter(prefix="/api/flow_runs", tags=["flow runs"], responses=ERROR_
 @router.post("", status_code=201, summary="Create a run of a flow", dependencies=[Depends(require_operator)])
 async def create_run(request: FlowRunCreate, svc: Services = Depends(services)) -> FlowRun:
     return await quick(svc, operations.create_run, svc, request)
+
+
+@router.post(
+    "/bulk",
+    status_code=201,
+    summary="Create many runs in one transaction (a bad item refuses all, naming its index)",
+    dependencies=[Depends(require_operator)],
+)
+async def create_runs(bulk: FlowRunBulkCreate, svc: Services = Depends(services)) -> FlowRunsCreated:
+    # Up to 10,000 rows: never on the event loop, even on SQLite.
+    return await run_in_threadpool(operations.create_runs, svc, bulk)
 
 
 @router.get("", summary="Runs, newest first", dependencies=[Depends(require_operator)])
