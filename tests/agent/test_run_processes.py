@@ -14,7 +14,8 @@ from localagent.agent.processes.tracking import ProcessTracking, RunTag
 from localagent.agent.run import reaper as reaper_module
 from localagent.agent.run.reaper import ChildReaper
 from tests.e2e.support import wait_for
-from tests.e2e.test_run_supervision import DAEMONIZE, alive
+from tests.e2e.test_run_supervision import DAEMONIZE
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process tracking")
 

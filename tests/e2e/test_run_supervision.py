@@ -16,6 +16,7 @@ from localagent.api.models import FlowRunCreate, FlowSpec, StateName
 from localagent.server.runner import ServerThread
 from tests.conftest import MakeApiServer
 from tests.e2e.support import Agent, wait_for, wait_state
+from tests.support.processes import alive
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -34,16 +35,6 @@ while not os.path.exists(sys.argv[1]):
     time.sleep(0.01)
 print("daemon started", flush=True)
 """
-
-
-def alive(pid: int) -> bool:
-    """A live process (a zombie waiting to be reaped is not running any more)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            data = stat.read()
-    except OSError:
-        return False
-    return data[data.rfind(b")") + 2 : data.rfind(b")") + 3] not in (b"Z", b"X")
 
 
 def watchdog_pids(agent_pid: int) -> list[int]:

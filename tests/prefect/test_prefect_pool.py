@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.support import Agent, wait_for, write_config
 from tests.prefect.support import PrefectServer
+from tests.support.processes import alive
 
 pytestmark = [pytest.mark.prefect, pytest.mark.timeout(600)]
 
@@ -99,7 +100,7 @@ def test_cancel_from_the_api_stops_the_process_group_and_ends_cancelled(
         # The engine, sent SIGTERM, may force Crashed on its way out; the agent then forces Cancelled.
         run = prefect_server.wait_state(run_id, {"CANCELLED"}, timeout=90)
         assert run["state"]["type"] == "CANCELLED", run["state"]
-        wait_for(lambda: not _alive(pid), timeout=30, what=f"pid {pid} to be gone")
+        wait_for(lambda: not alive(pid), timeout=30, what=f"pid {pid} to be gone")
     finally:
         _stop(agent)
 
@@ -118,7 +119,7 @@ def test_an_agent_killed_mid_run_leaves_the_run_crashed_and_nothing_running(
     finally:
         agent.kill()  # SIGKILL: no drain, no goodbye
     # The run's process is told (SIGTERM) when its agent dies; with its output pipes gone it cannot report.
-    wait_for(lambda: not _alive(pid), timeout=30, what=f"pid {pid} to be gone")
+    wait_for(lambda: not alive(pid), timeout=30, what=f"pid {pid} to be gone")
     # The agent started again (as its service manager would) marks the lost run Crashed.
     again = _start(tmp_path, prefect_server, pool, name="la")
     try:
@@ -224,11 +225,3 @@ def test_localagent_and_prefects_own_worker_share_a_pool_each_run_once(
         worker.wait(30)
         worker_log.close()
         _stop(agent)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

@@ -14,6 +14,12 @@ def proc_state(pid: int) -> str | None:
         return None
 
 
+def alive(pid: int) -> bool:
+    """``pid`` runs: it exists and is not a zombie (an orphan whose reaper, e.g. a test process that an
+    in-process agent made a child subreaper, has not reaped it yet has stopped all the same)."""
+    return proc_state(pid) not in (None, "Z", "X")
+
+
 def wait_gone(pid: int, within: float = 10.0) -> str | None:
     """Wait up to ``within`` seconds for ``pid`` to disappear; its last state if it did not (else None)."""
     deadline = time.monotonic() + within
