@@ -61,10 +61,13 @@ class Capabilities:
     reports alone with :meth:`RunChannel.set_state`). ``output_rows``: :meth:`RunChannel.append_log_rows`
     stores rows without encoding them (else the agent builds JSON bytes once for
     :meth:`RunChannel.append_logs_raw`). Both calls always work; a capability only says which is cheaper.
+    ``web_view``: the orchestrator serves localagent's web view at its url (localagent's own API does; a
+    Prefect server has its own UI elsewhere), so the agent may point people at it.
     """
 
     state_batches: bool = True
     output_rows: bool = False
+    web_view: bool = True
 
 
 HTTP_CAPABILITIES = Capabilities(state_batches=True, output_rows=False)

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("localagent.prefect")
 
-CAPABILITIES = Capabilities(state_batches=True, output_rows=False)
+CAPABILITIES = Capabilities(state_batches=True, output_rows=False, web_view=False)
 TAIL_LINES = 20
 _LEVELS = {"stdout": 20, "stderr": 40, "system": 30}
 

@@ -227,7 +227,8 @@ class AgentSession:
         self.report_recovery()
         self._on_contact()
         logger.info("registered with the API at %s as agent %s (%s)", client.url, registered.id, registered.name)
-        logger.info("web view: %s/ (runs, output, flows and agents in a browser)", client.url)
+        if client.capabilities.web_view:
+            logger.info("web view: %s/ (runs, output, flows and agents in a browser)", client.url)
         return endpoint
 
     def forget(self, agent_id: str, reason: str) -> None:
