@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -17,12 +17,14 @@ from localagent.server.database import Database
 from localagent.server.flows_store import FlowStore
 from localagent.server.logs_store import LogStore
 from localagent.server.notify import Notifier
-from localagent.server.pg_wakeups import PgWakeups
 from localagent.server.runs_store import RunStore
 from localagent.server.scheduler import Scheduler
 from localagent.server.schedules_store import ScheduleStore
 from localagent.server.settings import ServerSettings
 from localagent.server.waiting import WaitingExplainer
+
+if TYPE_CHECKING:
+    from localagent.server.pg_wakeups import PgWakeups
 
 T = TypeVar("T")
 
@@ -63,6 +65,10 @@ class Services:
         notifier = Notifier()
         wakeups = None
         if database.backend == "postgresql" and settings.listen:
+            # Imported here: psycopg comes with the ``postgres`` extra, and a SQLite server (the embedded
+            # default) must neither need it nor carry its libraries (libpq, OpenSSL, Kerberos) in memory.
+            from localagent.server.pg_wakeups import PgWakeups
+
             wakeups = PgWakeups(database, notifier, settings.listen_database_url)
         woken: list[Scheduler] = []
         schedules = ScheduleStore(database, clock, changed=lambda: _wake_all(woken))
