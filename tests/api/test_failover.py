@@ -136,9 +136,12 @@ def test_a_new_list_applies_to_clients_sharing_it(server: ServerThread) -> None:
     endpoints = Endpoints((closed,))
     with ApiClient(endpoints, retries=0, timeout=5) as api:
         run_client = api.scoped("token")
-        endpoints.replace((server.url, closed))
-        assert run_client.url == server.url  # the URL in use was dropped from the head: the new first one
-        assert api.health().status == "ok"
+        endpoints.replace((closed, server.url))  # a reload added a server
+        assert run_client.url == closed  # still listed: still in use until it fails
+        assert api.health().status == "ok"  # fails over on the new list...
+        assert run_client.url == server.url  # ...for the run's client too
+        endpoints.replace((closed,))  # the URL in use left the list: the first one is used
+        assert run_client.url == closed
 
 
 def test_url_specs() -> None:
