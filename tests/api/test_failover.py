@@ -151,3 +151,19 @@ def test_url_specs() -> None:
     assert same_servers("http://a http://b", "http://b http://c")
     assert not same_servers("http://a", "http://b")
     assert not same_servers("embedded", "http://a")
+
+
+def test_the_agents_http_factory_shares_one_choice_and_follows_the_config_in_force() -> None:
+    from localagent.config.model import AgentConfig
+    from localagent.runtime.backends import HttpClients
+
+    config = AgentConfig.model_validate({"api": {"url": ["http://a:1", "http://b:1"], "failback_interval": "2s"}})
+    factory = HttpClients(lambda: config)
+    agent_client = factory("http://a:1 http://b:1", "key", 5.0)
+    old_run_client = factory("http://a:1", "token", 5.0)  # a run claimed with an older list
+    assert isinstance(agent_client, ApiClient) and isinstance(old_run_client, ApiClient)
+    assert agent_client.endpoints is old_run_client.endpoints
+    assert agent_client.endpoints.urls == ("http://a:1", "http://b:1")  # the config in force wins
+    assert agent_client.endpoints.failback_interval == 2.0
+    elsewhere = factory("http://c:1", "key", 5.0)  # another API (no server in common)
+    assert isinstance(elsewhere, ApiClient) and elsewhere.endpoints is not agent_client.endpoints
