@@ -19,7 +19,7 @@ from localagent.api.endpoints import Endpoints, join_urls, same_servers, split_u
 from localagent.api.models import FlowSpec
 from localagent.errors import ApiRejected, ApiUnavailable
 from localagent.server.runner import ServerThread
-from tests.ports import free_port
+from tests.ports import free_port, free_ports
 from tests.support.wait import wait_for
 
 
@@ -93,10 +93,9 @@ def test_the_last_url_answering_503_is_the_answer(proxy_503: str) -> None:
 
 
 def test_no_url_answering_names_every_url_and_reason() -> None:
-    first, second = (f"http://127.0.0.1:{port}" for port in (free_port(), free_port()))
-    with ApiClient(join_urls([first, second]), retries=0, timeout=5) as api:
-        with pytest.raises(ApiUnavailable) as raised:
-            api.list_flows()
+    first, second = (f"http://127.0.0.1:{port}" for port in free_ports(2))
+    with ApiClient(join_urls([first, second]), retries=0, timeout=5) as api, pytest.raises(ApiUnavailable) as raised:
+        api.list_flows()
     message = str(raised.value)
     assert f"{first}: connection refused" in message and f"{second}: connection refused" in message
 
