@@ -17,6 +17,11 @@ connection errors and 5xx answers; the others are sent once. The agent makes its
 body that is not JSON, a body that is not the expected model) is translated into the ``localagent.errors``
 tree in one place, :meth:`ApiClient._call`. Replies are read
 leniently: a field this version does not know (added by a newer server) is ignored, not refused.
+
+Several URLs (servers of one database, ``ApiClient("http://a:4300 http://b:4300")`` or an
+:class:`~localagent.api.endpoints.Endpoints` shared by many clients): each request goes to the URL in use and,
+when it cannot be reached or a proxy answers 502/503/504, at once to the next URL, each at most once per
+attempt; see :mod:`localagent.api.endpoints` for the choice and the way back to the first URL.
 """
 
 from __future__ import annotations
