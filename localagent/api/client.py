@@ -17,14 +17,16 @@ connection errors and 5xx answers; the others are sent once. The agent makes its
 body that is not JSON, a body that is not the expected model) is translated into the ``localagent.errors``
 tree in one place, :meth:`ApiClient._call`. Replies are read
 leniently: a field this version does not know (added by a newer server) is ignored, not refused.
+
+Several URLs (servers of one database, ``ApiClient("http://a:4300 http://b:4300")`` or an
+:class:`~localagent.api.endpoints.Endpoints` shared by many clients): each request goes to the URL in use and,
+when it cannot be reached or a proxy answers 502/503/504, at once to the next URL, each at most once per
+attempt; see :mod:`localagent.api.endpoints` for the choice and the way back to the first URL.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from http.cookiejar import DefaultCookiePolicy
@@ -37,6 +39,12 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from requests.adapters import HTTPAdapter
 
 from localagent import __version__
+from localagent.api.endpoints import FAILOVER_STATUSES, Endpoints, split_urls
+from localagent.api.http_errors import connection_reason as _connection_reason
+from localagent.api.http_errors import rejection as _rejection
+from localagent.api.http_errors import response_detail as _detail
+from localagent.api.http_errors import snippet as _snippet
+from localagent.api.http_errors import unreachable as _unreachable
 from localagent.api.log_batch import LogRow, encode_rows
 from localagent.api.models import (
     Agent,
@@ -66,18 +74,14 @@ from localagent.api.port import HTTP_CAPABILITIES, Capabilities
 from localagent.api.schedule_models import Schedule
 from localagent.backoff import Backoff
 from localagent.errors import (
-    ApiConflict,
     ApiError,
-    ApiNotFound,
     ApiRejected,
-    ApiUnauthorized,
     ApiUnavailable,
 )
 
 T = TypeVar("T")
 
 _MAX_BACKOFF = 5.0
-_MAX_DETAIL = 500
 _FLOW_LIST: TypeAdapter[list[Flow]] = TypeAdapter(list[Flow])
 _RUN_LIST: TypeAdapter[list[FlowRun]] = TypeAdapter(list[FlowRun])
 _AGENT_LIST: TypeAdapter[list[Agent]] = TypeAdapter(list[Agent])
@@ -99,24 +103,26 @@ class ApiClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Endpoints,
         *,
         key: str | None = None,
         timeout: float = 10.0,
         retries: int = 3,
         backoff: float = 0.2,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ApiUnavailable(f"API url must start with http:// or https://, got {url!r}")
+        endpoints = url if isinstance(url, Endpoints) else Endpoints(split_urls(url) or (url,))
+        for each in endpoints.urls:
+            if not each.startswith(("http://", "https://")):
+                raise ApiUnavailable(f"API url must start with http:// or https://, got {each!r}")
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
-        self._url = url.rstrip("/")
+        self._endpoints = endpoints
         self._timeout = timeout
         self._retries = max(0, retries)
         self._backoff = max(0.0, backoff)
         self._auth = {"Authorization": f"Bearer {key}"} if key else {}
         self._owns_session = True
-        self._session = _new_session(self._url)
+        self._session = _new_session(endpoints.urls[0])
 
     def scoped(self, key: str) -> ApiClient:
         """A client of the same API with bearer ``key``, sharing this client's connection pool.
@@ -125,7 +131,7 @@ class ApiClient:
         after that opens new connections on demand).
         """
         clone = object.__new__(ApiClient)
-        clone._url = self._url
+        clone._endpoints = self._endpoints
         clone._timeout = self._timeout
         clone._retries = self._retries
         clone._backoff = self._backoff
@@ -136,8 +142,13 @@ class ApiClient:
 
     @property
     def url(self) -> str:
-        """The API's base url, without a trailing slash."""
-        return self._url
+        """The API's base url in use now, without a trailing slash (with several URLs it follows failover)."""
+        return self._endpoints.current
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """The API's URLs and the one in use (shared with every scoped client)."""
+        return self._endpoints
 
     @property
     def capabilities(self) -> Capabilities:
@@ -156,7 +167,7 @@ class ApiClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"ApiClient({self._url!r})"
+        return f"ApiClient({self._endpoints.current!r})"
 
     # -- endpoints ---------------------------------------------------------------------------------
 
@@ -304,30 +315,34 @@ class ApiClient:
         backoff = Backoff(first=self._backoff, cap=_MAX_BACKOFF)
         for attempt in range(1, attempts + 1):
             last = attempt == attempts
-            try:
-                response = self._session.request(
-                    method, self._url + path, params=params, data=payload, headers=headers, timeout=timeout
-                )
-            except requests.Timeout as exc:
-                if last:
-                    raise ApiUnavailable(
-                        f"the API at {self._url} did not answer {what} within {timeout[1]:g}s"
-                        f"{_tries(attempts)}: {_connection_reason(exc)}"
-                    ) from exc
-            except requests.RequestException as exc:
-                if last:
-                    raise ApiUnavailable(
-                        f"cannot reach the API at {self._url}: {_connection_reason(exc)}{_tries(attempts)}; "
-                        "is `localagent run` or `localagent server` running?"
-                    ) from exc
-            else:
-                if response.status_code < 500 or last:
-                    return self._decode(response, reply, what)
+            failures: list[tuple[str, BaseException | None, str]] = []
+            order = self._endpoints.order()
+            for url in order:
+                try:
+                    response = self._session.request(
+                        method, url + path, params=params, data=payload, headers=headers, timeout=timeout
+                    )
+                except requests.RequestException as exc:
+                    failures.append((url, exc, _connection_reason(exc)))
+                    continue
+                status = response.status_code
+                if status in FAILOVER_STATUSES and url != order[-1]:
+                    failures.append((url, None, f"HTTP {status}"))  # a proxy with no server behind it
+                    response.close()
+                    continue
+                if status not in FAILOVER_STATUSES:
+                    self._endpoints.answered(url, [(failed, why) for failed, _, why in failures])
+                if status < 500 or last:
+                    return self._decode(response, reply, what, url)
                 response.close()
+                break
+            else:
+                if last:
+                    raise _unreachable(failures, what, timeout[1], attempts)
             time.sleep(backoff.next_delay())
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
-    def _decode(self, response: requests.Response, reply: Callable[..., T], what: str) -> T:
+    def _decode(self, response: requests.Response, reply: Callable[..., T], what: str, url: str) -> T:
         status = response.status_code
         if status >= 400:
             raise _rejection(status, _detail(response) or f"the API answered {what} with HTTP {status}")
@@ -335,7 +350,7 @@ class ApiClient:
             data = response.json()
         except (ValueError, requests.RequestException) as exc:
             raise ApiRejected(
-                status, f"the API at {self._url} answered {what} with a body that is not JSON: {_snippet(response)}"
+                status, f"the API at {url} answered {what} with a body that is not JSON: {_snippet(response)}"
             ) from exc
         try:
             # Fields this client does not know are ignored: a newer server may add some to its replies.
@@ -345,7 +360,7 @@ class ApiClient:
             where = ".".join(str(part) for part in first["loc"]) or "body"
             raise ApiRejected(
                 status,
-                f"the API at {self._url} answered {what} with an unexpected body ({where}: {first['msg']}); "
+                f"the API at {url} answered {what} with an unexpected body ({where}: {first['msg']}); "
                 "are the client and server versions compatible?",
             ) from exc
 
@@ -372,79 +387,6 @@ def _new_session(url: str) -> requests.Session:
 
 def _segment(value: str) -> str:
     return quote(value, safe="")
-
-
-def _tries(attempts: int) -> str:
-    return f" (tried {attempts} times)" if attempts > 1 else ""
-
-
-def _rejection(status: int, detail: str) -> ApiRejected:
-    if status == 404:
-        return ApiNotFound(status, detail)
-    if status in (401, 403):
-        return ApiUnauthorized(status, detail)
-    if status == 409:
-        return ApiConflict(status, detail)
-    return ApiRejected(status, detail)
-
-
-def _detail(response: requests.Response) -> str:
-    """The server's ``detail`` text; FastAPI's list form and non-JSON bodies are made readable too."""
-    try:
-        data = response.json()
-    except (ValueError, requests.RequestException):
-        return _snippet(response)
-    detail = data.get("detail") if isinstance(data, dict) else None
-    if isinstance(detail, str):
-        return detail
-    if isinstance(detail, list):
-        parts = []
-        for item in detail:
-            if isinstance(item, dict):
-                loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
-                parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)
-    return _snippet(response)
-
-
-def _snippet(response: requests.Response) -> str:
-    try:
-        text = response.text.strip()
-    except requests.RequestException:
-        return ""
-    if not text:
-        return ""
-    if len(text) > _MAX_DETAIL:
-        text = text[:_MAX_DETAIL] + "..."
-    return json.dumps(text) if "\n" in text else text
-
-
-def _connection_reason(exc: BaseException) -> str:
-    """A short human reason found anywhere in a requests/urllib3 exception's chain."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(current, socket.gaierror):
-            return "host name not resolved"
-        if isinstance(current, ConnectionResetError):
-            return "connection reset by the server"
-        if isinstance(current, ssl.SSLError):
-            return f"TLS error: {current}"
-        if isinstance(current, (requests.ReadTimeout, requests.ConnectTimeout)):
-            kind = "reading the answer timed out" if isinstance(current, requests.ReadTimeout) else "connect timed out"
-            return kind
-        linked: list[object] = [current.__cause__, current.__context__, getattr(current, "reason", None)]
-        linked.extend(current.args[:1])
-        pending.extend(item for item in linked if isinstance(item, BaseException))
-    return str(exc) or type(exc).__name__
 
 
 __all__ = ["ApiClient", "ApiError"]
