@@ -47,6 +47,9 @@ REPLACED_MESSAGE = "agent lost; stopped by its on_api_lost policy"
 NEVER_BACK = "agent never came back within"
 STOP_MARGIN = 2.0
 """Seconds added to a stop agent's window, beyond its beat interval and the sweep interval (clock skew)."""
+LATE_ATTEMPT = 1
+"""The attempt taken for a report sent with a replaced attempt's token that names none (older than any
+replacement, so it is recorded as late)."""
 LATE_OUTPUT_GAP = 10**9
 """The replacement's output starts this many seqs after the lost attempt's last stored line, so lines of the
 lost attempt that arrive late are stored (under the marker line) instead of clashing with the new ones."""

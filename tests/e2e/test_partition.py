@@ -58,9 +58,7 @@ def _messages(run: FlowRun) -> list[tuple[str, str]]:
     return [(h.state.value, h.message) for h in run.history]
 
 
-def test_keep_agent_runs_on_through_a_partition_and_reconnects(
-    make_api_server: MakeApiServer, tmp_path: Path
-) -> None:
+def test_keep_agent_runs_on_through_a_partition_and_reconnects(make_api_server: MakeApiServer, tmp_path: Path) -> None:
     server = make_api_server(agent_timeout=2.0, sweep_interval=0.2)
     api = ApiClient(server.url, retries=0)
     out, go = _flow(api, tmp_path, retries=3)

@@ -219,3 +219,26 @@ def test_lost_timeout_gives_up_without_retry_unless_retry_lost(make_api_server: 
     after = _run(http, plain["id"])
     assert after["state"] == "Crashed"
     assert after["history"][-1]["message"] == "late report of this attempt after it was given up: Success"
+
+
+def test_a_replaced_attempts_token_never_moves_the_replacement(make_api_server: MakeApiServer) -> None:
+    """The next agent on a dead agent's state_dir reports what it left ``Crashed`` with the run's token and no
+    attempt: with a replaced attempt's token that is a late report, not the end of the replacement."""
+    http = Http(make_api_server(agent_timeout=0.5, sweep_interval=0.1, api_keys=("k",)), key="k")
+    _agent, claimed = _stop_agent_with_replaced_run(http)
+    run_id = claimed["run"]["id"]
+    other = http.agent("a2")
+    http.claim(other["id"], run_unlabeled=True)
+    http.state(run_id, "Running", attempt=2)
+    old_token = {"Authorization": f"Bearer {claimed['token']}"}
+    assert http.get(f"/api/flow_runs/{run_id}", headers=old_token).status_code == 200
+    late = http.post(f"/api/flow_runs/{run_id}/state", json={"state": "Crashed", "message": "gone"}, headers=old_token)
+    assert late.status_code == 200 and late.json()["state"] == "Running"
+    assert _run(http, run_id)["history"][-1]["message"] == (
+        "late report of attempt 1 (replaced by attempt 2, now Running): gone"
+    )
+    # Its late output is taken too, and lands above the marker line, before the replacement's.
+    line = {"seq": 5, "time": "2026-01-01T00:00:00Z", "stream": "stdout", "text": "late line of attempt 1"}
+    assert http.post(f"/api/flow_runs/{run_id}/logs", json={"lines": [line]}, headers=old_token).status_code == 200
+    texts = [entry["text"] for entry in http.ok("get", f"/api/flow_runs/{run_id}/logs")["lines"]]
+    assert texts[0] == "late line of attempt 1" and texts[1].startswith("--- attempt 1 was replaced")
