@@ -134,6 +134,29 @@ def reconnect(conn: Connection, agent_id: str, running: list[str], now: datetime
     return back
 
 
+def crash_unstarted(
+    conn: Connection, agent_id: str, running: list[str], cutoff: datetime, now: datetime, flows: FlowStore
+) -> list[str]:
+    """Unknown runs the agent, heard again, does not run and never started (claimed before ``cutoff``): the
+    claim reply was lost in the partition, so nothing runs them; they crash and are retried as usual."""
+    query = (
+        sa.select(flow_runs)
+        .where(
+            flow_runs.c.agent_id == agent_id,
+            flow_runs.c.state == S.UNKNOWN.value,
+            flow_runs.c.started.is_(None),
+            flow_runs.c.submitted_at < cutoff,
+        )
+        .order_by(flow_runs.c.id)
+    )
+    listed = set(running)
+    crashed = []
+    for row in conn.execute(query).all():
+        if row.id not in listed and apply_transition(conn, row, S.CRASHED, "agent did not start the run", now, flows):
+            crashed.append(row.id)
+    return crashed
+
+
 def record_cancel(conn: Connection, run_id: str, now: datetime) -> None:
     """A cancel of an Unknown run: remembered in its history, delivered when its agent reconnects."""
     message = "cancel requested; the agent is silent: it gets the cancel when it reconnects"

@@ -242,3 +242,16 @@ def test_a_replaced_attempts_token_never_moves_the_replacement(make_api_server: 
     assert http.post(f"/api/flow_runs/{run_id}/logs", json={"lines": [line]}, headers=old_token).status_code == 200
     texts = [entry["text"] for entry in http.ok("get", f"/api/flow_runs/{run_id}/logs")["lines"]]
     assert texts[0] == "late line of attempt 1" and texts[1].startswith("--- attempt 1 was replaced")
+
+
+def test_a_claim_lost_in_the_partition_crashes_once_the_agent_is_heard_again(make_api_server: MakeApiServer) -> None:
+    http = Http(make_api_server(agent_timeout=0.5, sweep_interval=0.1, submitted_grace=0.2))
+    http.flow("work", retries=1)
+    run = http.run("work")
+    agent = http.agent("a1")
+    http.claim(agent["id"], run_unlabeled=True)  # the reply never reached the agent
+    _wait_state(http, run["id"], "Unknown")
+    http.ok("post", f"/api/agents/{agent['id']}/heartbeat", json={"running_runs": []})
+    retried = _run(http, run["id"])
+    assert (retried["state"], retried["attempt"]) == ("Scheduled", 2)
+    assert [s for s, _ in _history(retried)] == ["Scheduled", "Submitted", "Unknown", "Crashed", "Scheduled"]
