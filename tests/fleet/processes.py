@@ -9,6 +9,7 @@ the namespaces. Every process is a real child of the caller, stopped by its pid.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -92,10 +93,8 @@ class Child:
         """SIGTERM, then SIGKILL after ``grace`` seconds."""
         if self.running():
             self.popen.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(grace)
-            except subprocess.TimeoutExpired:
-                pass
         self.kill()
 
 

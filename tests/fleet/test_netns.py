@@ -187,7 +187,9 @@ def test_a_label_bound_to_one_host_only_runs_there(fleet: Fleet, tmp_path: Path)
         bulk_create(b, fleet.key, "anywhere", 60)
         runs = wait_all_final(api, 120, timeout=120)
     hosts = assert_once_each(ledger, runs)
-    elsewhere = {run_id: ran_in for run_id, ran_in in hosts.items() if run_id in pinned_ids and ran_in != {pinned.netns}}
+    elsewhere = {
+        run_id: ran_in for run_id, ran_in in hosts.items() if run_id in pinned_ids and ran_in != {pinned.netns}
+    }
     assert not elsewhere, f"runs labelled {pinned.label} ran outside {pinned.netns}: {elsewhere}"
     pinned_agents = {run.agent_name for run in runs if run.id in pinned_ids}
     assert pinned_agents <= {f"h{pinned.index}-a{n}" for n in range(AGENTS_PER_HOST)}
