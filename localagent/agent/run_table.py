@@ -49,6 +49,7 @@ class RunHandle(Protocol):
     def start(self) -> None: ...
     def cancel(self, message: str = ...) -> None: ...
     def shutdown(self, message: str = ..., *, immediate: bool = False) -> None: ...
+    def stop_api_lost(self, message: str) -> None: ...
 
 
 class ExecutionFactory(Protocol):
@@ -189,6 +190,14 @@ class RunTable:
         """Stop every running run; it ends Cancelled ("agent shut down")."""
         for handle in self.running():
             handle.shutdown(SHUTDOWN_MESSAGE, immediate=immediate)
+
+    def stop_api_lost(self, message: str) -> int:
+        """Stop every running run because the API is unreachable (``runs.on_api_lost = "stop"``): each ends
+        Crashed with ``message``, reported once the API is back. Returns how many were running."""
+        handles = self.running()
+        for handle in handles:
+            handle.stop_api_lost(message)
+        return len(handles)
 
     def close_intake(self) -> None:
         """From now on, runs handed to :meth:`start` are reported Cancelled instead of started."""

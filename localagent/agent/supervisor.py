@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from localagent.agent.config_in_force import ConfigInForce
+from localagent.agent.coordination.api_lost import ApiLostWatch
 from localagent.agent.coordination.cancel_watch import CancelWatch
 from localagent.agent.coordination.claims import ClaimLoop
 from localagent.agent.coordination.heartbeat import HeartbeatLoop
@@ -127,6 +128,7 @@ class Agent:
         self._cancel_watch = CancelWatch(
             self._config, self._session, self._runs, self._life, on_contact=self._contact.mark
         )
+        self._api_lost = ApiLostWatch(self._config, self._contact, self._runs, self._life)
         self._health = HealthServer(report=self.health_report, metrics=metrics)
         self._reload_handler: Callable[[str], object] | None = None
         self._threads: list[threading.Thread] = []
@@ -247,6 +249,7 @@ class Agent:
             threading.Thread(target=self._claim_thread, name="localagent-claim", daemon=True),
             threading.Thread(target=self._heartbeat.run, name="localagent-heartbeat", daemon=True),
             threading.Thread(target=self._cancel_watch.run, name="localagent-cancel-watch", daemon=True),
+            threading.Thread(target=self._api_lost.run, name="localagent-api-lost", daemon=True),
         ]
         for thread in self._threads:
             thread.start()

@@ -30,7 +30,17 @@ States::
     Scheduled -> Cancelled                      (cancel before a claim)
     Submitted -> Failed | Cancelled | Crashed   (could not start, cancelled before start, agent lost)
     Submitted | Running -> Cancelling -> Cancelled | Success | Failed | Crashed
+    Submitted | Running | Cancelling -> Unknown (server-side only: the agent went silent for agent_timeout)
+    Unknown -> Running | Cancelling             (its agent heartbeats again and still runs it: reconnected)
+    Unknown -> Success | Failed | Cancelled | Crashed   (a late report of its agent; or, server-side, the
+                                                 lost timeout, or a retry_lost flow's stop window)
     Failed | Crashed -> Scheduled               (server-side only: a retry, attempt + 1)
+
+``Unknown`` is not final: the run may still be running on an agent the server cannot hear (a partition).
+It is never retried while its agent may still run it (see ``FlowSpec.retry_lost`` and docs/operations.md).
+A state report carrying an ``attempt`` older than the run's current one (the original agent of a replaced
+attempt reporting late) is answered 200 and recorded in the run's history without changing the current
+attempt, except a late Success while the replacement is still Scheduled: the run then takes that Success.
 
 Text fields refuse lone UTF-16 surrogates and NUL (422 naming the field); state messages and config
 errors get U+FFFD instead (``localagent.api.text``). Times are timezone-aware UTC. Durations on the wire
@@ -58,6 +68,10 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _is_false(value: object) -> bool:
+    return value is False
+
+
 class StateName(str, Enum):
     """A flow run's state."""
 
@@ -69,6 +83,7 @@ class StateName(str, Enum):
     FAILED = "Failed"
     CANCELLED = "Cancelled"
     CRASHED = "Crashed"
+    UNKNOWN = "Unknown"
 
     @property
     def is_final(self) -> bool:
@@ -102,6 +117,12 @@ class FlowSpec(_Wire):
     parameters: Parameters = Field(default_factory=dict, description="at most 64 KiB as JSON")
     labels: list[Text] = Field(default_factory=list)
     retries: int = Field(default=0, ge=0, le=1000)
+    retry_lost: bool = Field(
+        default=False,
+        exclude_if=_is_false,  # left out while off: flows registered before it keep their spec (and version)
+        description="a run whose agent went silent may be retried elsewhere (within retries), once the agent's "
+        "own on_api_lost = 'stop' has stopped it; off: such a run waits for its agent (never runs twice)",
+    )
     retry_delay: float = Field(default=0.0, ge=0, description="seconds; accepts '1m' too")
     timeout: float | None = Field(default=None, gt=0, description="seconds; accepts '30m' too; none = no limit")
     schedules: list[ScheduleSpec] = Field(
@@ -258,6 +279,13 @@ class StateUpdate(_Wire):
     message: Relayed = Field(default="", max_length=10_000, description="lone UTF-16 surrogates become U+FFFD")
     pid: int | None = None
     exit_code: int | None = None
+    attempt: int | None = Field(
+        default=None,
+        ge=1,
+        exclude_if=_is_none,
+        description="the attempt the report is about (the claimed run's attempt); a report for an attempt "
+        "that has since been replaced is recorded in the run's history, not applied",
+    )
 
 
 class StateReport(StateUpdate):
@@ -316,6 +344,19 @@ class LogPage(_Wire):
     finished: bool = Field(description="the run is in a final state and no line after these is stored")
 
 
+ON_API_LOST = ("keep", "stop")
+
+
+class LostPolicy(_Wire):
+    """What an agent does with its runs when it cannot reach its API (``runs.on_api_lost``), so the server
+    knows when a silent agent has stopped them by itself. Agents that do not send one count as ``keep``."""
+
+    on_api_lost: Literal["keep", "stop"] = "keep"
+    api_lost_after: float = Field(default=60.0, gt=0, le=10**9, description="seconds without contact")
+    stop_grace: float = Field(default=30.0, ge=0, le=10**9, description="seconds between stop_signal and SIGKILL")
+    beat_interval: float = Field(default=10.0, gt=0, le=10**9, description="seconds between its heartbeats")
+
+
 class AgentRegister(_Wire):
     """``POST /api/agents``: an agent announces itself (again after a restart or a 404 on heartbeat)."""
 
@@ -331,6 +372,7 @@ class AgentRegister(_Wire):
     max_concurrent_runs: int | None = Field(
         default=None, ge=0, le=2**31 - 1, description="runs it starts at once; 0 = no cap; null = not told"
     )
+    lost_policy: LostPolicy | None = Field(default=None, exclude_if=_is_none, description="null: 'keep'")
 
 
 class Agent(_Wire):
@@ -356,6 +398,9 @@ class Agent(_Wire):
     max_concurrent_runs: int | None = Field(
         default=None, exclude_if=_is_none, description="runs it starts at once; 0 = no cap; null = not told"
     )
+    lost_policy: LostPolicy | None = Field(
+        default=None, exclude_if=_is_none, description="what it does with its runs when cut off from the API"
+    )
 
 
 class Heartbeat(_Wire):
@@ -370,6 +415,7 @@ class Heartbeat(_Wire):
     max_concurrent_runs: int | None = Field(
         default=None, ge=0, le=2**31 - 1, description="runs it starts at once; 0 = no cap; null = not told"
     )
+    lost_policy: LostPolicy | None = Field(default=None, exclude_if=_is_none, description="null: 'keep'")
 
 
 class HeartbeatReply(_Wire):

@@ -43,6 +43,7 @@ _SPEC_FLAGS = {
     "parameters": "--param",
     "labels": "--label",
     "retries": "--retries",
+    "retry_lost": "--retry-lost",
     "retry_delay": "--retry-delay",
     "timeout": "--timeout",
     "schedules": "--cron/--interval",
@@ -128,6 +129,14 @@ def register(
         list[str] | None, typer.Option("--param", "-p", metavar="K=V", help="Default parameter; V parsed as JSON.")
     ] = None,
     retries: Annotated[int, typer.Option("--retries", min=0, max=1000, help="Retries after Failed/Crashed.")] = 0,
+    retry_lost: Annotated[
+        bool,
+        typer.Option(
+            "--retry-lost/--no-retry-lost",
+            help="Let a run whose agent went silent be retried elsewhere (within --retries) once an agent with "
+            'runs.on_api_lost = "stop" has stopped it; off: it waits for its agent (never runs twice).',
+        ),
+    ] = False,
     retry_delay: Annotated[
         str | None, typer.Option("--retry-delay", metavar="DURATION", help="Wait before a retry, e.g. 1m.")
     ] = None,
@@ -229,6 +238,7 @@ def register(
             parameters=parse_params(param or []),
             labels=list(label or []),
             retries=retries,
+            retry_lost=retry_lost,
             retry_delay=parse_duration_option(retry_delay, "--retry-delay") or 0.0,
             timeout=parse_duration_option(timeout, "--timeout"),
             schedules=schedule_cmd.schedule_specs(
@@ -359,6 +369,10 @@ def show_flow(
             ("parameters", json.dumps(flow.parameters, ensure_ascii=False)),
             ("labels", format_labels([*flow.labels, *config.labels])),
             ("retries", f"{flow.retries} (delay {flow.retry_delay:g}s)"),
+            (
+                "retry lost",
+                "yes (a run of a silent agent that stopped it may run elsewhere)" if flow.retry_lost else "no",
+            ),
             ("timeout", "-" if flow.timeout is None else f"{flow.timeout:g}s"),
             ("schedules", schedule_cmd.describe_specs(flow.schedules)),
             ("created", format_time(flow.created)),

@@ -40,8 +40,19 @@ def serve(
         ),
     ] = None,
     agent_timeout: Annotated[
-        str, typer.Option("--agent-timeout", help="An agent silent this long is lost; its runs crash.")
+        str,
+        typer.Option(
+            "--agent-timeout", help="An agent silent this long is lost; its runs become Unknown (not Crashed)."
+        ),
     ] = "60s",
+    lost_timeout: Annotated[
+        str,
+        typer.Option(
+            "--lost-timeout",
+            help="A run Unknown this long (its agent never came back) becomes Crashed, retried only if its flow "
+            "sets retry_lost; 'never' keeps it Unknown until its agent returns.",
+        ),
+    ] = "24h",
     db_pool_size: Annotated[
         int,
         typer.Option(
@@ -120,6 +131,7 @@ def serve(
         raise ConfigError(f"--agent-timeout: {exc}") from exc
     if timeout <= 0:
         raise ConfigError("--agent-timeout: must be > 0")
+    lost_after = _lost_timeout(lost_timeout)
     for index, key in enumerate(api_key or []):
         if not key.strip() or key != key.strip():
             raise ConfigError(
@@ -144,6 +156,7 @@ def serve(
         database_url=database,
         api_keys=keys,
         agent_timeout=timeout,
+        lost_timeout=lost_after,
         listen=listen,
         listen_database_url=listen_database,
         db_pool_size=db_pool_size,
@@ -207,3 +220,18 @@ def _stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _lost_timeout(value: str) -> float | None:
+    """``--lost-timeout``: a duration > 0, or ``never`` (also ``0``) for no limit."""
+    from localagent.config.units import parse_duration
+
+    if value.strip().lower() in ("never", "0", "0s"):
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"--lost-timeout: {exc} (or 'never')") from exc
+    if seconds <= 0:
+        raise ConfigError("--lost-timeout: must be > 0, or 'never'")
+    return seconds

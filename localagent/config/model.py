@@ -214,6 +214,22 @@ class RunsSection(_Section):
     drain_timeout: Duration = Field(
         default=300.0, le=MAX_DRAIN_TIMEOUT, description="on shutdown, how long running runs may finish"
     )
+    on_api_lost: Literal["keep", "stop"] = Field(
+        default="keep",
+        description="when the API has been unreachable for api_lost_after: 'keep' running the runs, or 'stop' "
+        "them (stop_signal, stop_grace, SIGKILL; reported Crashed once the API is back)",
+    )
+    api_lost_after: Duration = Field(
+        default=60.0,
+        gt=0,
+        le=MAX_DRAIN_TIMEOUT,
+        description="how long without any answer from the API before it counts as lost",
+    )
+
+    @field_validator("on_api_lost", mode="before")
+    @classmethod
+    def _lower_policy(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("stop_signal")
     @classmethod

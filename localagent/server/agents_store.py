@@ -10,6 +10,9 @@ second agent of the same name on the same host while the first one runs gets a r
     reply = agents.heartbeat(agent.id, Heartbeat(running_runs=[...]))
     agents.disconnect(agent.id)              # it stops cleanly: listed as stopped, not lost
     agents.sweep_lost()                      # called every few seconds by the background sweep
+
+What happens to the runs of a silent agent (Unknown, reconnection, replacement by policy, the lost timeout)
+lives in :mod:`localagent.server.lost_runs`.
 """
 
 from __future__ import annotations
@@ -22,16 +25,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from localagent.api.models import Agent, AgentRegister, Heartbeat, HeartbeatReply, StateName
-from localagent.config.units import format_duration
+from localagent.api.models import Agent, AgentRegister, Heartbeat, HeartbeatReply, LostPolicy, StateName
 from localagent.errors import ApiNotFound
 from localagent.server.agent_labels import AgentLabels, LabelSet
 from localagent.server.database import Database, dump_json, load_json
 from localagent.server.flows_store import FlowStore
+from localagent.server.lost_runs import AGENT_COLUMNS, LostRunSweep, mark_unknown, policy_of, reconnect
 from localagent.server.notify import RUNS, Notifier, agent_topic, logs_topic
 from localagent.server.settings import ServerSettings
 from localagent.server.tables import UtcTime, agents, flow_runs
-from localagent.server.transitions import ACTIVE_STATES, apply_transition
+from localagent.server.transitions import ACTIVE_STATES, HELD_STATES, apply_transition
 
 S = StateName
 _SETTLED = (S.SUCCESS.value, S.FAILED.value, S.CANCELLED.value)
@@ -50,6 +53,7 @@ _BEAT = (
                 "config_hash",
                 "config_error",
                 "max_concurrent_runs",
+                "lost_policy",
             )
         }
     )
@@ -60,7 +64,7 @@ _CANCELLING_OF_AGENT = sa.select(flow_runs.c.id).where(
 _OWNERS = sa.select(flow_runs.c.id, flow_runs.c.agent_id, flow_runs.c.state).where(
     flow_runs.c.id.in_(sa.bindparam("run_ids", expanding=True))
 )
-_ACTIVE_UNDER = sa.exists().where(flow_runs.c.agent_id == agents.c.id, flow_runs.c.state.in_(ACTIVE_STATES))
+_ACTIVE_UNDER = sa.exists().where(flow_runs.c.agent_id == agents.c.id, flow_runs.c.state.in_(HELD_STATES))
 _GONE = sa.or_(agents.c.stopped.is_not(None), agents.c.last_heartbeat < sa.bindparam("cutoff", type_=UtcTime))
 _REUSABLE = (
     sa.select(agents.c.id)
@@ -106,6 +110,7 @@ class AgentStore:
         self._settings = settings
         self._clock = clock
         self._labels = AgentLabels(forget_after=10 * settings.agent_timeout)
+        self._lost_runs = LostRunSweep(database, flow_store, settings, clock)
 
     def register(self, request: AgentRegister) -> Agent:
         """Take over this name and host's stopped (or lost, idle) record, else add one (see the module doc)."""
@@ -122,6 +127,7 @@ class AgentStore:
             "config_hash": request.config_hash,
             "config_error": request.config_error,
             "max_concurrent_runs": request.max_concurrent_runs,
+            "lost_policy": _policy_text(request.lost_policy),
             "running_runs": "[]",
             "registered": now,
             "last_heartbeat": now,
@@ -194,11 +200,14 @@ class AgentStore:
             "new_config_hash": beat.config_hash,
             "new_config_error": beat.config_error,
             "new_max_concurrent_runs": beat.max_concurrent_runs,
+            "new_lost_policy": _policy_text(beat.lost_policy),
         }
         with self._db.begin() as conn:
             if conn.execute(_BEAT, values).rowcount != 1:
                 raise ApiNotFound(404, f"agent {agent_id!r} not found; register it again")
             crashed = self._crash_unstarted(conn, agent_id, set(running), now)
+            # Before the cancels: a reconnected run is this agent's again, not one taken from it.
+            crashed += reconnect(conn, agent_id, running, now, self._flows)
             cancel = _cancels_for(conn, agent_id, running)
         if self._labels.record(agent_id, LabelSet.of(beat.labels, beat.run_unlabeled)):
             self._notifier.notify(agent_topic(agent_id))  # its waiting claims may ask with old labels
@@ -207,12 +216,13 @@ class AgentStore:
         return HeartbeatReply(cancel=cancel)
 
     def sweep_lost(self) -> list[str]:
-        """Crash the active runs of every agent silent for longer than ``agent_timeout``; returns their ids."""
+        """Runs of agents silent for longer than ``agent_timeout``: Unknown (the agent may still run them;
+        see ``lost_runs``), or Crashed when the agent said it stopped; returns the ids of the runs moved."""
         now = self._clock()
         timeout = self._settings.agent_timeout
         cutoff = now - timedelta(seconds=timeout)
         query = (
-            sa.select(flow_runs, agents.c.stopped.label("agent_stopped"))
+            sa.select(flow_runs, agents.c.stopped.label("agent_stopped"), *AGENT_COLUMNS)
             .join(agents, agents.c.id == flow_runs.c.agent_id)
             .where(flow_runs.c.state.in_(ACTIVE_STATES), agents.c.last_heartbeat < cutoff)
             # One lock order for every writer of many runs, so two sweeps (two server processes on one
@@ -220,20 +230,24 @@ class AgentStore:
             .order_by(flow_runs.c.id)
         )
         self._labels.forget_silent()
-        crashed: list[str] = []
+        moved: list[str] = []
         with self._db.begin() as conn:
-            for row in conn.execute(query).all():
-                if row.agent_stopped is not None:
-                    message = f"agent {row.agent_name} stopped without reporting the end of this run"
-                else:
-                    message = f"agent {row.agent_name} lost: no heartbeat for {format_duration(timeout)}"
+            rows = conn.execute(query).all()
+            silent = [row for row in rows if row.agent_stopped is None]
+            moved += mark_unknown(conn, silent, timeout, now, self._flows)
+            for row in rows:
+                if row.agent_stopped is None:
+                    continue
+                # It drained and said it stopped: these runs are not running anywhere.
+                message = f"agent {row.agent_name} stopped without reporting the end of this run"
                 # A run that was being cancelled is not retried: nobody wants it any more.
                 retry = row.state != S.CANCELLING.value
                 if apply_transition(conn, row, S.CRASHED, message, now, self._flows, retry=retry):
-                    crashed.append(row.id)
-        if crashed:
-            self._notifier.notify(RUNS, *(logs_topic(run_id) for run_id in crashed))
-        return crashed
+                    moved.append(row.id)
+        moved += self._lost_runs.sweep()
+        if moved:
+            self._notifier.notify(RUNS, *(logs_topic(run_id) for run_id in moved))
+        return moved
 
     def _crash_unstarted(self, conn: Connection, agent_id: str, running: set[str], now: datetime) -> list[str]:
         """Submitted runs the agent does not know about, well after the claim: the claim reply was lost."""
@@ -266,7 +280,12 @@ class AgentStore:
             lost=row.stopped is None and silent > self._settings.agent_timeout,
             stopped=row.stopped,
             max_concurrent_runs=row.max_concurrent_runs,
+            lost_policy=policy_of(row.lost_policy) if row.lost_policy else None,
         )
+
+
+def _policy_text(policy: LostPolicy | None) -> str | None:
+    return None if policy is None else policy.model_dump_json()
 
 
 def _cancels_for(conn: Connection, agent_id: str, running: list[str]) -> list[str]:

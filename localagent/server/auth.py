@@ -75,7 +75,17 @@ async def require_run_access(run_id: str, principal: Principal = Depends(authent
     return principal
 
 
-_RUN_OF_TOKEN = sa.select(flow_runs.c.id).where(flow_runs.c.token_hash == sa.bindparam("token_hash"))
+# A replaced lost attempt's token still reaches its run: that agent's late reports are recorded, not refused.
+_RUN_OF_TOKEN = (
+    sa.select(flow_runs.c.id)
+    .where(
+        sa.or_(
+            flow_runs.c.token_hash == sa.bindparam("token_hash"),
+            flow_runs.c.lost_token_hash == sa.bindparam("token_hash"),
+        )
+    )
+    .limit(1)
+)
 
 
 def _run_of_token(svc: Services, token: str) -> str | None:

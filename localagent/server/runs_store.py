@@ -38,6 +38,7 @@ from localagent.errors import ApiConflict, ApiNotFound
 from localagent.server.checks import bad_request
 from localagent.server.database import Database, dump_json
 from localagent.server.flows_store import FlowStore
+from localagent.server.lost_runs import record_cancel, settle_late_report
 from localagent.server.names import generate_run_name
 from localagent.server.notify import RUNS, Notifier, logs_topic
 from localagent.server.run_refs import is_full_id, resolve_run_ref
@@ -212,7 +213,10 @@ class RunStore:
                     break
                 if current.is_final:
                     raise ApiConflict(409, f"flow run {run_id} is already {current.value}; nothing to cancel")
-                if current is S.SCHEDULED:
+                if current is S.UNKNOWN:
+                    record_cancel(conn, run_id, now)  # its agent gets the cancel when it reconnects
+                    moved = True
+                elif current is S.SCHEDULED:
                     moved = apply_transition(
                         conn, row, S.CANCELLED, "cancelled before start", now, self._flows, retry=False
                     )
@@ -299,7 +303,9 @@ def _move(
     batch), the history record is gathered there and the row returned by a move holds only ``SLIM_COLUMNS``.
     """
     move = (MOVE_TO if history is None else MOVE_TO_SLIM).get(update.state)
-    params = move_params(run_id, update.message, now, pid=update.pid, exit_code=update.exit_code)
+    params = move_params(
+        run_id, update.message, now, pid=update.pid, exit_code=update.exit_code, attempt=update.attempt
+    )
     row = None if move is None else conn.execute(move, params).first()
     if row is not None:
         if history is None:
@@ -320,8 +326,13 @@ def _move(
         history.flush(conn)  # the echo check below reads the run's history
     row = _row(conn, run_id)
     current = S(row.state)
-    if update.state is current or _is_retried_echo(conn, row, update.state):
+    same_attempt = update.attempt is None or update.attempt == row.attempt
+    if (update.state is current and same_attempt) or _is_retried_echo(conn, row, update.state):
         return _Moved(row)
+    if settle_late_report(conn, row, update, now, flows):  # an attempt replaced after its agent went silent
+        return _Moved(_row(conn, run_id), (RUNS, logs_topic(run_id)))
+    if not same_attempt and update.state is not current:
+        raise ApiConflict(409, f"flow run {run_id} is at attempt {row.attempt}, not {update.attempt}")
     check_transition(run_id, current, update.state)
     return None
 

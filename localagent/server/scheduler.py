@@ -48,6 +48,7 @@ from localagent.server.notify import RUNS, Notifier, logs_topic
 from localagent.server.schedule_policy import apply_overlap, due_times, past_deadline
 from localagent.server.schedules_store import ScheduleStore
 from localagent.server.tables import flow_runs, schedules
+from localagent.server.lost_runs import record_cancel
 from localagent.server.transitions import apply_transition, record_histories
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ S = StateName
 BATCH = 1000
 MAX_WAIT = 1.0
 """Longest sleep between ticks: schedules added by another server process are seen within it."""
-UNFINISHED = (S.SCHEDULED.value, S.SUBMITTED.value, S.RUNNING.value, S.CANCELLING.value)
+UNFINISHED = (S.SCHEDULED.value, S.SUBMITTED.value, S.RUNNING.value, S.CANCELLING.value, S.UNKNOWN.value)
 LEAD = 20.0
 """Seconds ahead of its fire time that a run of an ``allow`` schedule is made (see the module docstring)."""
 _NOW = sa.bindparam("now", type_=schedules.c.next_time.type)
@@ -214,6 +215,10 @@ class Scheduler:
         for run in unfinished:
             state = S(run.state)
             if state is S.CANCELLING:
+                continue
+            if state is S.UNKNOWN:  # its agent is silent: the cancel waits for it (see lost_runs)
+                record_cancel(conn, run.id, now)
+                cancelled.append(run.id)
                 continue
             target = S.CANCELLED if state is S.SCHEDULED else S.CANCELLING
             message = f"cancelled: a newer run of schedule {sid} is starting (overlap cancel_previous)"

@@ -28,7 +28,10 @@ class ServerSettings:
     database_url: str
     api_keys: tuple[str, ...] = ()
     agent_timeout: float = 60.0
-    """An agent silent (no heartbeat, no claim) for longer than this is lost and its runs Crashed."""
+    """An agent silent (no heartbeat, no claim) for longer than this is lost and its runs Unknown."""
+    lost_timeout: float | None = 86400.0
+    """A run Unknown (its agent silent) this long becomes Crashed (retried only if its flow sets retry_lost);
+    None: it waits for its agent forever."""
     submitted_grace: float = 30.0
     """A Submitted run its agent does not list as running this long after the claim is Crashed."""
     sweep_interval: float | None = None
@@ -54,6 +57,8 @@ class ServerSettings:
             raise ValueError("an API key must not be blank or start or end with whitespace")
         if self.agent_timeout <= 0:
             raise ValueError("agent_timeout must be > 0")
+        if self.lost_timeout is not None and self.lost_timeout <= 0:
+            raise ValueError("lost_timeout must be > 0 (or None: never)")
         if self.db_pool_size < 1:
             raise ValueError("db_pool_size must be >= 1")
         if self.db_max_overflow < 0:

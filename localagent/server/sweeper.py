@@ -1,4 +1,4 @@
-"""The background sweep: every few seconds, crash the runs of agents that went silent (and retry them).
+"""The background sweep: every few seconds, the runs of agents that went silent become Unknown (see lost_runs).
 
 Usage::
 
@@ -41,7 +41,7 @@ class Sweeper:
     def sweep_once(self) -> list[str]:
         crashed = self._agents.sweep_lost()
         if crashed:
-            log.info("crashed %d run(s) of lost agents", len(crashed))
+            log.info("%d run(s) of silent agents moved (Unknown, reconnected, replaced or given up)", len(crashed))
         return crashed
 
     def _loop(self) -> None:

@@ -64,6 +64,8 @@ flow_runs = sa.Table(
     sa.Column("pid", sa.BigInteger),
     sa.Column("exit_code", sa.BigInteger),
     sa.Column("token_hash", sa.String(64)),
+    # The token of the attempt replaced after its agent went silent: its late reports are still heard.
+    sa.Column("lost_token_hash", sa.String(64)),
     sa.Column("submitted_at", UtcTime),
     sa.Column("created", UtcTime, nullable=False),
     sa.Column("updated", UtcTime, nullable=False),
@@ -77,6 +79,7 @@ flow_runs = sa.Table(
     sa.Index("ux_flow_runs_schedule_time", "schedule_id", "nominal_time", unique=True),
     sa.Index("ix_flow_runs_agent", "agent_id", "state"),
     sa.Index("ix_flow_runs_token", "token_hash"),
+    sa.Index("ix_flow_runs_lost_token", "lost_token_hash"),
     sa.Index("ix_flow_runs_created", "created"),
     sa.Index("ix_flow_runs_flow", "flow", "created"),
     sa.Index("ix_flow_runs_name", "name"),  # naming a run by its name (``run_refs``)
@@ -123,6 +126,7 @@ agents = sa.Table(
     sa.Column("last_heartbeat", UtcTime, nullable=False),
     sa.Column("max_concurrent_runs", sa.Integer),  # null: an agent that does not tell (older versions)
     sa.Column("stopped", UtcTime),  # when it said it stopped cleanly; null while it runs
+    sa.Column("lost_policy", sa.Text),  # JSON LostPolicy; null: an agent that does not tell (counts as keep)
     sa.Index("ix_agents_heartbeat", "last_heartbeat"),
     sa.Index("ix_agents_identity", "name", "hostname"),
 )

@@ -34,8 +34,13 @@ ALLOWED: dict[StateName, frozenset[StateName]] = {
     S.FAILED: frozenset(),  # back to Scheduled only by the server, as a retry
     S.CANCELLED: frozenset(),
     S.CRASHED: frozenset(),
+    # Entered only by the server (its agent went silent); left by the agent's late report or reconnection.
+    S.UNKNOWN: frozenset({S.RUNNING, S.SUCCESS, S.FAILED, S.CANCELLED, S.CRASHED}),
 }
 ACTIVE_STATES = (S.SUBMITTED.value, S.RUNNING.value, S.CANCELLING.value)
+"""Runs an agent is known to be running (Unknown ones are not: their agent is silent)."""
+HELD_STATES = (*ACTIVE_STATES, S.UNKNOWN.value)
+"""Runs an agent holds: the active ones and those it may still run without the server hearing it."""
 RETRYABLE = frozenset({S.FAILED, S.CRASHED})
 SOURCES: dict[StateName, tuple[StateName, ...]] = {
     new: tuple(state for state, targets in ALLOWED.items() if new in targets) for new in StateName
@@ -59,9 +64,12 @@ def _move_statement(new: StateName, *, slim: bool = False) -> sa.Update:
         values["started"] = sa.func.coalesce(flow_runs.c.started, now)
     if new.is_final:
         values["ended"] = now
+    # A report naming its attempt applies only to that attempt (an older one is a late report: ``lost_runs``).
+    for_attempt = sa.bindparam("for_attempt", type_=sa.Integer)
+    attempt = flow_runs.c.attempt == sa.func.coalesce(for_attempt, flow_runs.c.attempt)
     return (
         sa.update(flow_runs)
-        .where(flow_runs.c.id == sa.bindparam("run_id"), flow_runs.c.state.in_(sources))
+        .where(flow_runs.c.id == sa.bindparam("run_id"), flow_runs.c.state.in_(sources), attempt)
         .values(values)
         .returning(*(SLIM_COLUMNS if slim else flow_runs.c))
     )
@@ -75,10 +83,24 @@ MOVE_TO_SLIM: dict[StateName, sa.Update] = {new: _move_statement(new, slim=True)
 
 
 def move_params(
-    run_id: str, message: str, now: datetime, *, pid: int | None = None, exit_code: int | None = None
+    run_id: str,
+    message: str,
+    now: datetime,
+    *,
+    pid: int | None = None,
+    exit_code: int | None = None,
+    attempt: int | None = None,
 ) -> dict[str, Any]:
-    """The parameters of a ``MOVE_TO`` statement; ``pid``/``exit_code`` None keep the stored values."""
-    return {"run_id": run_id, "new_message": message, "at": now, "new_pid": pid, "new_exit_code": exit_code}
+    """The parameters of a ``MOVE_TO`` statement; ``pid``/``exit_code`` None keep the stored values, and
+    ``attempt`` None applies the move to whatever attempt the run is at."""
+    return {
+        "run_id": run_id,
+        "new_message": message,
+        "at": now,
+        "new_pid": pid,
+        "new_exit_code": exit_code,
+        "for_attempt": attempt,
+    }
 
 
 def check_transition(run_id: str, current: StateName, new: StateName) -> None:

@@ -237,6 +237,10 @@ class FakeExecution:
     def shutdown(self, message: str = "agent shut down", *, immediate: bool = False) -> None:
         self.shutdowns.append((message, immediate))
 
+    def stop_api_lost(self, message: str) -> None:
+        self.cancel_messages.append(message)
+        self.finish(StateName.CRASHED)
+
 
 class FakeConsole:
     enabled = False

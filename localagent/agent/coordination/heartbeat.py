@@ -18,6 +18,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from localagent.agent.coordination.session import beat_interval
+
 if TYPE_CHECKING:
     from localagent.agent.config_in_force import ConfigInForce
     from localagent.agent.coordination.lifecycle import Lifecycle
@@ -25,8 +27,6 @@ if TYPE_CHECKING:
     from localagent.agent.run_table import RunTable
 
 logger = logging.getLogger("localagent.agent")
-
-MAX_BEAT_INTERVAL = 10.0
 
 
 class HeartbeatLoop:
@@ -51,7 +51,7 @@ class HeartbeatLoop:
     def run(self) -> None:
         life = self._life
         while True:
-            life.beat_now.wait(min(self._config.config.agent.poll_interval, MAX_BEAT_INTERVAL))
+            life.beat_now.wait(beat_interval(self._config.config))
             if life.closed.is_set():
                 return
             life.beat_now.clear()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from localagent import __version__
 from localagent.agent.retry import Backoff
-from localagent.api.models import AgentRegister, Heartbeat
+from localagent.api.models import AgentRegister, Heartbeat, LostPolicy
 from localagent.api.port import Orchestrator, OrchestratorFactory, RunChannel
 from localagent.config.render import public_hash
 from localagent.errors import ApiError, ApiNotFound
@@ -41,6 +41,25 @@ ConfigState = Callable[[], "tuple[LoadedConfig, int, str | None]"]
 RunsOf = Callable[[str], "list[str]"]
 
 RUN_CONFIG_TYPES = ("universal", "local")
+MAX_BEAT_INTERVAL = 10.0
+"""The longest wait between two heartbeats (``agent.poll_interval`` when shorter)."""
+
+
+def beat_interval(config: AgentConfig) -> float:
+    return min(config.agent.poll_interval, MAX_BEAT_INTERVAL)
+
+
+def lost_policy(config: AgentConfig) -> LostPolicy:
+    """What this agent does with its runs when cut off from the API, as the server is told."""
+    runs = config.runs
+    return LostPolicy(
+        on_api_lost=runs.on_api_lost,
+        api_lost_after=runs.api_lost_after,
+        stop_grace=runs.stop_grace,
+        beat_interval=beat_interval(config),
+    )
+
+
 EMBEDDED = "embedded"
 _FIRST_BACKOFF = 0.25
 
@@ -213,6 +232,7 @@ class AgentSession:
                 config_hash=public_hash(loaded),
                 config_error=error,
                 max_concurrent_runs=agent.max_concurrent_runs,
+                lost_policy=lost_policy(loaded.config),
             )
             try:
                 registered = client.register_agent(request)
@@ -248,6 +268,7 @@ class AgentSession:
             config_hash=public_hash(loaded),
             config_error=error,
             max_concurrent_runs=loaded.config.agent.max_concurrent_runs,
+            lost_policy=lost_policy(loaded.config),
         )
 
     def heartbeat(self, runs_of: RunsOf, *, keep: Callable[[str], bool] = lambda api: False) -> list[str]:
@@ -263,6 +284,7 @@ class AgentSession:
             try:
                 reply = endpoint.client.heartbeat(endpoint.agent_id, self._beat(runs_of(endpoint.api)))
             except ApiNotFound:
+                self._on_contact()  # an answer of the API: it is reachable
                 self.forget(endpoint.agent_id, "the API no longer knows this agent")
                 self.register_once()
             except ApiError as exc:

@@ -89,6 +89,7 @@ class Ticket:
             message=update.message,
             pid=update.pid,
             exit_code=update.exit_code,
+            attempt=update.attempt,
         )
 
 

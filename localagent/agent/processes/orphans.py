@@ -23,7 +23,7 @@ from localagent.errors import ApiError, ApiRejected
 
 log = logging.getLogger("localagent.agent")
 
-ACTIVE = frozenset({StateName.SUBMITTED, StateName.RUNNING, StateName.CANCELLING})
+ACTIVE = frozenset({StateName.SUBMITTED, StateName.RUNNING, StateName.CANCELLING, StateName.UNKNOWN})
 CRASH_MESSAGE = "the agent running it died; the next agent on its state_dir stopped what was left of it"
 
 

@@ -105,7 +105,9 @@ class RunExecution:
         self._pending = pending
         self._api_name = origin.api if origin is not None else api_name(config)  # the API of the run
         self._give_up = GiveUp()
-        self._reporter = StateReporter(api, self.run_id, give_up=self._give_up, batcher=state_batcher)
+        self._reporter = StateReporter(
+            api, self.run_id, give_up=self._give_up, batcher=state_batcher, attempt=claimed.run.attempt
+        )
         self._label = f"{claimed.run.flow}/{claimed.run.name}"
         self._running_settled = threading.Event()  # Running was delivered, refused or given up (or not due)
         self._ship_thread: threading.Thread | None = None
@@ -141,6 +143,10 @@ class RunExecution:
     def shutdown(self, message: str = "agent shut down", *, immediate: bool = False) -> None:
         self._give_up.set_deadline(time.monotonic() + self._delivery_grace)
         self._request_stop(StopRequest("shutdown", message, immediate))
+
+    def stop_api_lost(self, message: str) -> None:
+        """The API is unreachable and ``runs.on_api_lost = "stop"``: stop the run; it ends Crashed."""
+        self._request_stop(StopRequest("api_lost", message))
 
     def _request_stop(self, request: StopRequest) -> None:
         with self._lock:
@@ -367,7 +373,7 @@ class RunExecution:
         code = proc.returncode if proc.returncode is not None else -1
         request = self._stop
         if stopped_by_us and request is not None:
-            state = StateName.FAILED if request.kind == "timeout" else StateName.CANCELLED
+            state = _STOPPED_AS.get(request.kind, StateName.CANCELLED)
             return StateUpdate(state=state, message=request.message, exit_code=code)
         if code == 0:
             return StateUpdate(state=StateName.SUCCESS, message="process exited with code 0", exit_code=0)
@@ -375,6 +381,10 @@ class RunExecution:
             message = f"process killed by signal {_signal_name(-code)}"
             return StateUpdate(state=StateName.FAILED, message=message, exit_code=code)
         return StateUpdate(state=StateName.FAILED, message=f"process exited with code {code}", exit_code=code)
+
+
+_STOPPED_AS = {"timeout": StateName.FAILED, "api_lost": StateName.CRASHED}
+"""The final state of a run the agent stopped, by why it stopped it (else Cancelled)."""
 
 
 def _signal_name(number: int) -> str:

@@ -84,8 +84,10 @@ class StateReporter:
         give_up: GiveUp | None = None,
         initial_backoff: float = 0.5,
         batcher: StateBatcher | None = None,
+        attempt: int | None = None,
     ) -> None:
         self._api = api
+        self._attempt = attempt  # stamped on every update: a late report of a replaced attempt is told apart
         self._batcher = batcher
         self._run_id = run_id
         self._initial_backoff = initial_backoff
@@ -109,7 +111,12 @@ class StateReporter:
         """
         if self._batcher is None:
             return None
-        return self._batcher.submit(self._run_id, update, self.give_up, on_done)
+        return self._batcher.submit(self._run_id, self._stamped(update), self.give_up, on_done)
+
+    def _stamped(self, update: StateUpdate) -> StateUpdate:
+        if self._attempt is None or update.attempt is not None:
+            return update
+        return update.model_copy(update={"attempt": self._attempt})
 
     def settle(self, update: StateUpdate, ticket: Ticket | None) -> bool:
         """Wait for a submitted ``update`` (sending it alone if the batcher handed it back); as :meth:`deliver`."""
@@ -133,7 +140,7 @@ class StateReporter:
                 log.error("run %s: state %s was not delivered (API unreachable)", self._run_id, update.state.value)
                 return False
             try:
-                self._api.set_state(self._run_id, update)
+                self._api.set_state(self._run_id, self._stamped(update))
             except ApiConflict as exc:
                 log.warning("run %s: the API refused state %s: %s", self._run_id, update.state.value, exc)
                 self.refused.append((update, str(exc)))

@@ -24,7 +24,7 @@ from localagent.config.units import format_duration
 
 @dataclass(frozen=True)
 class StopRequest:
-    kind: str  # "cancel", "shutdown" or "timeout"
+    kind: str  # "cancel", "shutdown", "timeout" or "api_lost" (runs.on_api_lost = "stop")
     message: str
     immediate: bool = False
 

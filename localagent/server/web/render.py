@@ -25,7 +25,17 @@ from localagent.config.units import format_duration
 from localagent.server.web.ansi import ansi_html
 from localagent.server.web.security import secure
 
-STATE_ORDER = ("Scheduled", "Submitted", "Running", "Cancelling", "Success", "Failed", "Cancelled", "Crashed")
+STATE_ORDER = (
+    "Scheduled",
+    "Submitted",
+    "Running",
+    "Cancelling",
+    "Unknown",
+    "Success",
+    "Failed",
+    "Cancelled",
+    "Crashed",
+)
 
 
 def compact_duration(seconds: float | None) -> str:
