@@ -196,13 +196,14 @@ def test_a_label_bound_to_one_host_only_runs_there(fleet: Fleet, tmp_path: Path)
 
 
 def failovers(fleet: Fleet) -> float:
-    """``localagent_api_failovers_total`` summed over every agent's /metrics (served inside its namespace)."""
+    """``localagent_api_failovers_total{direction="failover"}`` summed over every agent's /metrics (served
+    inside its namespace): switches away from a URL that failed."""
     total = 0.0
     for agent in fleet.agents:
         port = HEALTH_PORT + int(agent.name.rsplit("-a", 1)[1])
         text = requests.get(f"http://{agent.host.ns_ip}:{port}/metrics", timeout=5).text
         for line in text.splitlines():
-            if line.startswith("localagent_api_failovers_total"):
+            if line.startswith('localagent_api_failovers_total{direction="failover"}'):
                 total += float(line.split()[-1])
     return total
 
@@ -218,7 +219,7 @@ def test_a_server_killed_mid_batch_loses_nothing_and_runs_nothing_twice(fleet: F
         extra_for=lambda host, n: {"health": {"address": f"{host.ns_ip}:{HEALTH_PORT + n}"}},
     )
     with api_of(b, fleet.key) as api:
-        api.register_flow(FlowSpec(name="mark", command=mark_command(ledger, sleep=0.3)))
+        api.register_flow(FlowSpec(name="mark", command=mark_command(ledger, sleep=1.0)))
         bulk_create(b, fleet.key, "mark", 300)
         wait_for(lambda: sum(executions(ledger)[0].values()) >= 60, timeout=120, what="a fifth of the batch to run")
         a.kill()  # SIGKILL: no goodbye to anyone
