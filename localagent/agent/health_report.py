@@ -55,6 +55,7 @@ def health_report(
         },
         "api": {
             "url": session.api_url(),
+            "urls": list(config.api.urls) if config.api.url != "embedded" else [session.api_url()],
             "embedded": config.api.url == "embedded",
             "left_behind": session.left_behind(),
         },

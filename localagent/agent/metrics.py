@@ -74,6 +74,15 @@ class AgentMetrics:
             "Run output bytes read but lost because they could not be written to state_dir (disk full).",
             registry=self.registry,
         )
+        self._api_switches = Counter(
+            "localagent_api_failovers",
+            "Switches between the URLs of api.url: 'failover' (away from a URL that failed), 'failback' (back to "
+            "the first URL once it answers again).",
+            ["direction"],
+            registry=self.registry,
+        )
+        for direction in ("failover", "failback"):
+            self._api_switches.labels(direction=direction)
 
     def run_started(self) -> None:
         """A run's process started."""
@@ -111,6 +120,10 @@ class AgentMetrics:
         """One claim request took ``seconds``; ``ok`` is False when it failed."""
         self._poll_seconds.observe(max(seconds, 0.0))
         self._polls.labels(result="ok" if ok else "error").inc()
+
+    def count_api_switch(self, direction: str) -> None:
+        """The agent moved to another API URL (``"failover"``) or back to the first one (``"failback"``)."""
+        self._api_switches.labels(direction=direction).inc()
 
     def observe_reload(self, *, ok: bool) -> None:
         """A config reload was applied (``ok``) or refused."""

@@ -240,7 +240,7 @@ class Agent:
             config.agent.name,
             labels,
             " + unlabeled runs" if config.agent.run_unlabeled else "",
-            self._session.api_url(),
+            self._session.api_url() if config.api.url == "embedded" else ", ".join(config.api.urls),
             " (embedded)" if config.api.url == "embedded" else "",
             config.agent.max_concurrent_runs or "unlimited",
         )

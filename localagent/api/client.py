@@ -37,6 +37,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from requests.adapters import HTTPAdapter
 
 from localagent import __version__
+from localagent.api.endpoints import FAILOVER_STATUSES, Endpoints, split_urls
 from localagent.api.log_batch import LogRow, encode_rows
 from localagent.api.models import (
     Agent,
@@ -99,24 +100,26 @@ class ApiClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Endpoints,
         *,
         key: str | None = None,
         timeout: float = 10.0,
         retries: int = 3,
         backoff: float = 0.2,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ApiUnavailable(f"API url must start with http:// or https://, got {url!r}")
+        endpoints = url if isinstance(url, Endpoints) else Endpoints(split_urls(url) or (url,))
+        for each in endpoints.urls:
+            if not each.startswith(("http://", "https://")):
+                raise ApiUnavailable(f"API url must start with http:// or https://, got {each!r}")
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
-        self._url = url.rstrip("/")
+        self._endpoints = endpoints
         self._timeout = timeout
         self._retries = max(0, retries)
         self._backoff = max(0.0, backoff)
         self._auth = {"Authorization": f"Bearer {key}"} if key else {}
         self._owns_session = True
-        self._session = _new_session(self._url)
+        self._session = _new_session(endpoints.urls[0])
 
     def scoped(self, key: str) -> ApiClient:
         """A client of the same API with bearer ``key``, sharing this client's connection pool.
@@ -125,7 +128,7 @@ class ApiClient:
         after that opens new connections on demand).
         """
         clone = object.__new__(ApiClient)
-        clone._url = self._url
+        clone._endpoints = self._endpoints
         clone._timeout = self._timeout
         clone._retries = self._retries
         clone._backoff = self._backoff
@@ -136,8 +139,13 @@ class ApiClient:
 
     @property
     def url(self) -> str:
-        """The API's base url, without a trailing slash."""
-        return self._url
+        """The API's base url in use now, without a trailing slash (with several URLs it follows failover)."""
+        return self._endpoints.current
+
+    @property
+    def endpoints(self) -> Endpoints:
+        """The API's URLs and the one in use (shared with every scoped client)."""
+        return self._endpoints
 
     @property
     def capabilities(self) -> Capabilities:
@@ -156,7 +164,7 @@ class ApiClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"ApiClient({self._url!r})"
+        return f"ApiClient({self._endpoints.current!r})"
 
     # -- endpoints ---------------------------------------------------------------------------------
 
@@ -304,30 +312,34 @@ class ApiClient:
         backoff = Backoff(first=self._backoff, cap=_MAX_BACKOFF)
         for attempt in range(1, attempts + 1):
             last = attempt == attempts
-            try:
-                response = self._session.request(
-                    method, self._url + path, params=params, data=payload, headers=headers, timeout=timeout
-                )
-            except requests.Timeout as exc:
-                if last:
-                    raise ApiUnavailable(
-                        f"the API at {self._url} did not answer {what} within {timeout[1]:g}s"
-                        f"{_tries(attempts)}: {_connection_reason(exc)}"
-                    ) from exc
-            except requests.RequestException as exc:
-                if last:
-                    raise ApiUnavailable(
-                        f"cannot reach the API at {self._url}: {_connection_reason(exc)}{_tries(attempts)}; "
-                        "is `localagent run` or `localagent server` running?"
-                    ) from exc
-            else:
-                if response.status_code < 500 or last:
-                    return self._decode(response, reply, what)
+            failures: list[tuple[str, BaseException | None, str]] = []
+            order = self._endpoints.order()
+            for url in order:
+                try:
+                    response = self._session.request(
+                        method, url + path, params=params, data=payload, headers=headers, timeout=timeout
+                    )
+                except requests.RequestException as exc:
+                    failures.append((url, exc, _connection_reason(exc)))
+                    continue
+                status = response.status_code
+                if status in FAILOVER_STATUSES and url != order[-1]:
+                    failures.append((url, None, f"HTTP {status}"))  # a proxy with no server behind it
+                    response.close()
+                    continue
+                if status not in FAILOVER_STATUSES:
+                    self._endpoints.answered(url, [(failed, why) for failed, _, why in failures])
+                if status < 500 or last:
+                    return self._decode(response, reply, what, url)
                 response.close()
+                break
+            else:
+                if last:
+                    raise _unreachable(failures, what, timeout[1], attempts)
             time.sleep(backoff.next_delay())
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
-    def _decode(self, response: requests.Response, reply: Callable[..., T], what: str) -> T:
+    def _decode(self, response: requests.Response, reply: Callable[..., T], what: str, url: str) -> T:
         status = response.status_code
         if status >= 400:
             raise _rejection(status, _detail(response) or f"the API answered {what} with HTTP {status}")
@@ -335,7 +347,7 @@ class ApiClient:
             data = response.json()
         except (ValueError, requests.RequestException) as exc:
             raise ApiRejected(
-                status, f"the API at {self._url} answered {what} with a body that is not JSON: {_snippet(response)}"
+                status, f"the API at {url} answered {what} with a body that is not JSON: {_snippet(response)}"
             ) from exc
         try:
             # Fields this client does not know are ignored: a newer server may add some to its replies.
@@ -345,7 +357,7 @@ class ApiClient:
             where = ".".join(str(part) for part in first["loc"]) or "body"
             raise ApiRejected(
                 status,
-                f"the API at {self._url} answered {what} with an unexpected body ({where}: {first['msg']}); "
+                f"the API at {url} answered {what} with an unexpected body ({where}: {first['msg']}); "
                 "are the client and server versions compatible?",
             ) from exc
 
@@ -368,6 +380,30 @@ def _new_session(url: str) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def _unreachable(
+    failures: Sequence[tuple[str, BaseException | None, str]], what: str, wait: float, attempts: int
+) -> ApiUnavailable:
+    """The error of a request that no URL answered (``failures``: url, exception, reason)."""
+    if len(failures) == 1:
+        url, exc, reason = failures[0]
+        if isinstance(exc, requests.Timeout):
+            error = ApiUnavailable(
+                f"the API at {url} did not answer {what} within {wait:g}s{_tries(attempts)}: {reason}"
+            )
+        else:
+            error = ApiUnavailable(
+                f"cannot reach the API at {url}: {reason}{_tries(attempts)}; "
+                "is `localagent run` or `localagent server` running?"
+            )
+    else:
+        reasons = "; ".join(f"{url}: {reason}" for url, _, reason in failures)
+        error = ApiUnavailable(
+            f"no API URL answered {what}{_tries(attempts)} ({reasons}); is `localagent server` running?"
+        )
+    error.__cause__ = failures[-1][1]
+    return error
 
 
 def _segment(value: str) -> str:

@@ -41,7 +41,7 @@ class RunOptions:
     name: str | None = None
     label: tuple[str, ...] = ()
     env: tuple[str, ...] = ()
-    api: str | None = None
+    api: tuple[str, ...] = ()
     key: str | None = None
     show_flow_logs: bool = False
     hostname_label: bool | None = None
@@ -74,6 +74,8 @@ class RunOptions:
     def _named_values(self) -> list[tuple[str, Any]]:
         """(option name, config value) for every single-valued option that was given."""
         given: list[tuple[str, Any]] = []
+        if self.api:
+            given.append(("api", _api_urls(self.api)))
         for spec in _SPECS:
             value = getattr(self, spec.name)
             if spec.repeatable or value is None or (value is False and spec.only_true):
@@ -144,7 +146,9 @@ _SPECS: tuple[_Spec, ...] = (
           "Add a label to agent.labels; repeatable.", repeatable=True, metavar="LABEL"),
     _Spec("env", ("--env", "-e"), list[str] | None, None,
           "Add KEY=VALUE to runs.env; repeatable.", repeatable=True, metavar="KEY=VALUE"),
-    _Spec("api", ("--api", "-a"), str | None, None, "API URL or 'embedded' (api.url).", key="api.url", metavar="URL"),
+    _Spec("api", ("--api", "-a"), list[str] | None, None,
+          "API URL or 'embedded' (api.url); several servers: repeat the flag or separate URLs with commas.",
+          key="api.url", repeatable=True, metavar="URL"),
     _Spec("key", ("--key", "-k"), str | None, None, "API key (api.key).", key="api.key", metavar="KEY"),
     _Spec("show_flow_logs", ("--show-flow-logs", "-f"), bool, False,
           "Stream run output to this console (logs.show_flow_logs).", key="logs.show_flow_logs", only_true=True),
@@ -174,6 +178,14 @@ _OPTIONS = {spec.name: spec for spec in _SPECS}
 assert {f.name for f in fields(RunOptions)} == set(_OPTIONS), "RunOptions and _SPECS must list the same options"
 
 _Command = TypeVar("_Command", bound=Callable[..., Any])
+
+
+def _api_urls(values: tuple[str, ...]) -> str | list[str]:
+    """``--api`` given once with one URL is that URL; repeated or with commas it is a list (several servers)."""
+    urls = [part.strip() for value in values for part in value.split(",") if part.strip()]
+    if len(urls) == 1 and len(values) == 1 and "," not in values[0]:
+        return urls[0]
+    return urls if urls else ",".join(values)
 
 
 def run_option_parameters() -> list[inspect.Parameter]:

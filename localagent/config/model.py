@@ -33,6 +33,9 @@ MAX_STOP_GRACE = 86400.0
 MAX_DRAIN_TIMEOUT = 7 * 86400.0
 """Both end up in timers and in the service manager's stop timeout (systemd TimeoutStopSec)."""
 
+MAX_DB_CONNECTIONS = 1000
+"""PostgreSQL's own max_connections is rarely above a few hundred."""
+
 MAX_POLLS = 1_000_000_000
 MAX_RUN_OUTPUT = 1 << 40  # 1 TiB: larger is no cap in practice; 0 means no cap
 MAX_AGENT_NAME = 200  # what the API takes (AgentRegister.name)
@@ -147,14 +150,28 @@ class ApiSection(_Section):
         default="localagent",
         description="'localagent' (its own API, embedded or remote) or 'prefect' (serve a Prefect 3 work pool)",
     )
-    url: str = Field(
+    url: str | tuple[str, ...] = Field(
         default="embedded",
         validate_default=True,
-        description="'embedded' hosts the API in this process; else http(s)://host:port",
+        description=(
+            "'embedded' hosts the API in this process; else http(s)://host:port, or a list of such URLs "
+            "(servers sharing one database: the agent fails over between them)"
+        ),
     )
     key: SecretStr | None = Field(default=None, description="API key (literal or ${VAR})")
     key_file: TextPath | None = Field(default=None, description="file holding the API key; re-read on reload")
     timeout: Duration = Field(default=10.0, gt=0, le=MAX_API_TIMEOUT, description="per-request timeout")
+    failback_interval: Duration = Field(
+        default=30.0,
+        gt=0,
+        le=MAX_API_TIMEOUT,
+        description="with several api.url: how often to check if the first URL answers again while another is used",
+    )
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The API's URLs (one for a single url; ``("embedded",)`` for the embedded API)."""
+        return (self.url,) if isinstance(self.url, str) else self.url
 
     @field_validator("key")
     @classmethod
@@ -167,9 +184,13 @@ class ApiSection(_Section):
                 )
         return key
 
-    @field_validator("url")
+    @field_validator("url", mode="before")
     @classmethod
-    def _url_shape(cls, url: str, info: ValidationInfo) -> str:
+    def _url_shape(cls, url: object, info: ValidationInfo) -> object:
+        if isinstance(url, (list, tuple)):
+            return _url_list(url, info.data.get("kind"))
+        if not isinstance(url, str):
+            raise ValueError(f"expected 'embedded', an http(s)://host:port URL or a list of such URLs, got {url!r}")
         url = url.strip()
         if url == "embedded":
             if info.data.get("kind") == "prefect":
@@ -177,14 +198,42 @@ class ApiSection(_Section):
                     "api.kind is 'prefect': set api.url to the Prefect API, e.g. http://127.0.0.1:4200/api"
                 )
             return url
-        if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1].strip("/")) == 0:
-            raise ValueError(f"expected 'embedded' or an http(s)://host:port URL, got {url!r}")
-        return url.rstrip("/")
+        return _http_url(url, "expected 'embedded' or an http(s)://host:port URL")
 
     @field_validator("key_file")
     @classmethod
     def _expand_key_file(cls, path: Path | None) -> Path | None:
         return expand_user(path) if path is not None else None
+
+
+def _http_url(url: str, expected: str) -> str:
+    if (
+        not url.startswith(("http://", "https://"))
+        or len(url.split("://", 1)[1].strip("/")) == 0
+        or any(char.isspace() for char in url)
+    ):
+        raise ValueError(f"{expected}, got {url!r}")
+    return url.rstrip("/")
+
+
+def _url_list(urls: list[object] | tuple[object, ...], kind: object) -> tuple[str, ...]:
+    """A list of server URLs: http(s) only, no 'embedded', no repeats, only for localagent's own API."""
+    if kind == "prefect":
+        raise ValueError("a list of URLs is only for api.kind = 'localagent'; a Prefect API takes one URL")
+    if not urls:
+        raise ValueError("the list of URLs is empty: give at least one http(s)://host:port URL")
+    seen: list[str] = []
+    for item in urls:
+        if not isinstance(item, str):
+            raise ValueError(f"each URL in the list must be a string, got {item!r}")
+        text = item.strip()
+        if text == "embedded":
+            raise ValueError("'embedded' cannot be in a list of URLs (a list names servers: http(s)://host:port)")
+        url = _http_url(text, "expected an http(s)://host:port URL in the list")
+        if url in seen:
+            raise ValueError(f"{url!r} is listed twice")
+        seen.append(url)
+    return tuple(seen)
 
 
 class ServerSection(_Section):
@@ -193,6 +242,20 @@ class ServerSection(_Section):
     address: Text = Field(default="127.0.0.1:4300", description="where the embedded API listens (HOST:PORT)")
     database: Text | None = Field(
         default=None, description="SQLAlchemy URL of the embedded API's storage; default SQLite in state_dir"
+    )
+    db_pool_size: int = Field(
+        default=20,
+        ge=1,
+        le=MAX_DB_CONNECTIONS,
+        description="database connections the embedded API keeps open (PostgreSQL: plus 1 for LISTEN)",
+    )
+    db_max_overflow: int = Field(
+        default=20, ge=0, le=MAX_DB_CONNECTIONS, description="extra connections opened under load beyond db_pool_size"
+    )
+    db_prepared_statements: bool = Field(
+        default=True,
+        description="PostgreSQL: let the driver prepare repeated statements (false behind PgBouncer < 1.21 "
+        "in transaction pooling mode)",
     )
 
     @field_validator("address")

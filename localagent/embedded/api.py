@@ -30,15 +30,23 @@ from localagent.errors import ServiceError
 if TYPE_CHECKING:
     from localagent.api.port import Orchestrator
     from localagent.config import LoadedConfig
+    from localagent.config.model import ServerSection
     from localagent.server.runner import ServerThread
 
 logger = logging.getLogger("localagent.embedded")
 
 
-def _start_server(address: str, database_url: str, api_key: str | None) -> ServerThread:
+def _start_server(address: str, database_url: str, api_key: str | None, pool: ServerSection) -> ServerThread:
     from localagent.server.runner import ServerThread
 
-    server = ServerThread(address=address, database_url=database_url, api_keys=(api_key,) if api_key else ())
+    server = ServerThread(
+        address=address,
+        database_url=database_url,
+        api_keys=(api_key,) if api_key else (),
+        db_pool_size=pool.db_pool_size,
+        db_max_overflow=pool.db_max_overflow,
+        db_prepared_statements=pool.db_prepared_statements,
+    )
     try:
         server.start()
     except ServiceError as exc:
@@ -97,7 +105,7 @@ class EmbeddedApi:
     def start(self, loaded: LoadedConfig) -> str:
         """Serve the API on ``server.address`` with ``server.database``; its url."""
         config = loaded.config
-        server = _start_server(config.server.address, config.database_url(), loaded.api_key)
+        server = _start_server(config.server.address, config.database_url(), loaded.api_key, config.server)
         with self._lock:
             self._current, self._address = server, config.server.address
         logger.info("embedded API listening on %s (database %s)", server.url, redact_url(config.database_url()))
@@ -112,21 +120,22 @@ class EmbeddedApi:
         if current is None:
             raise ServiceError("the embedded API is not running")
         address, database_url = new.config.server.address, old.config.database_url()
+        pool = old.config.server  # the pool settings of the running server (a restart applies new ones)
         if address == self._address:
             # Same address, new key: the port must be freed first. Keep the real port (server.address may
             # say port 0) so that running runs find the API where they were told it is.
             bound = current.url.removeprefix("http://")
             current.stop()
             try:
-                server = _start_server(bound, database_url, new.api_key)
+                server = _start_server(bound, database_url, new.api_key, pool)
             except ServiceError:
-                fallback = _start_server(bound, database_url, old.api_key)  # the old key rather than no API
+                fallback = _start_server(bound, database_url, old.api_key, pool)  # the old key rather than no API
                 with self._lock:
                     self._current = fallback
                 raise
             logger.info("embedded API restarted on %s with the new API key", server.url)
         else:
-            server = _start_server(address, database_url, new.api_key)
+            server = _start_server(address, database_url, new.api_key, pool)
             with self._lock:
                 self._left_behind.append(current)
             logger.info(

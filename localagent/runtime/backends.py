@@ -14,10 +14,12 @@ agent in-process clients of it; any other url gets the HTTP client. Both impleme
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from localagent.api.endpoints import Endpoints, SwitchListener, split_urls
 from localagent.api.port import Orchestrator, OrchestratorFactory
 
 if TYPE_CHECKING:
@@ -29,7 +31,7 @@ EMBEDDED = "embedded"
 
 
 def http_client(url: str, key: str | None, timeout: float) -> Orchestrator:
-    """The orchestrator port over HTTP (an ``OrchestratorFactory``).
+    """The orchestrator port over HTTP (an ``OrchestratorFactory``), each client with URLs of its own.
 
     ``retries=0``: the agent retries every call itself, with one back-off a stop interrupts at once
     (:mod:`localagent.agent.retry`), so the client must not retry underneath it.
@@ -37,6 +39,41 @@ def http_client(url: str, key: str | None, timeout: float) -> Orchestrator:
     from localagent.api.client import ApiClient
 
     return ApiClient(url, key=key, timeout=timeout, retries=0)
+
+
+class HttpClients:
+    """The agent's HTTP ``OrchestratorFactory``: clients of the same servers share one :class:`Endpoints`.
+
+    ``factory = HttpClients(config_of, on_switch=metrics.count_api_switch); factory("http://a http://b", key, 10.0)``
+
+    Every client made for URLs that share a server with an earlier call (the agent's client after a new key,
+    the clients of runs, a reload that edits the list) gets the same ``Endpoints``, updated to the new list:
+    so one failover choice holds for the whole agent, and runs already started follow a new list.
+    """
+
+    def __init__(self, config_of: Callable[[], AgentConfig], on_switch: SwitchListener | None = None) -> None:
+        self._config_of = config_of
+        self._on_switch = on_switch
+        self._lock = threading.Lock()
+        self._known: list[Endpoints] = []
+
+    def __call__(self, url: str, key: str | None, timeout: float) -> Orchestrator:
+        from localagent.api.client import ApiClient
+
+        return ApiClient(self.endpoints(url, timeout), key=key, timeout=timeout, retries=0)
+
+    def endpoints(self, url: str, timeout: float) -> Endpoints:
+        urls = split_urls(url) or (url,)
+        interval = self._config_of().api.failback_interval
+        with self._lock:
+            shared = next((known for known in self._known if set(known.urls) & set(urls)), None)
+            if shared is None:
+                shared = Endpoints(urls, on_switch=self._on_switch)
+                self._known.append(shared)
+        shared.replace(urls)
+        shared.failback_interval = interval
+        shared.probe_timeout = min(timeout, 5.0)
+        return shared
 
 
 @dataclass(frozen=True)
@@ -48,16 +85,31 @@ class Backend:
     embedded_url: str | None = None
 
 
-def open_backend(loaded: LoadedConfig, stack: contextlib.ExitStack) -> Backend:
-    """The backend ``loaded`` asks for; an embedded API is stopped when ``stack`` closes."""
+def open_backend(
+    loaded: LoadedConfig,
+    stack: contextlib.ExitStack,
+    *,
+    config_of: Callable[[], AgentConfig] | None = None,
+    on_switch: SwitchListener | None = None,
+) -> Backend:
+    """The backend ``loaded`` asks for; an embedded API is stopped when ``stack`` closes.
+
+    ``config_of`` gives the config in force (default: ``loaded``'s), ``on_switch`` hears every failover.
+    """
+    http = HttpClients(config_of or (lambda: loaded.config), on_switch)
     if loaded.config.api.url != EMBEDDED:
-        return Backend(http_client)
+        return Backend(http)
     from localagent.embedded.api import EmbeddedApi
 
     embedded = EmbeddedApi()
     url = embedded.start(loaded)
     stack.callback(embedded.stop)
-    return Backend(embedded.client, embedded, url)
+
+    def client(url: str, key: str | None, timeout: float) -> Orchestrator:
+        # The embedded API's clients while it serves ``url``; other APIs (a reload to api.url = [...]) over HTTP.
+        return embedded.client(url, key, timeout) if embedded.server_at(url) is not None else http(url, key, timeout)
+
+    return Backend(client, embedded, url)
 
 
 def prefect_or(config_of: Callable[[], AgentConfig], fallback: OrchestratorFactory) -> OrchestratorFactory:

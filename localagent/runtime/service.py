@@ -65,7 +65,8 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         stack.callback(logger.debug, "child reaper stopped")
         ledger, orphans = _supervise_runs(stack, reaper, config.agent.state_dir, config.logs.format)
         stack.callback(reaper.stop)
-        backend = open_backend(loaded, stack)
+        metrics = AgentMetrics()
+        backend = open_backend(loaded, stack, config_of=lambda: agent.loaded.config, on_switch=metrics.count_api_switch)
         embedded = backend.embedded
         if orphans:  # the API (the embedded one included) is up now; the claims may start meanwhile
             threading.Thread(
@@ -79,7 +80,7 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
             loaded,
             reaper=reaper,
             console=ConsolePrinter(),
-            metrics=AgentMetrics(),
+            metrics=metrics,
             inbox=inbox,
             embedded_url=backend.embedded_url,
             client_factory=prefect_or(lambda: agent.loaded.config, backend.client_factory),

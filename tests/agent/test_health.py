@@ -89,7 +89,7 @@ def test_agent_health_goes_503_when_polls_fail_for_three_intervals(tmp_path: Pat
     body = json.loads(get(url)[1])
     assert body["agent"]["name"] == "a1"
     assert "etl" in body["agent"]["labels"]
-    assert body["api"] == {"url": "http://api.test", "embedded": False, "left_behind": []}
+    assert body["api"] == {"url": "http://api.test", "urls": ["http://api.test"], "embedded": False, "left_behind": []}
     assert body["config"]["generation"] == 1
     assert body["config"]["files"] == [str(tmp_path / "agent.toml")]
     assert body["last_poll"] is not None

@@ -47,7 +47,12 @@ def test_a_new_api_url_claims_there_while_the_old_api_keeps_its_runs_alive(
         agent.save(labels=["pool"])
         quick = new.create_run(FlowRunCreate(flow="quick"))
         assert wait_state(new, quick.id, FINAL) == StateName.SUCCESS
-        assert agent.health()["api"] == {"url": new_server.url, "embedded": False, "left_behind": [old_server.url]}
+        assert agent.health()["api"] == {
+            "url": new_server.url,
+            "urls": [new_server.url],
+            "embedded": False,
+            "left_behind": [old_server.url],
+        }
         # Well past agent_timeout the old API still has the agent alive and the run running.
         deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:

@@ -140,3 +140,23 @@ def test_a_sighup_that_finds_nothing_changed_says_so_once(tmp_path: Path, caplog
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert len(lines) == 1
     assert lines[0].startswith("config reload (SIGHUP): nothing changed, keeping generation 1 (hash ")
+
+
+def test_pool_keys_under_a_running_embedded_api_are_kept_for_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "agent.toml"
+    write_config(config, tmp_path / "state", ["a"], extra="[server]\ndb_pool_size = 5\n")
+    load = loader(config)
+    agent = RecordingAgent(load())
+    coordinator = ReloadCoordinator(agent, load, embedded_running=lambda: True)
+    write_config(
+        config, tmp_path / "state", ["b"], extra="[server]\ndb_pool_size = 9\ndb_prepared_statements = false\n"
+    )
+    with caplog.at_level(logging.INFO, logger="localagent.agent.reload"):
+        assert coordinator.reload("SIGHUP")
+    server = agent.loaded.config.server
+    assert (server.db_pool_size, server.db_prepared_statements) == (5, True)
+    assert agent.loaded.config.agent.labels == ("b",)
+    warnings = [r.getMessage() for r in caplog.records if "restart the agent" in r.getMessage()]
+    assert warnings and "server.db_pool_size 5" in warnings[0] and "server.db_prepared_statements True" in warnings[0]

@@ -114,7 +114,7 @@ class ClaimLoop:
             if slots == 0:
                 self._wait_for_a_slot(config)
                 continue
-            origin = RunOrigin(endpoint.api, endpoint.client.url)
+            origin = RunOrigin(endpoint.api, endpoint.url)
             self.in_flight = origin
             began = time.monotonic()
             polls += 1

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from localagent import __version__
 from localagent.agent.retry import Backoff
+from localagent.api.endpoints import join_urls, same_servers, split_urls
 from localagent.api.models import AgentRegister, Heartbeat, LostPolicy
 from localagent.api.port import Orchestrator, OrchestratorFactory, RunChannel
 from localagent.config.render import public_hash
@@ -65,8 +66,12 @@ _FIRST_BACKOFF = 0.25
 
 
 def api_name(config: AgentConfig) -> str:
-    """The API a config talks to: ``"embedded"`` (wherever it listens), else its url."""
-    return EMBEDDED if config.api.url == EMBEDDED else config.api.url
+    """The API a config talks to: ``"embedded"`` (wherever it listens), else its url (several: space-separated).
+
+    Two names that share a server URL (:func:`~localagent.api.endpoints.same_servers`) are one API: servers
+    of one database, so a reload from one to the other keeps the registration and the runs' reports follow.
+    """
+    return EMBEDDED if config.api.url == EMBEDDED else join_urls(config.api.url)
 
 
 @dataclass(frozen=True)
@@ -79,11 +84,13 @@ class RunOrigin:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """The API in force, as one consistent snapshot: its name, this agent's id there, the agent-key client."""
+    """The API in force, as one consistent snapshot: its name, this agent's id there, the agent-key client,
+    and the url spec the client was made for (the factory's ``url``: runs' clients are made for it too)."""
 
     api: str
     agent_id: str
     client: Orchestrator
+    url: str
 
 
 @dataclass(frozen=True)
@@ -127,15 +134,22 @@ class AgentSession:
         """The embedded API now listens at ``url`` (the next call switches client; same API, same agent id)."""
         self._embedded_url = url
 
-    def api_url(self, config: AgentConfig | None = None) -> str:
-        """The url of the API in force (the embedded server's when ``api.url = "embedded"``)."""
-        if config is None:
-            config = self._config_state()[0].config
+    def api_url(self) -> str:
+        """The url requests go to now (the embedded server's when ``api.url = "embedded"``; with several
+        URLs, the one failover chose)."""
+        with self._lock:
+            client = self._client
+        if client is not None:
+            return client.url
+        return split_urls(self._target_url(self._config_state()[0].config))[0]
+
+    def _target_url(self, config: AgentConfig) -> str:
+        """What the client factory is given: the embedded server's url, else the url(s) of ``api.url``."""
         if config.api.url == EMBEDDED:
             if self._embedded_url is None:
                 raise ApiError("api.url is 'embedded' but no embedded API is running")
             return self._embedded_url
-        return config.api.url
+        return join_urls(config.api.url)
 
     def left_behind(self) -> list[str]:
         """APIs this agent no longer claims from but still heartbeats, because runs they handed out run here."""
@@ -149,8 +163,10 @@ class AgentSession:
     def _current(self) -> tuple[str, Orchestrator]:
         loaded = self._config_state()[0]
         api = api_name(loaded.config)
-        target = (self.api_url(loaded.config), loaded.api_key, loaded.config.api.timeout)
+        target = (self._target_url(loaded.config), loaded.api_key, loaded.config.api.timeout)
         with self._lock:
+            if self._api is not None and api != self._api and same_servers(api, self._api):
+                api = self._api  # another list of the same servers (one database): the same API
             if self._client is None or target != self._target:
                 old_client, old_api = self._client, self._api
                 self._client, self._target, self._api = self._client_factory(*target), target, api
@@ -176,7 +192,8 @@ class AgentSession:
             self._retired.append(old_client)
             logger.info("API changed: new claims go to %s", api)
         self._agent_id = None
-        back = self._left_behind.pop(api, None)
+        back_name = next((name for name in self._left_behind if same_servers(name, api)), None)
+        back = self._left_behind.pop(back_name) if back_name is not None else None
         if back is not None:  # back to an API we still heartbeat: its registration is still good
             self._agent_id = back.agent_id
             self._retired.append(back.client)
@@ -210,7 +227,7 @@ class AgentSession:
         with self._lock:
             if self._agent_id is None or self._api != api or self._client is not client:
                 return None
-            return Endpoint(api, self._agent_id, client)
+            return Endpoint(api, self._agent_id, client, self._target[0] if self._target else client.url)
 
     def register_once(self) -> Endpoint | None:
         """Register unless already registered on the API in force; the endpoint, or None on failure (logged)."""
@@ -243,7 +260,8 @@ class AgentSession:
                 if self._api != api:
                     return None  # the config moved to another API meanwhile: register there instead
                 self._agent_id = registered.id
-                endpoint = Endpoint(api, registered.id, self._client or client)
+                url = self._target[0] if self._target else client.url
+                endpoint = Endpoint(api, registered.id, self._client or client, url)
         self.report_recovery()
         self._on_contact()
         logger.info("registered with the API at %s as agent %s (%s)", client.url, registered.id, registered.name)

@@ -182,6 +182,13 @@ class ReloadCoordinator:
             config = new.config.model_copy(update={"server": server})
             new = dataclasses.replace(new, config=config, hash=config_hash(config, new.api_key))
             kept.append(f"server.database {redact_url(old.config.database_url())}")
+        pool_keys = ("db_pool_size", "db_max_overflow", "db_prepared_statements")
+        changed = [key for key in pool_keys if getattr(new.config.server, key) != getattr(old.config.server, key)]
+        if changed:
+            server = new.config.server.model_copy(update={key: getattr(old.config.server, key) for key in changed})
+            config = new.config.model_copy(update={"server": server})
+            new = dataclasses.replace(new, config=config, hash=config_hash(config, new.api_key))
+            kept.extend(f"server.{key} {getattr(old.config.server, key)!r}" for key in changed)
         if self._on_server_change is None:
             new = self._keep_server(old, new, kept)
         if kept:

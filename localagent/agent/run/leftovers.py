@@ -29,6 +29,7 @@ from localagent.agent.background import Background
 from localagent.agent.retry import GiveUp
 from localagent.agent.run.shipper import LogMetrics, LogShipper
 from localagent.agent.run.spool import RunSpool, SpoolMeta
+from localagent.api.endpoints import same_servers
 from localagent.api.port import OutputChannel
 
 log = logging.getLogger("localagent.agent")
@@ -118,7 +119,7 @@ class LeftoverSpools(Background):
             except (OSError, ValueError) as exc:
                 log.error("output left in %s cannot be delivered: %s", directory, exc)
                 continue
-            if meta.api == api:
+            if meta.api == api or same_servers(meta.api, api):  # one API: the same servers
                 mine.append((directory, meta))
             else:
                 elsewhere[meta.api] = elsewhere.get(meta.api, 0) + 1
