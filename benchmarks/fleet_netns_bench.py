@@ -41,18 +41,11 @@ from sqlalchemy.pool import NullPool  # noqa: E402
 from localagent.api.client import ApiClient  # noqa: E402
 from localagent.api.models import FlowRun, FlowRunCreate, FlowSpec  # noqa: E402
 from tests.fleet.netns import Network, netns_problem  # noqa: E402
-from tests.fleet.processes import Fleet, cpu_seconds  # noqa: E402
-
-
-def all_runs(api: ApiClient) -> list[FlowRun]:
-    runs: list[FlowRun] = []
-    while page := api.list_runs(limit=1000, offset=len(runs)):
-        runs.extend(page)
-    return runs
+from tests.fleet.processes import Fleet, all_runs, cpu_seconds  # noqa: E402
 
 
 class CpuMeter:
-    """CPU seconds of the servers, the database's backends and the agents since :meth:`start`."""
+    """CPU seconds of each server, the database's backends and the agents since :meth:`start`."""
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet = fleet
@@ -60,9 +53,9 @@ class CpuMeter:
 
     def _groups(self) -> dict[str, list[int]]:
         return {
-            "servers": [server.pid for server in self.fleet.servers],
+            **{f"server {server.name.upper()}": [server.pid] for server in self.fleet.servers},
             "postgres": backend_pids(self.fleet.database_url),
-            "agents": [agent.pid for agent in self.fleet.agents],
+            "agents (their own processes)": [agent.pid for agent in self.fleet.agents],
         }
 
     def start(self) -> None:

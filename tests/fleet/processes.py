@@ -23,6 +23,8 @@ from typing import Any
 
 import requests
 
+from localagent.api.client import ApiClient
+from localagent.api.models import FlowRun
 from tests.fleet.netns import IP, Host, Network
 
 LOCALAGENT = shutil.which("localagent") or str(Path(sys.executable).with_name("localagent"))
@@ -197,6 +199,14 @@ class Fleet:
             agent.stop()
         for server in self.servers:
             server.stop()
+
+
+def all_runs(api: ApiClient) -> list[FlowRun]:
+    """Every run the API has, newest first (pages of 1,000)."""
+    runs: list[FlowRun] = []
+    while page := api.list_runs(limit=1000, offset=len(runs)):
+        runs.extend(page)
+    return runs
 
 
 def executions(path: Path) -> tuple[Counter[str], dict[str, set[str]]]:

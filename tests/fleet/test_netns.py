@@ -24,7 +24,7 @@ from localagent.api.client import ApiClient
 from localagent.api.models import FlowRun, FlowSpec, StateName
 from localagent.config.model import ApiSection
 from tests.fleet.netns import Host, Network, netns_problem
-from tests.fleet.processes import LOCALAGENT, Fleet, Server, executions, mark_command
+from tests.fleet.processes import LOCALAGENT, Fleet, Server, all_runs, executions, mark_command
 from tests.pg.support import pg_database, pg_url, requires_postgres
 from tests.support.wait import wait_for
 
@@ -117,13 +117,6 @@ def start_agents(
 
 def api_of(server: Server, key: str) -> ApiClient:
     return ApiClient(server.url, key=key, timeout=30)
-
-
-def all_runs(api: ApiClient) -> list[FlowRun]:
-    runs: list[FlowRun] = []
-    while page := api.list_runs(limit=1000, offset=len(runs)):
-        runs.extend(page)
-    return runs
 
 
 def wait_all_final(api: ApiClient, count: int, timeout: float) -> list[FlowRun]:
@@ -229,6 +222,7 @@ def test_a_server_killed_mid_batch_loses_nothing_and_runs_nothing_twice(fleet: F
         bulk_create(b, fleet.key, "mark", 300)
         wait_for(lambda: sum(executions(ledger)[0].values()) >= 60, timeout=120, what="a fifth of the batch to run")
         a.kill()  # SIGKILL: no goodbye to anyone
+        assert sum(executions(ledger)[0].values()) < 300, "the batch ended before the kill: nothing was tested"
         time.sleep(5.0)
         a.restart()
         runs = wait_all_final(api, 300, timeout=180)
