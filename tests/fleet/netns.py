@@ -125,6 +125,8 @@ class Network:
         _ip("link", "set", host.host_if, "up" if up else "down")
         if up:  # the routes through the link went with it; the namespace's default route must come back
             _ip("-n", host.netns, "route", "replace", "default", "via", host.host_ip)
+            # and the host side's address, marked unreachable while the link was down, is asked for anew
+            _ip("-n", host.netns, "neigh", "flush", "dev", host.ns_if, check=False)
 
     def exec_argv(self, host: Host, argv: list[str]) -> list[str]:
         """``argv`` run inside host's namespace (`ip netns exec` execs it: the pid is argv's own)."""

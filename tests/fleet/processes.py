@@ -18,14 +18,17 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
 from localagent.api.client import ApiClient
 from localagent.api.models import FlowRun
 from tests.fleet.netns import IP, Host, Network
+
+T = TypeVar("T")
 
 LOCALAGENT = shutil.which("localagent") or str(Path(sys.executable).with_name("localagent"))
 
@@ -199,6 +202,17 @@ class Fleet:
             agent.stop()
         for server in self.servers:
             server.stop()
+
+
+def poll_until(condition: Callable[[], T], *, timeout: float, what: str, every: float = 0.5) -> T:
+    """``condition()`` once truthy, asked every ``every`` seconds (the API and the machine are shared with
+    the fleet under test: no 50-a-second polling); AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
+    return value
 
 
 def all_runs(api: ApiClient) -> list[FlowRun]:

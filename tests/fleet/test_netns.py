@@ -18,15 +18,12 @@ from typing import Any
 
 import pytest
 import requests
-from pydantic import ValidationError
 
 from localagent.api.client import ApiClient
 from localagent.api.models import FlowRun, FlowSpec, StateName
-from localagent.config.model import ApiSection
 from tests.fleet.netns import Host, Network, netns_problem
-from tests.fleet.processes import LOCALAGENT, Fleet, Server, all_runs, executions, mark_command
+from tests.fleet.processes import LOCALAGENT, Fleet, Server, all_runs, executions, mark_command, poll_until
 from tests.pg.support import pg_database, pg_url, requires_postgres
-from tests.support.wait import wait_for
 
 __all__ = ["pg_database", "pg_url"]
 
@@ -34,27 +31,6 @@ pytestmark = [pytest.mark.netns, requires_postgres, pytest.mark.timeout(300)]
 
 AGENTS_PER_HOST = 2
 HEALTH_PORT = 9180
-
-
-def _has_failover() -> bool:
-    """``api.url`` takes several URLs (branch ``failover``)."""
-    try:
-        ApiSection.model_validate({"url": ["http://192.0.2.1:1", "http://192.0.2.2:1"]})
-    except ValidationError:
-        return False
-    return True
-
-
-needs_failover = pytest.mark.xfail(
-    not _has_failover(),
-    strict=False,
-    reason="needs branch `failover` (api.url as a list of server URLs, metric localagent_api_failovers_total)",
-)
-needs_partition = pytest.mark.xfail(
-    "UNKNOWN" not in StateName.__members__,
-    strict=False,
-    reason="needs branch `partition` (runs of a silent agent become Unknown, not Crashed; late reports accepted)",
-)
 
 
 @pytest.fixture
@@ -112,7 +88,7 @@ def start_agents(
             online = {a.name for a in api.list_agents() if not a.lost and a.stopped is None}
             return names <= online
 
-        wait_for(all_registered, timeout=90, what="every agent to register")
+        poll_until(all_registered, timeout=90, what="every agent to register")
 
 
 def api_of(server: Server, key: str) -> ApiClient:
@@ -207,7 +183,6 @@ def failovers(fleet: Fleet) -> float:
     return total
 
 
-@needs_failover
 def test_a_server_killed_mid_batch_loses_nothing_and_runs_nothing_twice(fleet: Fleet, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger"
     a, b = start_servers(fleet)
@@ -220,7 +195,7 @@ def test_a_server_killed_mid_batch_loses_nothing_and_runs_nothing_twice(fleet: F
     with api_of(b, fleet.key) as api:
         api.register_flow(FlowSpec(name="mark", command=mark_command(ledger, sleep=1.0)))
         bulk_create(b, fleet.key, "mark", 300)
-        wait_for(lambda: sum(executions(ledger)[0].values()) >= 60, timeout=120, what="a fifth of the batch to run")
+        poll_until(lambda: sum(executions(ledger)[0].values()) >= 60, timeout=120, what="a fifth of the batch to run")
         a.kill()  # SIGKILL: no goodbye to anyone
         assert sum(executions(ledger)[0].values()) < 300, "the batch ended before the kill: nothing was tested"
         time.sleep(5.0)
@@ -230,7 +205,6 @@ def test_a_server_killed_mid_batch_loses_nothing_and_runs_nothing_twice(fleet: F
     assert failovers(fleet) > 0, "no agent counted a failover (localagent_api_failovers_total)"
 
 
-@needs_partition
 def test_a_host_cut_off_longer_than_the_agent_timeout_runs_nothing_twice(fleet: Fleet, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger"
     a, b = start_servers(fleet, agent_timeout="5s")
@@ -243,13 +217,13 @@ def test_a_host_cut_off_longer_than_the_agent_timeout_runs_nothing_twice(fleet: 
         command = mark_command(ledger, sleep=25)
         api.register_flow(FlowSpec(name="slow", command=command, retries=2, retry_delay=0))
         bulk_create(a, fleet.key, "slow", total)
-        wait_for(lambda: sum(executions(ledger)[0].values()) == total, timeout=90, what="every run to start")
+        poll_until(lambda: sum(executions(ledger)[0].values()) == total, timeout=90, what="every run to start")
         _, hosts = executions(ledger)
         on_cut = {run_id for run_id, ran_in in hosts.items() if ran_in == {cut.netns}}
         assert on_cut, f"no run started on {cut.netns}: the partition would prove nothing"
         fleet.net.set_link(cut, up=False)
         try:
-            wait_for(
+            poll_until(
                 lambda: all(api.get_run(run_id).state.value == "Unknown" for run_id in on_cut),
                 timeout=30,
                 what=f"the runs on {cut.netns} to become Unknown",
