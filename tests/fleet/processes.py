@@ -111,7 +111,6 @@ class Server(Child):
         self.url = f"http://{address}:{free_port(address)}"
         argv = [LOCALAGENT, "server", "--address", self.url.removeprefix("http://"), "--database", database_url]
         super().__init__([*argv, "--api-key", key, "--log-level", "warning", *extra], workdir / f"server-{name}.log")
-        self.wait_serving()
 
     def wait_serving(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -160,7 +159,8 @@ class Fleet:
 
     def start_server(self, name: str, host: Host, *extra: str) -> Server:
         server = Server(self.workdir, name, host.host_ip, self.database_url, self.key, *extra)
-        self.servers.append(server)
+        self.servers.append(server)  # before the wait: a failed or interrupted start is still stopped
+        server.wait_serving()
         return server
 
     def start_agent(

@@ -27,7 +27,9 @@ from tests.pg.support import pg_database, pg_url, requires_postgres
 
 __all__ = ["pg_database", "pg_url"]
 
-pytestmark = [pytest.mark.netns, requires_postgres, pytest.mark.timeout(300)]
+# The bounds below are liveness limits, not speed checks: on a quiet 2-core machine the suite takes about
+# 3 minutes, but a machine shared with other heavy work can be ten times slower.
+pytestmark = [pytest.mark.netns, requires_postgres, pytest.mark.timeout(900)]
 
 AGENTS_PER_HOST = 2
 HEALTH_PORT = 9180
@@ -88,7 +90,7 @@ def start_agents(
             online = {a.name for a in api.list_agents() if not a.lost and a.stopped is None}
             return names <= online
 
-        poll_until(all_registered, timeout=90, what="every agent to register")
+        poll_until(all_registered, timeout=180, what="every agent to register")
 
 
 def api_of(server: Server, key: str) -> ApiClient:
@@ -141,7 +143,7 @@ def test_a_thousand_runs_on_three_hosts_each_run_exactly_once(fleet: Fleet, tmp_
     with api_of(a, fleet.key) as api:
         api.register_flow(FlowSpec(name="mark", command=mark_command(ledger)))
         ids = bulk_create(a, fleet.key, "mark", 1000)
-        runs = wait_all_final(api, 1000, timeout=240)
+        runs = wait_all_final(api, 1000, timeout=600)
     assert {run.id for run in runs} == set(ids)
     hosts = assert_once_each(ledger, runs)
     by_name = {agent.name: agent.host.netns for agent in fleet.agents}
@@ -160,7 +162,7 @@ def test_a_label_bound_to_one_host_only_runs_there(fleet: Fleet, tmp_path: Path)
         api.register_flow(FlowSpec(name="anywhere", command=mark_command(ledger)))
         pinned_ids = set(bulk_create(b, fleet.key, "pinned", 60))
         bulk_create(b, fleet.key, "anywhere", 60)
-        runs = wait_all_final(api, 120, timeout=120)
+        runs = wait_all_final(api, 120, timeout=300)
     hosts = assert_once_each(ledger, runs)
     elsewhere = {
         run_id: ran_in for run_id, ran_in in hosts.items() if run_id in pinned_ids and ran_in != {pinned.netns}
@@ -200,7 +202,7 @@ def test_a_server_killed_mid_batch_loses_nothing_and_runs_nothing_twice(fleet: F
         assert sum(executions(ledger)[0].values()) < 300, "the batch ended before the kill: nothing was tested"
         time.sleep(5.0)
         a.restart()
-        runs = wait_all_final(api, 300, timeout=180)
+        runs = wait_all_final(api, 300, timeout=300)
     assert_once_each(ledger, runs)
     assert failovers(fleet) > 0, "no agent counted a failover (localagent_api_failovers_total)"
 
@@ -217,7 +219,7 @@ def test_a_host_cut_off_longer_than_the_agent_timeout_runs_nothing_twice(fleet: 
         command = mark_command(ledger, sleep=25)
         api.register_flow(FlowSpec(name="slow", command=command, retries=2, retry_delay=0))
         bulk_create(a, fleet.key, "slow", total)
-        poll_until(lambda: sum(executions(ledger)[0].values()) == total, timeout=90, what="every run to start")
+        poll_until(lambda: sum(executions(ledger)[0].values()) == total, timeout=180, what="every run to start")
         _, hosts = executions(ledger)
         on_cut = {run_id for run_id, ran_in in hosts.items() if ran_in == {cut.netns}}
         assert on_cut, f"no run started on {cut.netns}: the partition would prove nothing"
@@ -231,7 +233,7 @@ def test_a_host_cut_off_longer_than_the_agent_timeout_runs_nothing_twice(fleet: 
             time.sleep(3.0)  # longer than the agent timeout now, and still cut off
         finally:
             fleet.net.set_link(cut, up=True)
-        runs = wait_all_final(api, total, timeout=120)
+        runs = wait_all_final(api, total, timeout=300)
         histories = {run.id: [record.state.value for record in api.get_run(run.id).history] for run in runs}
     assert_once_each(ledger, runs)
     wrong = {run_id: states for run_id, states in histories.items() if {"Crashed", "Failed"} & set(states)}
