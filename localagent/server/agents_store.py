@@ -30,7 +30,14 @@ from localagent.errors import ApiNotFound
 from localagent.server.agent_labels import AgentLabels, LabelSet
 from localagent.server.database import Database, dump_json, load_json
 from localagent.server.flows_store import FlowStore
-from localagent.server.lost_runs import AGENT_COLUMNS, LostRunSweep, mark_unknown, policy_of, reconnect
+from localagent.server.lost_runs import (
+    AGENT_COLUMNS,
+    LostRunSweep,
+    crash_unstarted,
+    mark_unknown,
+    policy_of,
+    reconnect,
+)
 from localagent.server.notify import RUNS, Notifier, agent_topic, logs_topic
 from localagent.server.settings import ServerSettings
 from localagent.server.tables import UtcTime, agents, flow_runs
@@ -208,6 +215,8 @@ class AgentStore:
             crashed = self._crash_unstarted(conn, agent_id, set(running), now)
             # Before the cancels: a reconnected run is this agent's again, not one taken from it.
             crashed += reconnect(conn, agent_id, running, now, self._flows)
+            cutoff = now - timedelta(seconds=self._settings.submitted_grace)
+            crashed += crash_unstarted(conn, agent_id, running, cutoff, now, self._flows)
             cancel = _cancels_for(conn, agent_id, running)
         if self._labels.record(agent_id, LabelSet.of(beat.labels, beat.run_unlabeled)):
             self._notifier.notify(agent_topic(agent_id))  # its waiting claims may ask with old labels

@@ -27,6 +27,8 @@ class Principal:
     """Who is calling: an API key holder (``run_id`` None) or the process of one run."""
 
     run_id: str | None = None
+    replaced: bool = False
+    """The token of an attempt that was replaced after its agent went silent: its reports are late ones."""
 
     @property
     def is_operator(self) -> bool:
@@ -57,10 +59,10 @@ async def authenticate(request: Request, svc: Services = Depends(services)) -> P
         raise ApiUnauthorized(401, "missing API key: send 'Authorization: Bearer <key>'")
     if is_api_key(keys, credential):
         return OPERATOR
-    run_id = await quick(svc, _run_of_token, svc, credential)
-    if run_id is None:
+    found = await quick(svc, _run_of_token, svc, credential)
+    if found is None:
         raise ApiUnauthorized(401, "invalid API key or run token")
-    return Principal(run_id=run_id)
+    return Principal(run_id=found[0], replaced=found[1])
 
 
 async def require_operator(principal: Principal = Depends(authenticate)) -> Principal:
@@ -77,7 +79,7 @@ async def require_run_access(run_id: str, principal: Principal = Depends(authent
 
 # A replaced lost attempt's token still reaches its run: that agent's late reports are recorded, not refused.
 _RUN_OF_TOKEN = (
-    sa.select(flow_runs.c.id)
+    sa.select(flow_runs.c.id, flow_runs.c.token_hash)
     .where(
         sa.or_(
             flow_runs.c.token_hash == sa.bindparam("token_hash"),
@@ -88,7 +90,9 @@ _RUN_OF_TOKEN = (
 )
 
 
-def _run_of_token(svc: Services, token: str) -> str | None:
+def _run_of_token(svc: Services, token: str) -> tuple[str, bool] | None:
+    """The run a token belongs to, and whether it is a replaced attempt's token."""
+    token_hash = hash_token(token)
     with svc.database.connect() as conn:
-        run_id = conn.execute(_RUN_OF_TOKEN, {"token_hash": hash_token(token)}).scalar()
-    return None if run_id is None else str(run_id)
+        row = conn.execute(_RUN_OF_TOKEN, {"token_hash": token_hash}).first()
+    return None if row is None else (str(row.id), row.token_hash != token_hash)

@@ -47,6 +47,9 @@ REPLACED_MESSAGE = "agent lost; stopped by its on_api_lost policy"
 NEVER_BACK = "agent never came back within"
 STOP_MARGIN = 2.0
 """Seconds added to a stop agent's window, beyond its beat interval and the sweep interval (clock skew)."""
+LATE_ATTEMPT = 1
+"""The attempt taken for a report sent with a replaced attempt's token that names none (older than any
+replacement, so it is recorded as late)."""
 LATE_OUTPUT_GAP = 10**9
 """The replacement's output starts this many seqs after the lost attempt's last stored line, so lines of the
 lost attempt that arrive late are stored (under the marker line) instead of clashing with the new ones."""
@@ -129,6 +132,29 @@ def reconnect(conn: Connection, agent_id: str, running: list[str], now: datetime
         if apply_transition(conn, row, target, f"agent {agent_label(row)} reconnected", now, flows, retry=False):
             back.append(row.id)
     return back
+
+
+def crash_unstarted(
+    conn: Connection, agent_id: str, running: list[str], cutoff: datetime, now: datetime, flows: FlowStore
+) -> list[str]:
+    """Unknown runs the agent, heard again, does not run and never started (claimed before ``cutoff``): the
+    claim reply was lost in the partition, so nothing runs them; they crash and are retried as usual."""
+    query = (
+        sa.select(flow_runs)
+        .where(
+            flow_runs.c.agent_id == agent_id,
+            flow_runs.c.state == S.UNKNOWN.value,
+            flow_runs.c.started.is_(None),
+            flow_runs.c.submitted_at < cutoff,
+        )
+        .order_by(flow_runs.c.id)
+    )
+    listed = set(running)
+    crashed = []
+    for row in conn.execute(query).all():
+        if row.id not in listed and apply_transition(conn, row, S.CRASHED, "agent did not start the run", now, flows):
+            crashed.append(row.id)
+    return crashed
 
 
 def record_cancel(conn: Connection, run_id: str, now: datetime) -> None:

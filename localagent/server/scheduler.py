@@ -43,12 +43,12 @@ from localagent.api.schedule_models import Overlap, ScheduleSpec
 from localagent.errors import LocalAgentError
 from localagent.server.database import Database, dump_json
 from localagent.server.flows_store import FlowStore
+from localagent.server.lost_runs import record_cancel
 from localagent.server.names import generate_run_name
 from localagent.server.notify import RUNS, Notifier, logs_topic
 from localagent.server.schedule_policy import apply_overlap, due_times, past_deadline
 from localagent.server.schedules_store import ScheduleStore
 from localagent.server.tables import flow_runs, schedules
-from localagent.server.lost_runs import record_cancel
 from localagent.server.transitions import apply_transition, record_histories
 
 log = logging.getLogger(__name__)

@@ -227,6 +227,7 @@ def test_database_of_an_old_commit_is_upgraded_with_every_row(sqlite_or_pg_url: 
         (agent,) = requests.get(server.url + "/api/agents", params={"all": "true"}, timeout=10).json()
         assert (agent["name"], agent["hostname"], agent["labels"]) == ("box-1", "box", ["gpu"])
         assert "stopped" not in agent and "max_concurrent_runs" not in agent
+        assert "lost_policy" not in agent  # revision 0005: an agent that told no policy (counts as keep)
         assert requests.get(server.url + "/api/flow_runs/run-1", timeout=10).json()["id"] == f"{1:032x}"
 
 

@@ -210,7 +210,7 @@ def test_a_claim_waiting_on_one_server_gets_a_run_created_on_the_other(pg_url: s
         assert [c["run"]["id"] for c in result[0]["runs"]] == [run]  # type: ignore[attr-defined]
 
 
-def test_lost_agent_runs_crash_once_with_two_sweepers(pg_url: str) -> None:
+def test_lost_agent_runs_go_unknown_and_are_replaced_once_with_two_sweepers(pg_url: str) -> None:
     servers = [
         ServerThread(address="127.0.0.1:0", database_url=pg_url, agent_timeout=1.0, sweep_interval=0.1)
         for _ in range(2)
@@ -219,9 +219,10 @@ def test_lost_agent_runs_crash_once_with_two_sweepers(pg_url: str) -> None:
         server.start()
     try:
         http = Http(servers[0])
-        http.flow(retries=1, retry_delay=3600)
+        http.flow(retries=1, retry_delay=3600, retry_lost=True)
         runs = [http.run()["id"] for _ in range(20)]
-        agent = http.agent()["id"]
+        policy = {"on_api_lost": "stop", "api_lost_after": 0.2, "stop_grace": 0.1, "beat_interval": 0.1}
+        agent = http.agent(lost_policy=policy)["id"]
         assert len(http.claim(agent, slots=20)["runs"]) == 20
         for run in runs[:10]:
             assert http.state(run, "Running").status_code == 200
@@ -230,8 +231,8 @@ def test_lost_agent_runs_crash_once_with_two_sweepers(pg_url: str) -> None:
             wait_state(ApiClient(servers[1].url, retries=0), run, [S.SCHEDULED], timeout=20)
         for run in runs:
             history = http.states(run)
-            assert history.count("Crashed") == 1, history
-            assert history[-2:] == ["Crashed", "Scheduled"]
+            assert history.count("Unknown") == 1 and history.count("Crashed") == 1, history
+            assert history[-3:] == ["Unknown", "Crashed", "Scheduled"]
             assert http.ok("get", f"/api/flow_runs/{run}")["attempt"] == 2
     finally:
         for server in servers:

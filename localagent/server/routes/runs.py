@@ -18,8 +18,9 @@ from localagent.api.models import (
     StateUpdate,
 )
 from localagent.server import operations
-from localagent.server.auth import require_operator, require_run_access
+from localagent.server.auth import Principal, require_operator, require_run_access
 from localagent.server.http_errors import ERROR_RESPONSES
+from localagent.server.lost_runs import LATE_ATTEMPT
 from localagent.server.services import Services, quick, services
 
 router = APIRouter(prefix="/api/flow_runs", tags=["flow runs"], responses=ERROR_RESPONSES)
@@ -76,9 +77,17 @@ async def cancel_run(run_id: str, svc: Services = Depends(services)) -> FlowRun:
 @router.post(
     "/{run_id}/state",
     summary="Report a run's new state (a repeat of the current state is a no-op)",
-    dependencies=[Depends(require_run_access)],
 )
-async def set_state(run_id: str, update: StateUpdate, svc: Services = Depends(services)) -> FlowRun:
+async def set_state(
+    run_id: str,
+    update: StateUpdate,
+    svc: Services = Depends(services),
+    principal: Principal = Depends(require_run_access),
+) -> FlowRun:
+    if principal.replaced and update.attempt is None:
+        # A replaced attempt's token that names no attempt (an older agent, or the next agent reporting what
+        # a dead one left): its report is a late one, never applied to the attempt that replaced it.
+        update = update.model_copy(update={"attempt": LATE_ATTEMPT})
     return await quick(svc, operations.set_state, svc, run_id, update)
 
 
