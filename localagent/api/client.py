@@ -17,14 +17,16 @@ connection errors and 5xx answers; the others are sent once. The agent makes its
 body that is not JSON, a body that is not the expected model) is translated into the ``localagent.errors``
 tree in one place, :meth:`ApiClient._call`. Replies are read
 leniently: a field this version does not know (added by a newer server) is ignored, not refused.
+
+Several URLs (servers of one database, ``ApiClient("http://a:4300 http://b:4300")`` or an
+:class:`~localagent.api.endpoints.Endpoints` shared by many clients): each request goes to the URL in use and,
+when it cannot be reached or a proxy answers 502/503/504, at once to the next URL, each at most once per
+attempt; see :mod:`localagent.api.endpoints` for the choice and the way back to the first URL.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
-import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from http.cookiejar import DefaultCookiePolicy
@@ -38,6 +40,11 @@ from requests.adapters import HTTPAdapter
 
 from localagent import __version__
 from localagent.api.endpoints import FAILOVER_STATUSES, Endpoints, split_urls
+from localagent.api.http_errors import connection_reason as _connection_reason
+from localagent.api.http_errors import rejection as _rejection
+from localagent.api.http_errors import response_detail as _detail
+from localagent.api.http_errors import snippet as _snippet
+from localagent.api.http_errors import unreachable as _unreachable
 from localagent.api.log_batch import LogRow, encode_rows
 from localagent.api.models import (
     Agent,
@@ -67,18 +74,14 @@ from localagent.api.port import HTTP_CAPABILITIES, Capabilities
 from localagent.api.schedule_models import Schedule
 from localagent.backoff import Backoff
 from localagent.errors import (
-    ApiConflict,
     ApiError,
-    ApiNotFound,
     ApiRejected,
-    ApiUnauthorized,
     ApiUnavailable,
 )
 
 T = TypeVar("T")
 
 _MAX_BACKOFF = 5.0
-_MAX_DETAIL = 500
 _FLOW_LIST: TypeAdapter[list[Flow]] = TypeAdapter(list[Flow])
 _RUN_LIST: TypeAdapter[list[FlowRun]] = TypeAdapter(list[FlowRun])
 _AGENT_LIST: TypeAdapter[list[Agent]] = TypeAdapter(list[Agent])
@@ -382,105 +385,8 @@ def _new_session(url: str) -> requests.Session:
     return session
 
 
-def _unreachable(
-    failures: Sequence[tuple[str, BaseException | None, str]], what: str, wait: float, attempts: int
-) -> ApiUnavailable:
-    """The error of a request that no URL answered (``failures``: url, exception, reason)."""
-    if len(failures) == 1:
-        url, exc, reason = failures[0]
-        if isinstance(exc, requests.Timeout):
-            error = ApiUnavailable(
-                f"the API at {url} did not answer {what} within {wait:g}s{_tries(attempts)}: {reason}"
-            )
-        else:
-            error = ApiUnavailable(
-                f"cannot reach the API at {url}: {reason}{_tries(attempts)}; "
-                "is `localagent run` or `localagent server` running?"
-            )
-    else:
-        reasons = "; ".join(f"{url}: {reason}" for url, _, reason in failures)
-        error = ApiUnavailable(
-            f"no API URL answered {what}{_tries(attempts)} ({reasons}); is `localagent server` running?"
-        )
-    error.__cause__ = failures[-1][1]
-    return error
-
-
 def _segment(value: str) -> str:
     return quote(value, safe="")
-
-
-def _tries(attempts: int) -> str:
-    return f" (tried {attempts} times)" if attempts > 1 else ""
-
-
-def _rejection(status: int, detail: str) -> ApiRejected:
-    if status == 404:
-        return ApiNotFound(status, detail)
-    if status in (401, 403):
-        return ApiUnauthorized(status, detail)
-    if status == 409:
-        return ApiConflict(status, detail)
-    return ApiRejected(status, detail)
-
-
-def _detail(response: requests.Response) -> str:
-    """The server's ``detail`` text; FastAPI's list form and non-JSON bodies are made readable too."""
-    try:
-        data = response.json()
-    except (ValueError, requests.RequestException):
-        return _snippet(response)
-    detail = data.get("detail") if isinstance(data, dict) else None
-    if isinstance(detail, str):
-        return detail
-    if isinstance(detail, list):
-        parts = []
-        for item in detail:
-            if isinstance(item, dict):
-                loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
-                parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)
-    return _snippet(response)
-
-
-def _snippet(response: requests.Response) -> str:
-    try:
-        text = response.text.strip()
-    except requests.RequestException:
-        return ""
-    if not text:
-        return ""
-    if len(text) > _MAX_DETAIL:
-        text = text[:_MAX_DETAIL] + "..."
-    return json.dumps(text) if "\n" in text else text
-
-
-def _connection_reason(exc: BaseException) -> str:
-    """A short human reason found anywhere in a requests/urllib3 exception's chain."""
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending:
-        current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(current, socket.gaierror):
-            return "host name not resolved"
-        if isinstance(current, ConnectionResetError):
-            return "connection reset by the server"
-        if isinstance(current, ssl.SSLError):
-            return f"TLS error: {current}"
-        if isinstance(current, (requests.ReadTimeout, requests.ConnectTimeout)):
-            kind = "reading the answer timed out" if isinstance(current, requests.ReadTimeout) else "connect timed out"
-            return kind
-        linked: list[object] = [current.__cause__, current.__context__, getattr(current, "reason", None)]
-        linked.extend(current.args[:1])
-        pending.extend(item for item in linked if isinstance(item, BaseException))
-    return str(exc) or type(exc).__name__
 
 
 __all__ = ["ApiClient", "ApiError"]

@@ -35,7 +35,7 @@ class AgentFilter:
     labels: tuple[str, ...] = ()
     """The agent has every one of these labels."""
     host: str | None = None
-    """Its hostname equals this, or matches it as a shell pattern (``web-*``)."""
+    """Its hostname equals this, or matches it as a shell pattern (``web-*``); case does not matter (DNS)."""
     status: str | None = None
     """One of ``STATUSES``."""
     config_hash: str | None = None
@@ -44,7 +44,7 @@ class AgentFilter:
     def matches(self, agent: Agent) -> bool:
         if any(label not in agent.labels for label in self.labels):
             return False
-        if self.host is not None and not fnmatch.fnmatchcase(agent.hostname, self.host):
+        if self.host is not None and not fnmatch.fnmatchcase(agent.hostname.lower(), self.host.lower()):
             return False
         if self.status is not None and agent_status(agent) != self.status:
             return False

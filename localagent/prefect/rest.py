@@ -25,7 +25,9 @@ import requests
 from urllib3.util.retry import Retry
 
 from localagent import __version__
-from localagent.api.client import _connection_reason, _detail, _rejection
+from localagent.api.http_errors import connection_reason as _connection_reason
+from localagent.api.http_errors import rejection as _rejection
+from localagent.api.http_errors import response_detail as _detail
 from localagent.errors import ApiRejected, ApiUnavailable
 
 FINAL_TYPES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "CRASHED"})

@@ -63,15 +63,22 @@ class HttpClients:
         return ApiClient(self.endpoints(url, timeout), key=key, timeout=timeout, retries=0)
 
     def endpoints(self, url: str, timeout: float) -> Endpoints:
+        """The shared ``Endpoints`` for ``url`` (space-separated URLs), made the first time.
+
+        When they share a server with the config in force, they take its list: a client made for an older
+        list (a run claimed just before a reload) must not undo the reload.
+        """
         urls = split_urls(url) or (url,)
-        interval = self._config_of().api.failback_interval
+        config = self._config_of()
         with self._lock:
             shared = next((known for known in self._known if set(known.urls) & set(urls)), None)
             if shared is None:
                 shared = Endpoints(urls, on_switch=self._on_switch)
                 self._known.append(shared)
-        shared.replace(urls)
-        shared.failback_interval = interval
+        in_force = config.api.urls if config.api.url != EMBEDDED else ()
+        if set(in_force) & set(shared.urls):
+            shared.replace(in_force)
+        shared.failback_interval = config.api.failback_interval
         shared.probe_timeout = min(timeout, 5.0)
         return shared
 

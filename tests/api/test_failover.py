@@ -19,7 +19,7 @@ from localagent.api.endpoints import Endpoints, join_urls, same_servers, split_u
 from localagent.api.models import FlowSpec
 from localagent.errors import ApiRejected, ApiUnavailable
 from localagent.server.runner import ServerThread
-from tests.ports import free_port
+from tests.ports import free_port, free_ports
 from tests.support.wait import wait_for
 
 
@@ -93,10 +93,9 @@ def test_the_last_url_answering_503_is_the_answer(proxy_503: str) -> None:
 
 
 def test_no_url_answering_names_every_url_and_reason() -> None:
-    first, second = (f"http://127.0.0.1:{port}" for port in (free_port(), free_port()))
-    with ApiClient(join_urls([first, second]), retries=0, timeout=5) as api:
-        with pytest.raises(ApiUnavailable) as raised:
-            api.list_flows()
+    first, second = (f"http://127.0.0.1:{port}" for port in free_ports(2))
+    with ApiClient(join_urls([first, second]), retries=0, timeout=5) as api, pytest.raises(ApiUnavailable) as raised:
+        api.list_flows()
     message = str(raised.value)
     assert f"{first}: connection refused" in message and f"{second}: connection refused" in message
 
@@ -151,3 +150,19 @@ def test_url_specs() -> None:
     assert same_servers("http://a http://b", "http://b http://c")
     assert not same_servers("http://a", "http://b")
     assert not same_servers("embedded", "http://a")
+
+
+def test_the_agents_http_factory_shares_one_choice_and_follows_the_config_in_force() -> None:
+    from localagent.config.model import AgentConfig
+    from localagent.runtime.backends import HttpClients
+
+    config = AgentConfig.model_validate({"api": {"url": ["http://a:1", "http://b:1"], "failback_interval": "2s"}})
+    factory = HttpClients(lambda: config)
+    agent_client = factory("http://a:1 http://b:1", "key", 5.0)
+    old_run_client = factory("http://a:1", "token", 5.0)  # a run claimed with an older list
+    assert isinstance(agent_client, ApiClient) and isinstance(old_run_client, ApiClient)
+    assert agent_client.endpoints is old_run_client.endpoints
+    assert agent_client.endpoints.urls == ("http://a:1", "http://b:1")  # the config in force wins
+    assert agent_client.endpoints.failback_interval == 2.0
+    elsewhere = factory("http://c:1", "key", 5.0)  # another API (no server in common)
+    assert isinstance(elsewhere, ApiClient) and elsewhere.endpoints is not agent_client.endpoints

@@ -41,6 +41,7 @@ def test_filters_combine(api_server: Any) -> None:
     assert _names(url, "--label", "web") == ["web-1", "web-2", "web-3"]
     assert _names(url, "--label", "web", "--label", "gpu") == ["web-1"]
     assert _names(url, "--host", "web-2") == ["web-2"]
+    assert _names(url, "--host", "WEB-2") == ["web-2"]  # host names are not case-sensitive
     assert _names(url, "--host", "web-*", "--config-hash", NEW[:12]) == ["web-1", "web-2", "web-3"]
     assert _names(url, "--status", "stopped") == ["db-1"]
     assert _names(url, "--status", "online", "--config-hash", OLD[:6]) == []

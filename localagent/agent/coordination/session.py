@@ -356,7 +356,7 @@ class AgentSession:
             first = self._outage is None
             if first:
                 self._outage = str(exc)
-        url = self._target[0] if self._target else "?"
+        url = ", ".join(split_urls(self._target[0])) if self._target else "?"
         if first:
             logger.warning(
                 "API at %s failed (%s): %s; retrying with back-off (at most every %gs), running runs carry on",

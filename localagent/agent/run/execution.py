@@ -104,6 +104,9 @@ class RunExecution:
         self._delivery_grace = delivery_grace
         self._pending = pending
         self._api_name = origin.api if origin is not None else api_name(config)  # the API of the run
+        # Where a successor reports the run if this agent dies: every URL of the API (failover), not only
+        # the one in use now.
+        self._api_urls = origin.url if origin is not None else api.url
         self._give_up = GiveUp()
         self._reporter = StateReporter(
             api, self.run_id, give_up=self._give_up, batcher=state_batcher, attempt=claimed.run.attempt
@@ -180,7 +183,7 @@ class RunExecution:
             if self._stop is not None:
                 return StateUpdate(state=StateName.CANCELLED, message=self._stop.message)
             try:
-                tag = RunTag(self.run_id, self._api_name, self._label, self.claimed.token, self._api.url)
+                tag = RunTag(self.run_id, self._api_name, self._label, self.claimed.token, self._api_urls)
                 proc = self._reaper.spawn(
                     plan.argv,
                     cwd=plan.cwd,
