@@ -112,7 +112,8 @@ class Server(Child):
         argv = [LOCALAGENT, "server", "--address", self.url.removeprefix("http://"), "--database", database_url]
         super().__init__([*argv, "--api-key", key, "--log-level", "warning", *extra], workdir / f"server-{name}.log")
 
-    def wait_serving(self, timeout: float = 60.0) -> None:
+    def wait_serving(self, timeout: float = 180.0) -> None:
+        """Until /api/health answers (a start can take over a minute on a loaded 2-core machine)."""
         deadline = time.monotonic() + timeout
         http = requests.Session()
         http.trust_env = False
