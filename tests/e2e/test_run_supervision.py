@@ -90,11 +90,15 @@ def test_kill_9_of_the_agent_stops_its_runs_at_once_and_their_retries_never_over
 ) -> None:
     server = make_api_server(agent_timeout=3.0, sweep_interval=0.5)
     pidfile = tmp_path / "daemon.pid"
-    agent = Agent(tmp_path, "a1", _config(server.url, tmp_path / "state", pidfile))
+    # A silent agent's runs are retried elsewhere only by policy: the agent stops its runs when cut off
+    # ("stop"), and the flows allow it (retry_lost); see docs/operations.md, "Network partitions".
+    config = _config(server.url, tmp_path / "state", pidfile)
+    config["runs"] = {"on_api_lost": "stop", "api_lost_after": "1s", "stop_grace": "1s"}
+    agent = Agent(tmp_path, "a1", config)
     agents.append(agent)
     with ApiClient(server.url) as api:
         agent.wait_registered(api)
-        runs, pids, _ = _start_runs_with_daemon(api, pidfile, 3, retries=1)
+        runs, pids, _ = _start_runs_with_daemon(api, pidfile, 3, retries=1, retry_lost=True)
         daemon = int(pidfile.read_text())
         assert all(alive(pid) for pid in [*pids, daemon])
         agent.kill()
@@ -146,11 +150,12 @@ def test_a_restarted_agent_stops_what_a_dead_agent_and_watchdog_left_and_reports
 
 
 def _start_runs_with_daemon(
-    api: ApiClient, pidfile: Path, count: int, retries: int = 0
+    api: ApiClient, pidfile: Path, count: int, retries: int = 0, retry_lost: bool = False
 ) -> tuple[list[str], list[int], Path]:
-    api.register_flow(FlowSpec(name="long", command=["sleep", "120"], retries=retries))
+    api.register_flow(FlowSpec(name="long", command=["sleep", "120"], retries=retries, retry_lost=retry_lost))
     script = DAEMONIZE + "time.sleep(120)\n"
-    api.register_flow(FlowSpec(name="daemon", command=[sys.executable, "-c", script, str(pidfile)], retries=retries))
+    command = [sys.executable, "-c", script, str(pidfile)]
+    api.register_flow(FlowSpec(name="daemon", command=command, retries=retries, retry_lost=retry_lost))
     runs = [api.create_run(FlowRunCreate(flow="long")).id for _ in range(count)]
     runs.append(api.create_run(FlowRunCreate(flow="daemon")).id)
     pids = [wait_state(api, run_id, [StateName.RUNNING]).pid for run_id in runs]
