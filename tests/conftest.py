@@ -17,6 +17,7 @@ from localagent.server.runner import ServerThread
 MakeApiServer = Callable[..., ServerThread]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads xdist_group markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under xdist (``--dist loadgroup`` in pyproject.toml) the Prefect tests share one worker, and so the one
     session-scoped Prefect server, instead of each worker starting its own; likewise the browser tests."""
