@@ -17,6 +17,16 @@ from localagent.server.runner import ServerThread
 MakeApiServer = Callable[..., ServerThread]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads xdist_group markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under xdist (``--dist loadgroup`` in pyproject.toml) the Prefect tests share one worker, and so the one
+    session-scoped Prefect server, instead of each worker starting its own; likewise the browser tests."""
+    for item in items:
+        for marker in ("prefect", "browser"):
+            if item.get_closest_marker(marker) is not None:
+                item.add_marker(pytest.mark.xdist_group(marker))
+
+
 @pytest.fixture
 def make_api_server(tmp_path: Path) -> Iterator[MakeApiServer]:
     """A factory: ``make_api_server(api_keys=("k",), agent_timeout=2.0, ...)`` -> a started ServerThread.

@@ -25,7 +25,11 @@ def start_server(tmp_path: Path, port: int, name: str) -> Process:
             return False
         return True
 
-    wait_for(up, what=f"the API server ({name}) to start")
+    try:
+        wait_for(up, what=f"the API server ({name}) to start")
+    except BaseException:
+        server.kill()  # not yet in the caller's list of processes to stop: it would outlive the test
+        raise
     return server
 
 
