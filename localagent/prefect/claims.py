@@ -106,7 +106,15 @@ class RunClaimer:
         flow_name = self._flow_name(str(flow_run.get("flow_id", "")))
         try:
             variables = job_variables(pool, deployment, flow_run)
-            return claimed_run(flow_run, flow_name, variables, settings, api_url=self._rest.url, key=self._rest.key)
+            return claimed_run(
+                flow_run,
+                flow_name,
+                variables,
+                settings,
+                api_url=self._rest.url,
+                key=self._rest.key,
+                auth=self._rest.auth,
+            )
         except (LaunchError, ValueError, TypeError) as exc:
             message = f"localagent could not prepare this flow run: {exc}"
             logger.warning("flow run %s: %s", run_id, message)

@@ -22,7 +22,6 @@ from localagent.api.port import Orchestrator, OrchestratorFactory
 
 if TYPE_CHECKING:
     from localagent.config import LoadedConfig
-    from localagent.config.model import AgentConfig
     from localagent.embedded.api import EmbeddedApi
 
 EMBEDDED = "embedded"
@@ -60,18 +59,24 @@ def open_backend(loaded: LoadedConfig, stack: contextlib.ExitStack) -> Backend:
     return Backend(embedded.client, embedded, url)
 
 
-def prefect_or(config_of: Callable[[], AgentConfig], fallback: OrchestratorFactory) -> OrchestratorFactory:
-    """``fallback``, or a Prefect 3 work pool's client while the config in force says ``api.kind = "prefect"``.
+def prefect_or(loaded_of: Callable[[], LoadedConfig], fallback: OrchestratorFactory) -> OrchestratorFactory:
+    """``fallback``, or a Prefect 3 work pool's client: for the agent's key while the config in force says
+    ``api.kind = "prefect"``, and always for a Prefect run's token (``prefect-run:<id>``).
 
-    ``config_of`` gives the config in force: the ``[prefect]`` table is read at every claim and heartbeat, so
-    a reload that changes the pool or the queues applies to the next claim (:mod:`localagent.prefect`).
+    A run keeps reporting to the server that handed it out, of the kind it came from, whatever a reload
+    changed since. ``loaded_of`` gives the config in force: the ``[prefect]`` table is read at every claim
+    and heartbeat, so a reload that changes the pool or the queues applies to the next claim
+    (:mod:`localagent.prefect`).
     """
-    from localagent.prefect.orchestrator import PrefectFactory
+    from localagent.prefect.factory import PrefectFactory
+    from localagent.prefect.jobs import RUN_TOKEN_PREFIX
 
-    prefect = PrefectFactory(lambda: config_of().prefect)
+    prefect = PrefectFactory(lambda: loaded_of().config.prefect, loaded_of)
 
     def factory(url: str, key: str | None, timeout: float) -> Orchestrator:
-        if config_of().api.kind == "prefect":
+        if key is not None and key.startswith(RUN_TOKEN_PREFIX):
+            return prefect(url, key, timeout)
+        if loaded_of().config.api.kind == "prefect":
             return prefect(url, key, timeout)
         return fallback(url, key, timeout)
 

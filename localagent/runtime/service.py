@@ -67,10 +67,12 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         stack.callback(reaper.stop)
         backend = open_backend(loaded, stack)
         embedded = backend.embedded
+        started: list[Agent] = []  # the agent, once made: until then the config in force is the first one
+        client_factory = prefect_or(lambda: started[0].loaded if started else loaded, backend.client_factory)
         if orphans:  # the API (the embedded one included) is up now; the claims may start meanwhile
             threading.Thread(
                 target=report_orphans,
-                args=(ledger, orphans),
+                args=(ledger, orphans, client_factory),
                 kwargs={"timeout": config.api.timeout},
                 name="localagent-orphans",
                 daemon=True,
@@ -82,8 +84,9 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
             metrics=AgentMetrics(),
             inbox=inbox,
             embedded_url=backend.embedded_url,
-            client_factory=prefect_or(lambda: agent.loaded.config, backend.client_factory),
+            client_factory=client_factory,
         )
+        started.append(agent)
         if embedded is not None:
             agent.set_listener_sweep(embedded.sweep)
         watcher = _watch_config(agent, load, embedded)

@@ -46,8 +46,11 @@ _FIRST_BACKOFF = 0.25
 
 
 def api_name(config: AgentConfig) -> str:
-    """The API a config talks to: ``"embedded"`` (wherever it listens), else its url."""
-    return EMBEDDED if config.api.url == EMBEDDED else config.api.url
+    """The API a config talks to: ``"embedded"`` (wherever it listens), else its url (``prefect:`` and the
+    url for a Prefect server: a reload that changes only ``api.kind`` moves the agent to another API)."""
+    if config.api.url == EMBEDDED:
+        return EMBEDDED
+    return f"prefect:{config.api.url}" if config.api.kind == "prefect" else config.api.url
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ class AgentSession:
         self._lock = threading.Lock()
         self._register_lock = threading.Lock()
         self._client: Orchestrator | None = None
-        self._target: tuple[str, str | None, float] | None = None
+        self._target: tuple[str, str | None, float, str] | None = None
         self._api: str | None = None  # the API the current client talks to
         self._retired: list[Orchestrator] = []
         self._agent_id: str | None = None  # this agent's id on self._api
@@ -130,11 +133,15 @@ class AgentSession:
     def _current(self) -> tuple[str, Orchestrator]:
         loaded = self._config_state()[0]
         api = api_name(loaded.config)
-        target = (self.api_url(loaded.config), loaded.api_key, loaded.config.api.timeout)
+        config = loaded.config
+        # The kind and prefect.auth change how the client talks, not where: a new client all the same.
+        how = f"{config.api.kind}/{config.prefect.auth}" if config.api.kind == "prefect" else config.api.kind
+        target = (self.api_url(config), loaded.api_key, config.api.timeout, how)
         with self._lock:
             if self._client is None or target != self._target:
                 old_client, old_api = self._client, self._api
-                self._client, self._target, self._api = self._client_factory(*target), target, api
+                self._client = self._client_factory(target[0], target[1], target[2])
+                self._target, self._api = target, api
                 if old_client is not None and old_api != api:
                     self._leave(old_api, old_client, api)
                 elif old_client is not None:

@@ -5,7 +5,9 @@ OOM killer): they would run on unsupervised while the API, having lost the agent
 The agent therefore starts this watchdog first thing. It holds the read end of a pipe whose only write end
 is in the agent, in a session of its own (a signal to the agent's process group does not reach it), and
 blocks reading. The pipe ends when the agent exits, however it exits; the watchdog then stops every run the
-agent's ledger (:mod:`localagent.agent.processes.ledger`) still lists, and exits. After a clean shutdown the ledger is
+agent's ledger (:mod:`localagent.agent.processes.ledger`) still lists, and exits. Runs recorded with a
+``term_grace`` (Prefect flow runs, which got SIGTERM as their parent-death signal) get that long to end by
+themselves first, so their engine can report them ``Crashed``. After a clean shutdown the ledger is
 empty and it has nothing to do.
 
 A pipe rather than ``PR_SET_PDEATHSIG`` on each run: the parent-death signal fires when the *thread* that
@@ -31,8 +33,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from localagent.agent.processes.ledger import LedgerEntry
 
 log = logging.getLogger("localagent.agent")
 
@@ -93,6 +99,27 @@ def _report(message: str, log_format: str) -> None:
         sys.stderr.flush()
 
 
+def _let_them_end(entries: list[LedgerEntry]) -> None:
+    """Give runs with a ``term_grace`` (Prefect flow runs) that long to end on SIGTERM before they are killed.
+
+    On Linux the kernel sent it already (their parent-death signal); elsewhere the watchdog sends it. Their
+    engine then reports the run ``Crashed`` itself, as Prefect's own rules say, instead of leaving it
+    ``Running``. The rest are killed after this, and at once when there is no such run.
+    """
+    waiting = [entry for entry in entries if entry.ending_on_its_own()]
+    if not waiting:
+        return
+    if not sys.platform.startswith("linux"):
+        for entry in waiting:
+            with contextlib.suppress(OSError):
+                os.kill(entry.pid, signal.SIGTERM)
+    began = time.monotonic()
+    while waiting:
+        time.sleep(0.1)
+        waited = time.monotonic() - began
+        waiting = [entry for entry in waiting if waited < entry.term_grace and entry.ending_on_its_own()]
+
+
 def main(argv: list[str]) -> int:
     from localagent.agent.processes.ledger import RunLedger
 
@@ -104,6 +131,7 @@ def main(argv: list[str]) -> int:
         while os.read(0, 4096):  # nothing is ever written: this returns b"" when the agent is gone
             pass
     entries = RunLedger(ledger_dir).of_agent(agent_pid)
+    _let_them_end(entries)
     stopped = 0
     for entry in entries:
         count = entry.stop()
