@@ -29,10 +29,15 @@ class PrefectFactory:
     """``factory(url, key, timeout)``, one client per call; ``settings_of`` is read at every claim and heartbeat."""
 
     def __init__(
-        self, settings_of: Callable[[], PrefectSection], loaded_of: Callable[[], LoadedConfig] | None = None
+        self,
+        settings_of: Callable[[], PrefectSection],
+        loaded_of: Callable[[], LoadedConfig] | None = None,
+        *,
+        on_key: Callable[[str, str | None, str], None] | None = None,
     ) -> None:
         self._settings_of = settings_of
         self._loaded_of = loaded_of
+        self._on_key = on_key  # told (url, key, auth) of every server the agent serves: its watchdog
         self._keys: dict[str, tuple[str | None, str]] = {}  # api url -> (the agent's key there, prefect.auth)
 
     def __call__(self, url: str, key: str | None, timeout: float) -> PrefectOrchestrator:
@@ -42,6 +47,8 @@ class PrefectFactory:
         else:
             auth = self._settings_of().auth
             self._keys[base] = (key, auth)
+            if self._on_key is not None:
+                self._on_key(url, key, auth)
         return PrefectOrchestrator(url, key, timeout, settings_of=self._settings_of, auth=auth)
 
     def _key_in_force(self, base: str) -> tuple[str | None, str]:

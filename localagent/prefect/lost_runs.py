@@ -16,14 +16,10 @@ import logging
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from localagent.errors import ApiError
 from localagent.prefect.claims import HOST_LABEL
-from localagent.prefect.rest import state_body
-
-if TYPE_CHECKING:
-    from localagent.prefect.rest import PrefectRest
+from localagent.prefect.rest import PrefectRest, state_body
 
 logger = logging.getLogger("localagent.prefect")
 
@@ -52,6 +48,25 @@ def crash_lost_runs(rest: PrefectRest, pool: str, worker: str) -> None:
         except ApiError as exc:
             logger.error("flow run %s: could not mark it Crashed: %s", run_id, exc)
     _SWEPT.add(sweep_key)  # only once the runs were read: a server that was down is swept at the next try
+
+
+def crash_dead_agent_run(url: str, key: str | None, auth: str, run_id: str) -> str:
+    """For the watchdog of a dead agent: propose ``Crashed`` for a run still ``Pending``/``Running``.
+
+    What happened, for the watchdog's log ("" when the engine had reported its end itself).
+    """
+    rest = PrefectRest(url, key=key, timeout=10.0, auth=auth)
+    try:
+        state = (rest.read_flow_run(run_id).get("state") or {}).get("type")
+        if state not in ("PENDING", "RUNNING"):
+            return ""
+        message = "The localagent worker running this flow run died; its process was stopped."
+        rest.set_state(run_id, state_body(run_id, "CRASHED", "Crashed", message))
+        return "marked Crashed"
+    except ApiError as exc:
+        return f"could not be marked Crashed: {exc}"
+    finally:
+        rest.close()
 
 
 def alive(pid: int) -> bool:

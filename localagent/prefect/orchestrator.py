@@ -128,10 +128,12 @@ class PrefectOrchestrator:
     # -- registration, heartbeat -------------------------------------------------------------------------
 
     def register_agent(self, request: AgentRegister) -> Agent:
-        self._worker_name = request.name
-        self._claimer = RunClaimer(self.rest, worker_name=request.name)
         settings = self._settings_of()
-        self._check_pool(settings)
+        claimer = RunClaimer(self.rest, worker_name=request.name)
+        claimer.pool = ensure_pool(self.rest, settings)  # first: a failed registration leaves the claimer be
+        with self._claim_lock:
+            self._worker_name, self._claimer = request.name, claimer
+            self._pool_checked = (settings.work_pool, settings.work_queues)
         self.rest.worker_heartbeat(settings.work_pool, request.name, settings.heartbeat_interval)
         crash_lost_runs(self.rest, settings.work_pool, request.name)
         if settings.use_events and self._stream is None:
@@ -160,15 +162,17 @@ class PrefectOrchestrator:
         return self._record
 
     def _check_pool(self, settings: PrefectSection) -> None:
-        self._claimer.pool = ensure_pool(self.rest, settings)
-        self._pool_checked = (settings.work_pool, settings.work_queues)
+        """Before a claim: the pool again after a reload named another one, or after it was found deleted."""
+        if self._pool_checked != (settings.work_pool, settings.work_queues) or self._claimer.pool is None:
+            self._claimer.pool = ensure_pool(self.rest, settings)
+            self._pool_checked = (settings.work_pool, settings.work_queues)
 
     def _pool_call(self, settings: PrefectSection, call: Callable[[], Any]) -> Any:
         """``call()`` on the pool; a 404 means it was deleted: check it again at the next registration."""
         try:
             return call()
         except ApiNotFound:
-            self._pool_checked = None
+            self._pool_checked = None  # the next claim checks (and creates, when allowed) it again
             raise pool_gone(self.rest, settings.work_pool) from None
 
     def disconnect_agent(self, agent_id: str) -> Agent:
@@ -205,8 +209,6 @@ class PrefectOrchestrator:
     def claim(self, agent_id: str, request: ClaimRequest) -> ClaimReply:
         deadline = time.monotonic() + request.wait
         settings = self._settings_of()
-        if self._pool_checked != (settings.work_pool, settings.work_queues):
-            self._check_pool(settings)  # a reload named another pool or other queues: applies from now
         while True:
             with self._changed:
                 seen = self._generation
@@ -215,6 +217,7 @@ class PrefectOrchestrator:
             next_due: float | None = None
             if request.slots > 0:
                 with self._claim_lock:
+                    self._check_pool(settings)  # a reload named another pool or other queues: applies from now
                     runs, next_due = self._pool_call(settings, lambda: self._claimer.claim(settings, request.slots))
                 for claimed in runs:
                     self._runs[claimed.run.id] = _RunContext(forward=settings.forward_output)

@@ -59,19 +59,25 @@ def open_backend(loaded: LoadedConfig, stack: contextlib.ExitStack) -> Backend:
     return Backend(embedded.client, embedded, url)
 
 
-def prefect_or(loaded_of: Callable[[], LoadedConfig], fallback: OrchestratorFactory) -> OrchestratorFactory:
+def prefect_or(
+    loaded_of: Callable[[], LoadedConfig],
+    fallback: OrchestratorFactory,
+    *,
+    on_prefect_key: Callable[[str, str | None, str], None] | None = None,
+) -> OrchestratorFactory:
     """``fallback``, or a Prefect 3 work pool's client: for the agent's key while the config in force says
     ``api.kind = "prefect"``, and always for a Prefect run's token (``prefect-run:<id>``).
 
     A run keeps reporting to the server that handed it out, of the kind it came from, whatever a reload
     changed since. ``loaded_of`` gives the config in force: the ``[prefect]`` table is read at every claim
     and heartbeat, so a reload that changes the pool or the queues applies to the next claim
-    (:mod:`localagent.prefect`).
+    (:mod:`localagent.prefect`). ``on_prefect_key(url, key, auth)`` learns each Prefect server's key (the
+    agent's watchdog, to report runs the agent's death left running).
     """
     from localagent.prefect.factory import PrefectFactory
     from localagent.prefect.jobs import RUN_TOKEN_PREFIX
 
-    prefect = PrefectFactory(lambda: loaded_of().config.prefect, loaded_of)
+    prefect = PrefectFactory(lambda: loaded_of().config.prefect, loaded_of, on_key=on_prefect_key)
 
     def factory(url: str, key: str | None, timeout: float) -> Orchestrator:
         if key is not None and key.startswith(RUN_TOKEN_PREFIX):

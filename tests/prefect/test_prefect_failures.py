@@ -112,7 +112,7 @@ def test_a_deleted_pool_is_waited_for_or_created_again(prefect_server: PrefectSe
         assert "waiting for it to be created" in waiting.stderr
         # The agent allowed to create it does so again, and serves it.
         wait_for(lambda: worker_online(prefect_server, creates, creating), timeout=60, what="the pool created again")
-        assert creating.stderr.count(f"creating Prefect work pool '{creates}'") == 2
+        assert creating.stderr.count(f"creating Prefect work pool '{creates}'") >= 2  # at start, and again
         time.sleep(3)
         assert waiting.popen.poll() is None, waiting.stderr
         assert "Traceback" not in waiting.stderr
