@@ -6,10 +6,10 @@ Usage::
     claimed, next_due = claimer.claim(settings, slots=2)    # runs now PENDING and ours; when to look again
 
 One claim: the pool's scheduled runs due now (``get_scheduled_flow_runs``: the server applies the pool's and
-the queues' concurrency limits and priorities), soonest first, at most ``slots`` of them; for each, its
-deployment is read and ``PENDING`` proposed through the server's orchestration (never forced): only an
-``ACCEPT`` that leaves the run ``PENDING`` makes it ours. ``REJECT`` and ``ABORT`` (another worker took it, or
-it was cancelled meanwhile) drop it; ``WAIT`` keeps it for a later claim after the delay the server asks.
+the queues' concurrency limits and priorities), soonest first, at most ``slots`` of them; for each,
+``PENDING`` is proposed through the server's orchestration (never forced): only an ``ACCEPT`` that leaves
+the run ``PENDING`` makes it ours, and then its deployment is read. ``REJECT`` and ``ABORT`` (another worker
+took it, or it was cancelled meanwhile) drop it; ``WAIT`` keeps it for a later claim after the delay the server asks.
 That proposal is the one place two workers can race, and the server lets exactly one win.
 """
 
@@ -82,13 +82,8 @@ class RunClaimer:
 
     def _take(self, flow_run: JSONDict, pool: JSONDict, settings: PrefectSection) -> ClaimedRun | None:
         run_id = str(flow_run["id"])
-        deployment: JSONDict | None = None
-        if flow_run.get("deployment_id"):
-            try:
-                deployment = self._rest.read_deployment(str(flow_run["deployment_id"]))
-            except ApiNotFound:
-                logger.warning("flow run %s: its deployment no longer exists; leaving it", run_id)
-                return None
+        # Proposed first, the deployment read after: one round trip less before the run is ours (the server
+        # applies the deployment's concurrency limit to the proposal itself).
         reply = self._rest.set_state(run_id, state_body(run_id, "PENDING", "Pending"))
         status = reply.get("status")
         state_type = (reply.get("state") or {}).get("type")
@@ -102,6 +97,13 @@ class RunClaimer:
             logger.debug("flow run %s: not ours (%s: %s)", run_id, status, reason)
             return None
         self._not_before.pop(run_id, None)
+        deployment: JSONDict | None = None
+        if flow_run.get("deployment_id"):
+            try:
+                deployment = self._rest.read_deployment(str(flow_run["deployment_id"]))
+            except ApiNotFound:
+                self._crash(run_id, "localagent could not start this flow run: its deployment no longer exists")
+                return None
         self._label(run_id, pool, settings)
         flow_name = self._flow_name(str(flow_run.get("flow_id", "")))
         try:

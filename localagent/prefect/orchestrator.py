@@ -58,6 +58,7 @@ from localagent.prefect.finals import forward_output, report_end
 from localagent.prefect.lost_runs import crash_lost_runs
 from localagent.prefect.pool import ensure_pool, pool_gone
 from localagent.prefect.rest import PrefectRest
+from localagent.prefect.run_view import RunView, local_run
 
 if TYPE_CHECKING:
     from localagent.api.log_batch import LogRow
@@ -265,9 +266,9 @@ class PrefectOrchestrator:
         if state == StateName.RUNNING:
             if update.pid is not None:
                 self.rest.update_flow_run(run_id, {"infrastructure_pid": str(update.pid)})
-            return _local_run(run_id, state)
+            return local_run(run_id, state)
         if state not in (StateName.SUCCESS, StateName.FAILED, StateName.CANCELLED, StateName.CRASHED):
-            return _local_run(run_id, state)
+            return local_run(run_id, state)
         context = self._runs.get(run_id)
         try:
             report_end(self.rest, run_id, update, context.tail if context is not None else ())
@@ -276,7 +277,7 @@ class PrefectOrchestrator:
             raise ApiNotFound(404, f"flow run {run_id} no longer exists in Prefect: its end is not reported") from None
         # (ApiUnavailable: the reporter retries, and report_end reads the state again first)
         self._runs.pop(run_id, None)
-        return _local_run(run_id, state)
+        return local_run(run_id, state)
 
     def set_states(self, reports: Sequence[StateReport]) -> StateReportResults:
         results = []
@@ -313,51 +314,3 @@ class PrefectOrchestrator:
                 forward_output(self.rest, run_id, lines)
         last = max((seq for seq, _, _, _ in lines), default=-1)
         return LogBatchResult(stored=len(lines), last_seq=last)
-
-
-class RunView:
-    """A run's channel on the agent's :class:`PrefectOrchestrator`; closing it leaves that client open."""
-
-    def __init__(self, orchestrator: PrefectOrchestrator) -> None:
-        self._orchestrator = orchestrator
-
-    @property
-    def url(self) -> str:
-        return self._orchestrator.url
-
-    @property
-    def capabilities(self) -> Capabilities:
-        return CAPABILITIES
-
-    def set_state(self, run_id: str, update: StateUpdate) -> FlowRun:
-        return self._orchestrator.set_state(run_id, update)
-
-    def set_states(self, reports: Sequence[StateReport]) -> StateReportResults:
-        return self._orchestrator.set_states(reports)
-
-    def append_logs_raw(self, run_id: str, body: bytes, count: int) -> LogBatchResult:
-        return self._orchestrator.append_logs_raw(run_id, body, count)
-
-    def append_log_rows(self, run_id: str, rows: list[LogRow]) -> LogBatchResult:
-        return self._orchestrator.append_log_rows(run_id, rows)
-
-    def close(self) -> None:
-        pass
-
-
-def _local_run(run_id: str, state: StateName) -> FlowRun:
-    """What the port returns for a report: only the id and state mean anything for a Prefect run."""
-    now = datetime.now(timezone.utc)
-    return FlowRun.model_construct(
-        id=run_id,
-        name=run_id,
-        flow="",
-        flow_version=1,
-        parameters={},
-        labels=[],
-        run_config_type="prefect-process",
-        scheduled_start=now,
-        state=state,
-        created=now,
-        updated=now,
-    )
