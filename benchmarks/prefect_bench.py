@@ -135,7 +135,8 @@ def main() -> None:
                     r = measure(kind, server, args.runs, limit, workdir, args.latency_runs)
                     print(
                         f"{kind:<11} {limit:>5} {int(r['completed']):>5} {r['pickup_p50']:>10.2f}s "
-                        f"{r['pickup_p99']:>6.2f}s {r['running_p50']:>11.2f}s {r['throughput']:>7.2f} {r['idle_rss_mib']:>7.1f}Mi "
+                        f"{r['pickup_p99']:>6.2f}s {r['running_p50']:>11.2f}s {r['throughput']:>7.2f} "
+                        f"{r['idle_rss_mib']:>7.1f}Mi "
                         f"{r['idle_cpu_pct']:>8.2f}%",
                         flush=True,
                     )
