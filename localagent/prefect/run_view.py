@@ -17,13 +17,13 @@ from localagent.api.port import Capabilities
 
 if TYPE_CHECKING:
     from localagent.api.log_batch import LogRow
-    from localagent.prefect.orchestrator import PrefectOrchestrator
+    from localagent.api.port import Orchestrator
 
 
 class RunView:
-    """A run's channel on the agent's :class:`PrefectOrchestrator`; closing it leaves that client open."""
+    """A run's channel on the agent's :class:`Orchestrator`; closing it leaves that client open."""
 
-    def __init__(self, orchestrator: PrefectOrchestrator) -> None:
+    def __init__(self, orchestrator: Orchestrator) -> None:
         self._orchestrator = orchestrator
 
     @property
