@@ -153,10 +153,14 @@ def test_a_reload_switches_the_queues_live(prefect_server: PrefectServer, tmp_pa
         stop_agent(agent)
 
 
+SHARED_RUNS = int(os.environ.get("LOCALAGENT_TEST_PREFECT_SHARED_RUNS", "40"))
+
+
+@pytest.mark.timeout(300 + 15 * SHARED_RUNS)  # every run starts a Python that imports prefect
 def test_localagent_and_prefects_own_worker_share_a_pool_each_run_once(
     prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
-    count = int(os.environ.get("LOCALAGENT_TEST_PREFECT_SHARED_RUNS", "40"))
+    count = SHARED_RUNS
     pool = pool_name()
     agent_limit = 4  # each of the two workers: the flow runs' Python start-up is what loads the machine
     agent = start_agent(tmp_path, prefect_server, pool, name="la-shared", limit=agent_limit)
