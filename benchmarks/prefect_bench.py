@@ -3,6 +3,7 @@
     LOCALAGENT_TEST_PREFECT_PYTHON=/path/to/venv/bin/python python benchmarks/prefect_bench.py
     ... --runs 100 --limits 4 16          # the full comparison (long: every run starts a Python with prefect)
     ... --runs 12 --limits 4              # a quick look
+    ... --kinds prefect --runs 40         # one worker kind only
 
 One ``prefect server start`` (temporary PREFECT_HOME, SQLite, loopback). For each worker kind and limit, a
 fresh pool and deployment of a trivial flow, the worker started (``localagent run`` with ``api.kind =
@@ -117,6 +118,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--limits", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--latency-runs", type=int, default=10, help="runs created one at a time for pickup")
+    parser.add_argument("--kinds", nargs="+", default=["localagent", "prefect"], choices=["localagent", "prefect"])
     args = parser.parse_args()
     python = os.environ.get("LOCALAGENT_TEST_PREFECT_PYTHON")
     if not python:
@@ -131,7 +133,7 @@ def main() -> None:
                 f"{'runs/s':>7} {'idle RSS':>9} {'idle CPU':>9}"
             )
             for limit in args.limits:
-                for kind in ("localagent", "prefect"):
+                for kind in args.kinds:
                     r = measure(kind, server, args.runs, limit, workdir, args.latency_runs)
                     print(
                         f"{kind:<11} {limit:>5} {int(r['completed']):>5} {r['pickup_p50']:>10.2f}s "
