@@ -131,6 +131,7 @@ class PrefectOrchestrator:
     def register_agent(self, request: AgentRegister) -> Agent:
         settings = self._settings_of()
         claimer = RunClaimer(self.rest, worker_name=request.name)
+        claimer.unsettled = self._claimer.unsettled  # proposals whose answer was lost stay ours to settle
         claimer.pool = ensure_pool(self.rest, settings)  # first: a failed registration leaves the claimer be
         with self._claim_lock:
             self._worker_name, self._claimer = request.name, claimer
