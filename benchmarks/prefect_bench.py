@@ -3,6 +3,7 @@
     LOCALAGENT_TEST_PREFECT_PYTHON=/path/to/venv/bin/python python benchmarks/prefect_bench.py
     ... --runs 100 --limits 4 16          # the full comparison (long: every run starts a Python with prefect)
     ... --runs 12 --limits 4              # a quick look
+    ... --kinds prefect --runs 40         # one worker kind only
 
 One ``prefect server start`` (temporary PREFECT_HOME, SQLite, loopback). For each worker kind and limit, a
 fresh pool and deployment of a trivial flow, the worker started (``localagent run`` with ``api.kind =
@@ -11,7 +12,8 @@ for 10 s (RSS and CPU of the worker process measured from /proc), then ``--runs`
 
 - pickup: ``--latency-runs`` runs created one after another (each waited for, so every slot is free): the
   run's Pending state time (the worker's claim, right before it starts the process) minus the run's expected
-  start time, read back from the server's state history;
+  start time, read back from the server's state history; "Running p50" is the same up to the engine's
+  Running state (the process started and its Python with prefect imported: the flow run's own start-up);
 - throughput: runs completed per second, from the first run created to the last run completed.
 """
 
@@ -79,14 +81,16 @@ def measure(
         time.sleep(10)
         rss, cpu1 = _proc_stats(worker.pid)
         deployment = server.deployment(pool, workdir)
-        pickups = []
+        pickups, starts = [], []
         for _ in range(latency_runs):  # one at a time, every slot free: the wait is the worker's alone
             run_id = server.create_run(deployment)
             run = server.wait_state(run_id, FINAL, 600)
             states = server.call("GET", f"/flow_run_states/?flow_run_id={run_id}")
-            pending = min(_when(s["timestamp"]) for s in states if s["type"] == "PENDING")
-            pickups.append(pending - _when(run["expected_start_time"]))
+            due = _when(run["expected_start_time"])
+            pickups.append(min(_when(s["timestamp"]) for s in states if s["type"] == "PENDING") - due)
+            starts.append(min(_when(s["timestamp"]) for s in states if s["type"] == "RUNNING") - due)
         pickups.sort()
+        starts.sort()
         began = time.time()
         ids = [server.create_run(deployment) for _ in range(runs)]
         ended = [server.wait_state(run_id, FINAL, 3600) for run_id in ids]
@@ -96,6 +100,7 @@ def measure(
             "completed": completed,
             "pickup_p50": statistics.median(pickups),
             "pickup_p99": pickups[min(len(pickups) - 1, int(len(pickups) * 0.99))],
+            "running_p50": statistics.median(starts),
             "throughput": runs / (finished - began),
             "idle_rss_mib": rss,
             "idle_cpu_pct": 100 * (cpu1 - cpu0) / 10,
@@ -113,6 +118,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--limits", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--latency-runs", type=int, default=10, help="runs created one at a time for pickup")
+    parser.add_argument("--kinds", nargs="+", default=["localagent", "prefect"], choices=["localagent", "prefect"])
     args = parser.parse_args()
     python = os.environ.get("LOCALAGENT_TEST_PREFECT_PYTHON")
     if not python:
@@ -123,15 +129,16 @@ def main() -> None:
         server.start()
         try:
             print(
-                f"{'worker':<11} {'limit':>5} {'done':>5} {'pickup p50':>11} {'p99':>7} {'runs/s':>7} "
-                f"{'idle RSS':>9} {'idle CPU':>9}"
+                f"{'worker':<11} {'limit':>5} {'done':>5} {'pickup p50':>11} {'p99':>7} {'Running p50':>12} "
+                f"{'runs/s':>7} {'idle RSS':>9} {'idle CPU':>9}"
             )
             for limit in args.limits:
-                for kind in ("localagent", "prefect"):
+                for kind in args.kinds:
                     r = measure(kind, server, args.runs, limit, workdir, args.latency_runs)
                     print(
                         f"{kind:<11} {limit:>5} {int(r['completed']):>5} {r['pickup_p50']:>10.2f}s "
-                        f"{r['pickup_p99']:>6.2f}s {r['throughput']:>7.2f} {r['idle_rss_mib']:>7.1f}Mi "
+                        f"{r['pickup_p99']:>6.2f}s {r['running_p50']:>11.2f}s {r['throughput']:>7.2f} "
+                        f"{r['idle_rss_mib']:>7.1f}Mi "
                         f"{r['idle_cpu_pct']:>8.2f}%",
                         flush=True,
                     )

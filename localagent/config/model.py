@@ -357,6 +357,11 @@ class PrefectSection(_Section):
         min_length=1,
         description="argv that starts a flow run when its deployment sets no command; needs prefect importable",
     )
+    auth: Literal["bearer", "basic"] = Field(
+        default="bearer",
+        description="how api.key is sent: 'bearer' (an API key, Prefect Cloud) or 'basic' (user:password of a "
+        "server with PREFECT_SERVER_API_AUTH_STRING)",
+    )
     forward_output: bool = Field(default=False, description="also send each run's raw output to the run's Prefect logs")
     query_interval: Duration = Field(
         default=2.0,

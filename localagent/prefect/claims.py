@@ -6,10 +6,10 @@ Usage::
     claimed, next_due = claimer.claim(settings, slots=2)    # runs now PENDING and ours; when to look again
 
 One claim: the pool's scheduled runs due now (``get_scheduled_flow_runs``: the server applies the pool's and
-the queues' concurrency limits and priorities), soonest first, at most ``slots`` of them; for each, its
-deployment is read and ``PENDING`` proposed through the server's orchestration (never forced): only an
-``ACCEPT`` that leaves the run ``PENDING`` makes it ours. ``REJECT`` and ``ABORT`` (another worker took it, or
-it was cancelled meanwhile) drop it; ``WAIT`` keeps it for a later claim after the delay the server asks.
+the queues' concurrency limits and priorities), soonest first, at most ``slots`` of them; for each,
+``PENDING`` is proposed through the server's orchestration (never forced): only an ``ACCEPT`` that leaves
+the run ``PENDING`` makes it ours, and then its deployment is read. ``REJECT`` and ``ABORT`` (another worker
+took it, or it was cancelled meanwhile) drop it; ``WAIT`` keeps it for a later claim after the delay the server asks.
 That proposal is the one place two workers can race, and the server lets exactly one win.
 """
 
@@ -21,7 +21,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from localagent.errors import ApiError, ApiNotFound, LaunchError
+from localagent.errors import ApiError, ApiNotFound, ApiUnavailable, LaunchError
 from localagent.prefect.jobs import claimed_run, job_variables
 from localagent.prefect.rest import state_body
 
@@ -45,6 +45,10 @@ class RunClaimer:
         self._worker_name = worker_name
         self._flow_names: dict[str, str] = {}
         self._not_before: dict[str, float] = {}  # run id -> monotonic time a WAIT asked us to come back
+        # Pending proposals whose answer was lost (the server went away or timed out mid-request), and runs
+        # made ours that could not be prepared yet: run id -> (our transition id, the flow run). The next
+        # claim settles them first, so a run the server did make Pending for us is never left stranded.
+        self.unsettled: dict[str, tuple[str, JSONDict]] = {}
         self.pool: JSONDict | None = None
 
     def claim(self, settings: PrefectSection, slots: int) -> tuple[list[ClaimedRun], float | None]:
@@ -58,7 +62,7 @@ class RunClaimer:
             scheduled_before=now + timedelta(seconds=LOOKAHEAD),
             limit=max(slots, 1) + 16,
         )
-        claimed: list[ClaimedRun] = []
+        claimed = self._settle(pool, settings, slots)
         next_due: float | None = None
         clock = time.monotonic()
         for item in scheduled:
@@ -73,23 +77,61 @@ class RunClaimer:
             if len(claimed) >= slots:
                 next_due = clock  # more is due than we had slots for: look again once one frees up
                 break
-            run = self._take(flow_run, pool, settings)
+            try:
+                run = self._take(flow_run, pool, settings)
+            except ApiUnavailable:
+                if not claimed:
+                    raise  # the caller backs off; the proposal, if it landed, is settled at the next claim
+                next_due = clock
+                break  # the runs already ours start now
             if run is not None:
                 claimed.append(run)
         if len(self._not_before) > 1000:
             self._not_before = {k: v for k, v in self._not_before.items() if v > clock}
         return claimed, next_due
 
+    def _settle(self, pool: JSONDict, settings: PrefectSection, slots: int) -> list[ClaimedRun]:
+        """Runs of :attr:`unsettled` that are ours (``PENDING`` with our transition id), prepared now."""
+        claimed: list[ClaimedRun] = []
+        for run_id, (transition, _flow_run) in list(self.unsettled.items()):
+            if len(claimed) >= slots:
+                break
+            try:
+                run = self._settle_one(run_id, transition, pool, settings)
+            except ApiUnavailable:
+                if not claimed:
+                    raise
+                break  # the runs already ours start now; the rest wait for the next claim
+            if run is not None:
+                claimed.append(run)
+        return claimed
+
+    def _settle_one(self, run_id: str, transition: str, pool: JSONDict, settings: PrefectSection) -> ClaimedRun | None:
+        try:
+            current = self._rest.read_flow_run(run_id)
+        except ApiNotFound:
+            self.unsettled.pop(run_id, None)
+            return None
+        state = current.get("state") or {}
+        if state.get("type") != "PENDING" or (state.get("state_details") or {}).get("transition_id") != transition:
+            self.unsettled.pop(run_id, None)  # the proposal never landed, or the run moved on since
+            return None
+        logger.info(
+            "flow run %s: the server had made it ours (Pending) before its answer was lost; starting it", run_id
+        )
+        return self._accepted(current, transition, pool, settings)
+
     def _take(self, flow_run: JSONDict, pool: JSONDict, settings: PrefectSection) -> ClaimedRun | None:
         run_id = str(flow_run["id"])
-        deployment: JSONDict | None = None
-        if flow_run.get("deployment_id"):
-            try:
-                deployment = self._rest.read_deployment(str(flow_run["deployment_id"]))
-            except ApiNotFound:
-                logger.warning("flow run %s: its deployment no longer exists; leaving it", run_id)
-                return None
-        reply = self._rest.set_state(run_id, state_body(run_id, "PENDING", "Pending"))
+        # Proposed first, the deployment read after: one round trip less before the run is ours (the server
+        # applies the deployment's concurrency limit to the proposal itself).
+        proposal = state_body(run_id, "PENDING", "Pending")
+        transition = str(proposal["state_details"]["transition_id"])
+        try:
+            reply = self._rest.set_state(run_id, proposal)
+        except ApiUnavailable:
+            self.unsettled[run_id] = (transition, flow_run)  # its answer lost, maybe not the proposal
+            raise
         status = reply.get("status")
         state_type = (reply.get("state") or {}).get("type")
         if status == "WAIT":
@@ -102,11 +144,38 @@ class RunClaimer:
             logger.debug("flow run %s: not ours (%s: %s)", run_id, status, reason)
             return None
         self._not_before.pop(run_id, None)
+        return self._accepted(flow_run, transition, pool, settings)
+
+    def _accepted(
+        self, flow_run: JSONDict, transition: str, pool: JSONDict, settings: PrefectSection
+    ) -> ClaimedRun | None:
+        """A run made ours, prepared to start (None: it cannot be, and was marked Crashed)."""
+        run_id = str(flow_run["id"])
+        deployment: JSONDict | None = None
+        if flow_run.get("deployment_id"):
+            try:
+                deployment = self._rest.read_deployment(str(flow_run["deployment_id"]))
+            except ApiNotFound:
+                self.unsettled.pop(run_id, None)
+                self._crash(run_id, "localagent could not start this flow run: its deployment no longer exists")
+                return None
+            except ApiUnavailable:
+                self.unsettled[run_id] = (transition, flow_run)  # ours all the same: prepared at the next claim
+                raise
+        self.unsettled.pop(run_id, None)
         self._label(run_id, pool, settings)
         flow_name = self._flow_name(str(flow_run.get("flow_id", "")))
         try:
             variables = job_variables(pool, deployment, flow_run)
-            return claimed_run(flow_run, flow_name, variables, settings, api_url=self._rest.url, key=self._rest.key)
+            return claimed_run(
+                flow_run,
+                flow_name,
+                variables,
+                settings,
+                api_url=self._rest.url,
+                key=self._rest.key,
+                auth=self._rest.auth,
+            )
         except (LaunchError, ValueError, TypeError) as exc:
             message = f"localagent could not prepare this flow run: {exc}"
             logger.warning("flow run %s: %s", run_id, message)

@@ -24,12 +24,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from localagent.prefect.rest import authorization
+
 if TYPE_CHECKING:
     from localagent.prefect.rest import PrefectRest
 
 logger = logging.getLogger("localagent.prefect")
 
-_MAX_BACKOFF = 30.0
+_MAX_BACKOFF = 10.0  # a restarted server is followed again within this; polling covers the gap
 SCHEDULED_TYPES = frozenset({"SCHEDULED"})
 # Only the state events that can make a run claimable or cancel one (not every flow-run event of the server).
 EVENT_NAMES = (
@@ -64,6 +66,7 @@ class EventStream:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._socket: Any = None
+        self._lost = False  # the stream failed since it last connected: say so when it is back
         self.connected = False
 
     def start(self) -> None:
@@ -89,6 +92,7 @@ class EventStream:
             except Exception as exc:  # any failure of the stream: log once per outage, poll meanwhile
                 if not self._stop.is_set() and (self.connected or backoff == 0.5):
                     logger.info("Prefect event stream unavailable (%s); polling every prefect.query_interval", exc)
+                    self._lost = True
             self.connected = False
             self._stop.wait(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)
@@ -97,7 +101,7 @@ class EventStream:
         import websocket
 
         url = "ws" + self._rest.url[len("http") :] + "/events/out"
-        headers = [f"Authorization: Bearer {self._rest.key}"] if self._rest.key else []
+        headers = [f"Authorization: {authorization(self._rest.key, self._rest.auth)}"] if self._rest.key else []
         sock = websocket.create_connection(url, timeout=10, header=headers, subprotocols=["prefect"])
         self._socket = sock
         try:
@@ -113,7 +117,12 @@ class EventStream:
             sock.send(json.dumps({"type": "filter", "filter": flow_filter}))
             sock.settimeout(None)
             self.connected = True
-            logger.debug("following the Prefect event stream at %s", url)
+            if self._lost:
+                logger.info("Prefect event stream connected again at %s", url)
+                self._lost = False
+            else:
+                logger.debug("following the Prefect event stream at %s", url)
+            self._on_scheduled("", None)  # runs scheduled while it was down: one claim looks for them
             while not self._stop.is_set():
                 message = sock.recv()
                 if not message:

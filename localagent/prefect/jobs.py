@@ -9,7 +9,8 @@ Usage::
 Like Prefect's process worker: the deployment's ``command`` job variable (split like a shell would, never run
 by one) or else ``prefect.command`` (``python -m prefect.engine``, which runs the deployment's pull steps
 itself and then the flow); ``env`` and ``working_dir`` from the job variables. The reserved variables
-``PREFECT_API_URL``, ``PREFECT_API_KEY`` (when the agent has a key) and ``PREFECT__FLOW_RUN_ID`` win over the
+``PREFECT_API_URL``, ``PREFECT_API_KEY`` (``PREFECT_API_AUTH_STRING`` with ``prefect.auth = "basic"``) and
+``PREFECT__FLOW_RUN_ID`` win over the
 job's ``env``; the run's environment is otherwise built like any localagent run's (``runs.env`` below the
 job's ``env``). A job variable left at a template literal (``"{{ env }}"``) is taken from the variables; a
 hard-coded literal in the pool's ``job_configuration`` wins, as Prefect renders it.
@@ -112,7 +113,9 @@ def run_command(variables: JSONDict, settings: PrefectSection) -> list[str]:
     return argv
 
 
-def run_environment(variables: JSONDict, *, flow_run_id: str, api_url: str, key: str | None) -> dict[str, str]:
+def run_environment(
+    variables: JSONDict, *, flow_run_id: str, api_url: str, key: str | None, auth: str = "bearer"
+) -> dict[str, str]:
     """The job's ``env`` (``None`` values dropped, values as text), then the reserved ``PREFECT_*`` variables."""
     env_value = variables.get("env") or {}
     if not isinstance(env_value, dict):
@@ -120,7 +123,7 @@ def run_environment(variables: JSONDict, *, flow_run_id: str, api_url: str, key:
     env = {str(name): str(value) for name, value in env_value.items() if value is not None}
     env["PREFECT_API_URL"] = api_url
     if key:
-        env["PREFECT_API_KEY"] = key
+        env["PREFECT_API_AUTH_STRING" if auth == "basic" else "PREFECT_API_KEY"] = key
     env["PREFECT__FLOW_RUN_ID"] = flow_run_id
     return env
 
@@ -133,13 +136,14 @@ def claimed_run(
     *,
     api_url: str,
     key: str | None,
+    auth: str = "bearer",
 ) -> ClaimedRun:
     """The flow run as the agent's :class:`RunExecution` takes it; raises :class:`LaunchError` when it cannot."""
     run_id = str(flow_run["id"])
     working_dir = variables.get("working_dir")
     config = RunConfig.model_construct(
         type="local",
-        env=run_environment(variables, flow_run_id=run_id, api_url=api_url, key=key),
+        env=run_environment(variables, flow_run_id=run_id, api_url=api_url, key=key, auth=auth),
         working_dir=str(working_dir) if working_dir else None,
         labels=[],
     )

@@ -2,24 +2,23 @@
 
 Usage::
 
-    factory = PrefectFactory(settings_of=lambda: agent.loaded.config.prefect)
-    api = factory("http://127.0.0.1:4200/api", key, 10.0)     # an Orchestrator (localagent.api.port)
+    api = PrefectOrchestrator("http://127.0.0.1:4200/api", key, 10.0, settings_of=lambda: config.prefect)
     api.register_agent(AgentRegister(name="host-1"))         # checks (or creates) the pool; heartbeat
     reply = api.claim(agent_id, ClaimRequest(slots=2, wait=10.0))
 
 What each port call means here:
 
 - ``register_agent``: the pool exists (created, type process, when ``prefect.create_pool_if_missing``) and is
-  a process pool; the first worker heartbeat; the event stream starts.
+  a process pool (:mod:`~localagent.prefect.pool`); the first worker heartbeat; runs a dead agent of this name
+  left here are marked Crashed (:mod:`~localagent.prefect.lost_runs`); the event stream starts.
 - ``claim``: :class:`~localagent.prefect.claims.RunClaimer` (due runs proposed ``PENDING``), woken by the
   event stream, or every ``prefect.query_interval`` while it is down; ``reply.cancel`` lists runs of ours
   the stream saw become ``CANCELLING``.
 - ``heartbeat``: the worker heartbeat; runs of ours that are ``CANCELLING``, cancelled or deleted in Prefect
-  come back to be stopped.
+  come back to be stopped. A claim or heartbeat that finds the pool deleted raises ``ApiNotFound``: the agent
+  registers again, which recreates the pool or waits for it (:func:`~localagent.prefect.pool.ensure_pool`).
 - ``set_state``: the flow-run engine reports Running and the final state itself; the worker only sets
-  ``infrastructure_pid`` at the start, forces ``CANCELLED`` after a cancel or a shutdown, and proposes
-  ``CRASHED`` (with the exit code or signal and the last lines of output) when the process ended while the
-  run was still ``PENDING``/``RUNNING`` or could not start at all.
+  ``infrastructure_pid`` at the start and settles what the process left open (:mod:`~localagent.prefect.finals`).
 - output: kept per run as a short tail for a crash message; sent to the run's Prefect logs only with
   ``prefect.forward_output`` (the engine already ships the flow's own logs; forwarding copies them).
 """
@@ -28,15 +27,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localagent.api.models import (
@@ -55,11 +51,14 @@ from localagent.api.models import (
     StateUpdate,
 )
 from localagent.api.port import Capabilities
-from localagent.errors import ApiConflict, ApiError, ApiNotFound, ApiRejected
-from localagent.prefect.claims import HOST_LABEL, RunClaimer
+from localagent.errors import ApiNotFound, ApiRejected
+from localagent.prefect.claims import RunClaimer
 from localagent.prefect.events import EventStream, websocket_available
-from localagent.prefect.jobs import PROCESS_BASE_JOB_TEMPLATE, RUN_TOKEN_PREFIX
-from localagent.prefect.rest import FINAL_TYPES, PrefectRest, state_body
+from localagent.prefect.finals import forward_output, report_end
+from localagent.prefect.lost_runs import crash_lost_runs
+from localagent.prefect.pool import ensure_pool, pool_gone
+from localagent.prefect.rest import PrefectRest
+from localagent.prefect.run_view import RunView, local_run
 
 if TYPE_CHECKING:
     from localagent.api.log_batch import LogRow
@@ -69,7 +68,6 @@ logger = logging.getLogger("localagent.prefect")
 
 CAPABILITIES = Capabilities(state_batches=True, output_rows=False, web_view=False)
 TAIL_LINES = 20
-_LEVELS = {"stdout": 20, "stderr": 40, "system": 30}
 
 
 @dataclass
@@ -81,10 +79,18 @@ class _RunContext:
 class PrefectOrchestrator:
     """A Prefect 3 work pool behind the orchestrator port (thread-safe; see the module docstring)."""
 
-    def __init__(self, url: str, key: str | None, timeout: float, *, settings_of: Callable[[], PrefectSection]) -> None:
+    def __init__(
+        self,
+        url: str,
+        key: str | None,
+        timeout: float,
+        *,
+        settings_of: Callable[[], PrefectSection],
+        auth: str = "bearer",
+    ) -> None:
         self._url = url
         self._settings_of = settings_of
-        self.rest = PrefectRest(url, key=key, timeout=timeout)
+        self.rest = PrefectRest(url, key=key, timeout=timeout, auth=auth)
         self._worker_name = "localagent"
         self._claimer = RunClaimer(self.rest, worker_name=self._worker_name)
         self._claim_lock = threading.Lock()
@@ -92,6 +98,7 @@ class PrefectOrchestrator:
         self._generation = 0  # bumped by every event that may have made a claim worth trying
         self._runs: dict[str, _RunContext] = {}
         self._cancelling: set[str] = set()
+        self._gone: set[str] = set()  # runs deleted in Prefect while they ran here (logged once)
         self._pool_checked: tuple[str, tuple[str, ...]] | None = None
         self._stream: EventStream | None = None
         self._record: Agent | None = None  # what register_agent answered (the worker, as the agent sees it)
@@ -106,9 +113,13 @@ class PrefectOrchestrator:
     def capabilities(self) -> Capabilities:
         return CAPABILITIES
 
-    def scoped(self, token: str) -> PrefectOrchestrator:
-        """Runs report with the agent's key (Prefect has no run tokens); the run is named in every call."""
-        return self
+    def scoped(self, token: str) -> RunView:
+        """Runs report with the agent's key (Prefect has no run tokens), through this client.
+
+        A view, not this client itself: the agent closes a run's client when the run ends, which must not
+        close the agent's (its event stream and connection pool).
+        """
+        return RunView(self)
 
     def close(self) -> None:
         if self._stream is not None:
@@ -118,15 +129,15 @@ class PrefectOrchestrator:
     # -- registration, heartbeat -------------------------------------------------------------------------
 
     def register_agent(self, request: AgentRegister) -> Agent:
-        self._worker_name = request.name
-        self._claimer = RunClaimer(self.rest, worker_name=request.name)
         settings = self._settings_of()
-        self._check_pool(settings)
+        claimer = RunClaimer(self.rest, worker_name=request.name)
+        claimer.unsettled = self._claimer.unsettled  # proposals whose answer was lost stay ours to settle
+        claimer.pool = ensure_pool(self.rest, settings)  # first: a failed registration leaves the claimer be
+        with self._claim_lock:
+            self._worker_name, self._claimer = request.name, claimer
+            self._pool_checked = (settings.work_pool, settings.work_queues)
         self.rest.worker_heartbeat(settings.work_pool, request.name, settings.heartbeat_interval)
-        sweep_key = (self.rest.url, settings.work_pool, request.name)
-        if sweep_key not in _SWEPT:  # once per agent process: later registrations may see our own live runs
-            self._crash_orphans(settings.work_pool, request.name)
-            _SWEPT.add(sweep_key)
+        crash_lost_runs(self.rest, settings.work_pool, request.name)
         if settings.use_events and self._stream is None:
             if websocket_available():
                 self._stream = EventStream(self.rest, on_scheduled=self._run_scheduled, on_cancelling=self._cancel_seen)
@@ -153,58 +164,18 @@ class PrefectOrchestrator:
         return self._record
 
     def _check_pool(self, settings: PrefectSection) -> None:
-        """The pool exists (created when allowed) and is a process pool; named queues exist (created too)."""
-        pool_name = settings.work_pool
+        """Before a claim: the pool again after a reload named another one, or after it was found deleted."""
+        if self._pool_checked != (settings.work_pool, settings.work_queues) or self._claimer.pool is None:
+            self._claimer.pool = ensure_pool(self.rest, settings)
+            self._pool_checked = (settings.work_pool, settings.work_queues)
+
+    def _pool_call(self, settings: PrefectSection, call: Callable[[], Any]) -> Any:
+        """``call()`` on the pool; a 404 means it was deleted: check it again at the next registration."""
         try:
-            pool = self.rest.read_work_pool(pool_name)
+            return call()
         except ApiNotFound:
-            if not settings.create_pool_if_missing:
-                raise ApiNotFound(
-                    404, f"work pool {pool_name!r} does not exist (prefect.create_pool_if_missing is false)"
-                ) from None
-            logger.info("creating Prefect work pool %r (type process)", pool_name)
-            try:
-                pool = self.rest.create_work_pool(pool_name, PROCESS_BASE_JOB_TEMPLATE)
-            except ApiConflict:  # another worker created it meanwhile
-                pool = self.rest.read_work_pool(pool_name)
-        if pool.get("type") != "process":
-            raise ApiRejected(
-                409, f"work pool {pool_name!r} is of type {pool.get('type')!r}; localagent serves process pools only"
-            )
-        if settings.work_queues:
-            known = {str(queue.get("name")) for queue in self.rest.read_work_queues(pool_name)}
-            for queue in settings.work_queues:
-                if queue not in known:
-                    logger.info("creating work queue %r in pool %r", queue, pool_name)
-                    self.rest.create_work_queue(pool_name, queue)
-        self._claimer.pool = pool
-        self._pool_checked = (pool_name, settings.work_queues)
-
-    def _crash_orphans(self, pool: str, worker: str) -> None:
-        """Runs an earlier agent of this name started on this host and lost (it died): mark them Crashed.
-
-        A Prefect flow run's process gets SIGTERM when its agent dies, but with its output pipes gone it
-        cannot report that itself; the next agent started here does, as soon as it registers.
-        """
-        host = socket.gethostname()
-        for run in self.rest.active_flow_runs(pool):
-            labels = run.get("labels") or {}
-            logger.debug(
-                "orphan check: flow run %s, labels %s, pid %s", run.get("id"), labels, run.get("infrastructure_pid")
-            )
-            if labels.get("prefect.worker.name") != worker or labels.get(HOST_LABEL) != host:
-                continue
-            run_id = str(run["id"])
-            pid = str(run.get("infrastructure_pid") or "")
-            if pid.isdigit() and _alive(int(pid)):
-                continue  # still running somewhere on this host (not a child of ours): leave it be
-            where = f"process {pid}" if pid else "its process had not started"
-            message = f"The localagent worker {worker!r} on {host} stopped without reporting this run's end ({where})."
-            logger.warning("flow run %s: %s Marking it Crashed.", run_id, message)
-            try:
-                self.rest.set_state(run_id, state_body(run_id, "CRASHED", "Crashed", message))
-            except ApiError as exc:
-                logger.error("flow run %s: could not mark it Crashed: %s", run_id, exc)
+            self._pool_checked = None  # the next claim checks (and creates, when allowed) it again
+            raise pool_gone(self.rest, settings.work_pool) from None
 
     def disconnect_agent(self, agent_id: str) -> Agent:
         """Nothing to tell Prefect: like its own worker, this one shows offline once its heartbeats stop.
@@ -217,7 +188,8 @@ class PrefectOrchestrator:
 
     def heartbeat(self, agent_id: str, beat: Heartbeat) -> HeartbeatReply:
         settings = self._settings_of()
-        self.rest.worker_heartbeat(settings.work_pool, self._worker_name, settings.heartbeat_interval)
+        name, interval = self._worker_name, settings.heartbeat_interval
+        self._pool_call(settings, lambda: self.rest.worker_heartbeat(settings.work_pool, name, interval))
         # Every run the agent lists, also those claimed through an earlier client (a reload changed the key).
         ours = list(beat.running_runs)
         if not ours:
@@ -227,6 +199,9 @@ class PrefectOrchestrator:
         for run_id in ours:
             run = found.get(run_id)
             state = ((run or {}).get("state") or {}).get("type")
+            if run is None and run_id not in self._gone:
+                self._gone.add(run_id)
+                logger.warning("flow run %s was deleted in Prefect while it ran: stopping its process", run_id)
             if run is None or state in ("CANCELLING", "CANCELLED"):
                 cancel.append(run_id)
         return HeartbeatReply.model_construct(cancel=cancel)
@@ -236,8 +211,6 @@ class PrefectOrchestrator:
     def claim(self, agent_id: str, request: ClaimRequest) -> ClaimReply:
         deadline = time.monotonic() + request.wait
         settings = self._settings_of()
-        if self._pool_checked != (settings.work_pool, settings.work_queues):
-            self._check_pool(settings)  # a reload named another pool or other queues: applies from now
         while True:
             with self._changed:
                 seen = self._generation
@@ -246,7 +219,8 @@ class PrefectOrchestrator:
             next_due: float | None = None
             if request.slots > 0:
                 with self._claim_lock:
-                    runs, next_due = self._claimer.claim(settings, request.slots)
+                    self._check_pool(settings)  # a reload named another pool or other queues: applies from now
+                    runs, next_due = self._pool_call(settings, lambda: self._claimer.claim(settings, request.slots))
                 for claimed in runs:
                     self._runs[claimed.run.id] = _RunContext(forward=settings.forward_output)
             if runs or cancel:
@@ -293,31 +267,18 @@ class PrefectOrchestrator:
         if state == StateName.RUNNING:
             if update.pid is not None:
                 self.rest.update_flow_run(run_id, {"infrastructure_pid": str(update.pid)})
-            return _local_run(run_id, state)
+            return local_run(run_id, state)
         if state not in (StateName.SUCCESS, StateName.FAILED, StateName.CANCELLED, StateName.CRASHED):
-            return _local_run(run_id, state)
+            return local_run(run_id, state)
         context = self._runs.get(run_id)
         try:
-            current = ((self.rest.read_flow_run(run_id).get("state")) or {}).get("type")
+            report_end(self.rest, run_id, update, context.tail if context is not None else ())
         except ApiNotFound:
             self._runs.pop(run_id, None)  # deleted in Prefect: nothing left to report to
-            raise
-        self._final(run_id, update, current, context)  # ApiUnavailable: the reporter retries with the context
+            raise ApiNotFound(404, f"flow run {run_id} no longer exists in Prefect: its end is not reported") from None
+        # (ApiUnavailable: the reporter retries, and report_end reads the state again first)
         self._runs.pop(run_id, None)
-        return _local_run(run_id, state)
-
-    def _final(self, run_id: str, update: StateUpdate, current: str | None, context: _RunContext | None) -> None:
-        if update.state == StateName.CANCELLED or current == "CANCELLING":
-            if current in ("COMPLETED", "FAILED", "CANCELLED"):
-                return
-            message = "Flow run was cancelled successfully." if current == "CANCELLING" else update.message
-            self.rest.set_state(run_id, state_body(run_id, "CANCELLED", "Cancelled", message), force=True)
-            return
-        if current in FINAL_TYPES or current not in ("PENDING", "RUNNING"):
-            return  # the engine reported its end (or paused / rescheduled the run): nothing to add
-        message = _crash_message(update, context)
-        logger.warning("flow run %s ended without a final state: marking it Crashed (%s)", run_id, update.message)
-        self.rest.set_state(run_id, state_body(run_id, "CRASHED", "Crashed", message))
+        return local_run(run_id, state)
 
     def set_states(self, reports: Sequence[StateReport]) -> StateReportResults:
         results = []
@@ -350,81 +311,7 @@ class PrefectOrchestrator:
         context = self._runs.get(run_id)
         if context is not None:
             context.tail.extend(text for _, _, _, text in lines)
-            if context.forward and lines:
-                logs = [
-                    {
-                        "name": "localagent.output",
-                        "level": _LEVELS.get(stream, 20),
-                        "message": text,
-                        "timestamp": when,
-                        "flow_run_id": run_id,
-                        "task_run_id": None,
-                    }
-                    for _, when, stream, text in lines
-                ]
-                self.rest.create_logs(logs)
+            if context.forward and run_id not in self._gone:
+                forward_output(self.rest, run_id, lines)
         last = max((seq for seq, _, _, _ in lines), default=-1)
         return LogBatchResult(stored=len(lines), last_seq=last)
-
-
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie (an orphan whose new parent has not reaped it yet)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): trust kill(0)
-    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
-
-
-_SWEPT: set[tuple[str, str, str]] = set()
-
-
-def _local_run(run_id: str, state: StateName) -> FlowRun:
-    """What the port returns for a report: only the id and state mean anything for a Prefect run."""
-    now = datetime.now(timezone.utc)
-    return FlowRun.model_construct(
-        id=run_id,
-        name=run_id,
-        flow="",
-        flow_version=1,
-        parameters={},
-        labels=[],
-        run_config_type="prefect-process",
-        scheduled_start=now,
-        state=state,
-        created=now,
-        updated=now,
-    )
-
-
-def _crash_message(update: StateUpdate, context: _RunContext | None) -> str:
-    message = f"Flow run process ended before the flow run reached a final state: {update.message}"
-    if context is not None and context.tail:
-        tail = "\n".join(context.tail)
-        message += f"\nLast output lines:\n{tail[-4000:]}"
-    return message
-
-
-class PrefectFactory:
-    """``factory(url, key, timeout)`` for the agent (an ``OrchestratorFactory``), one client per call.
-
-    ``settings_of`` gives the ``[prefect]`` table in force, read at every claim and heartbeat, so a reload
-    that changes the pool or the queues applies to the next claim.
-    """
-
-    def __init__(self, settings_of: Callable[[], PrefectSection]) -> None:
-        self._settings_of = settings_of
-        self._keys: dict[str, str | None] = {}
-
-    def __call__(self, url: str, key: str | None, timeout: float) -> PrefectOrchestrator:
-        if key is not None and key.startswith(RUN_TOKEN_PREFIX):
-            key = self._keys.get(url)  # a run's client after a reload moved the API: the agent's key there
-        else:
-            self._keys[url] = key
-        return PrefectOrchestrator(url, key, timeout, settings_of=self._settings_of)

@@ -15,6 +15,7 @@ notes in ``docs/prefect3.md``). Every foreign exception becomes one of :mod:`loc
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -43,6 +44,13 @@ def prefect_api_url(url: str) -> str:
     return url
 
 
+def authorization(key: str, auth: str) -> str:
+    """The ``Authorization`` header Prefect expects: a bearer API key, or HTTP basic with ``user:password``."""
+    if auth == "basic":
+        return "Basic " + base64.b64encode(key.encode()).decode()
+    return f"Bearer {key}"
+
+
 def iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat()
 
@@ -61,17 +69,18 @@ def state_body(run_id: str, state_type: str, name: str, message: str | None = No
 class PrefectRest:
     """The REST calls of a Prefect 3 process worker, on one keep-alive connection pool (thread-safe)."""
 
-    def __init__(self, url: str, *, key: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, key: str | None = None, timeout: float = 10.0, auth: str = "bearer") -> None:
         if not url.startswith(("http://", "https://")):
             raise ApiUnavailable(f"Prefect API url must start with http:// or https://, got {url!r}")
         self.url = prefect_api_url(url)
         self.key = key
+        self.auth = auth  # "bearer": key is an API key; "basic": key is the server's user:password auth string
         self._timeout = timeout
         self._session = requests.Session()
         self._session.headers["User-Agent"] = f"localagent/{__version__} (prefect worker)"
         self._session.headers["Accept"] = "application/json"
         if key:
-            self._session.headers["Authorization"] = f"Bearer {key}"
+            self._session.headers["Authorization"] = authorization(key, auth)
         # A kept-alive connection the server has just closed fails the next request on it; urllib3 retries
         # connects for every call and reads for idempotent ones (never a POST it may have delivered).
         retry = Retry(total=2, connect=2, read=1, status=0, other=0, backoff_factor=0.1, raise_on_status=False)
@@ -183,6 +192,12 @@ class PrefectRest:
         status = response.status_code
         if status >= 500:
             raise ApiUnavailable(f"the Prefect API at {self.url} answered {what} with HTTP {status}")
+        if status in (401, 403):
+            raise _rejection(
+                status,
+                f"the Prefect API at {self.url} refused the agent's credentials ({what}: HTTP "
+                f"{status} {_detail(response) or ''}); check api.key / api.key_file and prefect.auth",
+            )
         if status >= 400:
             raise _rejection(status, f"Prefect API {what}: {_detail(response) or f'HTTP {status}'}")
         if status == 204 or not response.content:

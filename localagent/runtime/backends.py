@@ -119,18 +119,30 @@ def open_backend(
     return Backend(client, embedded, url)
 
 
-def prefect_or(config_of: Callable[[], AgentConfig], fallback: OrchestratorFactory) -> OrchestratorFactory:
-    """``fallback``, or a Prefect 3 work pool's client while the config in force says ``api.kind = "prefect"``.
+def prefect_or(
+    loaded_of: Callable[[], LoadedConfig],
+    fallback: OrchestratorFactory,
+    *,
+    on_prefect_key: Callable[[str, str | None, str], None] | None = None,
+) -> OrchestratorFactory:
+    """``fallback``, or a Prefect 3 work pool's client: for the agent's key while the config in force says
+    ``api.kind = "prefect"``, and always for a Prefect run's token (``prefect-run:<id>``).
 
-    ``config_of`` gives the config in force: the ``[prefect]`` table is read at every claim and heartbeat, so
-    a reload that changes the pool or the queues applies to the next claim (:mod:`localagent.prefect`).
+    A run keeps reporting to the server that handed it out, of the kind it came from, whatever a reload
+    changed since. ``loaded_of`` gives the config in force: the ``[prefect]`` table is read at every claim
+    and heartbeat, so a reload that changes the pool or the queues applies to the next claim
+    (:mod:`localagent.prefect`). ``on_prefect_key(url, key, auth)`` learns each Prefect server's key (the
+    agent's watchdog, to report runs the agent's death left running).
     """
-    from localagent.prefect.orchestrator import PrefectFactory
+    from localagent.prefect.factory import PrefectFactory
+    from localagent.prefect.jobs import RUN_TOKEN_PREFIX
 
-    prefect = PrefectFactory(lambda: config_of().prefect)
+    prefect = PrefectFactory(lambda: loaded_of().config.prefect, loaded_of, on_key=on_prefect_key)
 
     def factory(url: str, key: str | None, timeout: float) -> Orchestrator:
-        if config_of().api.kind == "prefect":
+        if key is not None and key.startswith(RUN_TOKEN_PREFIX):
+            return prefect(url, key, timeout)
+        if loaded_of().config.api.kind == "prefect":
             return prefect(url, key, timeout)
         return fallback(url, key, timeout)
 

@@ -63,15 +63,21 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         reaper = ChildReaper()
         reaper.start()
         stack.callback(logger.debug, "child reaper stopped")
-        ledger, orphans = _supervise_runs(stack, reaper, config.agent.state_dir, config.logs.format)
+        ledger, orphans, watchdog = _supervise_runs(stack, reaper, config.agent.state_dir, config.logs.format)
         stack.callback(reaper.stop)
         metrics = AgentMetrics()
         backend = open_backend(loaded, stack, config_of=lambda: agent.loaded.config, on_switch=metrics.count_api_switch)
         embedded = backend.embedded
+        started: list[Agent] = []  # the agent, once made: until then the config in force is the first one
+        client_factory = prefect_or(
+            lambda: started[0].loaded if started else loaded,
+            backend.client_factory,
+            on_prefect_key=watchdog.tell_prefect_key if watchdog is not None else None,
+        )
         if orphans:  # the API (the embedded one included) is up now; the claims may start meanwhile
             threading.Thread(
                 target=report_orphans,
-                args=(ledger, orphans),
+                args=(ledger, orphans, client_factory),
                 kwargs={"timeout": config.api.timeout},
                 name="localagent-orphans",
                 daemon=True,
@@ -83,8 +89,9 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
             metrics=metrics,
             inbox=inbox,
             embedded_url=backend.embedded_url,
-            client_factory=prefect_or(lambda: agent.loaded.config, backend.client_factory),
+            client_factory=client_factory,
         )
+        started.append(agent)
         if embedded is not None:
             agent.set_listener_sweep(embedded.sweep)
         watcher = _watch_config(agent, load, embedded)
@@ -98,9 +105,10 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
 
 def _supervise_runs(
     stack: contextlib.ExitStack, reaper: ChildReaper, state_dir: Path, log_format: str
-) -> tuple[RunLedger, list[LedgerEntry]]:
+) -> tuple[RunLedger, list[LedgerEntry], Watchdog | None]:
     """Track every process of every run, record runs in the ledger, start the watchdog; stop what a dead
-    agent left on this ``state_dir`` (before the first claim). Returns the ledger and those dead agent's runs.
+    agent left on this ``state_dir`` (before the first claim). Returns the ledger, those dead agent's runs
+    and the watchdog (None when it could not start).
     """
     tracking = ProcessTracking.detect()
     stack.callback(tracking.close)
@@ -109,7 +117,7 @@ def _supervise_runs(
     watchdog = Watchdog.start(ledger.directory, cgroup_root=tracking.cgroup_root, log_format=log_format)
     if watchdog is not None:
         stack.callback(watchdog.close)
-    return ledger, stop_orphans(ledger)
+    return ledger, stop_orphans(ledger), watchdog
 
 
 def _watch_config(agent: Agent, load: Callable[[], LoadedConfig], embedded: EmbeddedApi | None) -> ConfigWatcher:

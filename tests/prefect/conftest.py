@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +30,27 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         yield server
     finally:
         server.stop()
+
+
+MakePrefectServer = Callable[..., PrefectServer]
+
+
+@pytest.fixture
+def make_prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakePrefectServer]:
+    """``make_prefect_server(auth_string=None)``: a server of the test's own (to stop, restart, lock)."""
+    python, reason = prefect_python()
+    if python is None:
+        pytest.skip(reason)
+    made: list[PrefectServer] = []
+
+    def make(auth_string: str | None = None) -> PrefectServer:
+        server = PrefectServer(python, Path(tmp_path_factory.mktemp("prefect-own")), auth_string=auth_string)
+        made.append(server)
+        server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in made:
+            server.stop()

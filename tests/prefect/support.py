@@ -7,6 +7,7 @@ marked ``@pytest.mark.prefect`` are skipped, with that reason, when it is not se
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -55,9 +56,10 @@ def prefect_python() -> tuple[str | None, str]:
 class PrefectServer:
     """``prefect server start`` on a free loopback port with a temporary PREFECT_HOME (SQLite, offline)."""
 
-    def __init__(self, python: str, home: Path) -> None:
+    def __init__(self, python: str, home: Path, *, auth_string: str | None = None) -> None:
         self.python = python
         self.home = home
+        self.auth_string = auth_string  # PREFECT_SERVER_API_AUTH_STRING: every call needs HTTP basic auth
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         self.env = {
@@ -68,11 +70,16 @@ class PrefectServer:
             "PREFECT_UI_ENABLED": "false",
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
         }
+        self.headers: dict[str, str] = {}
+        if auth_string is not None:
+            self.env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
+            self.env["PREFECT_API_AUTH_STRING"] = auth_string
+            self.headers["Authorization"] = "Basic " + base64.b64encode(auth_string.encode()).decode()
         self.log = home / "server.log"
         self.popen: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 180.0) -> None:
-        with open(self.log, "wb") as out:
+        with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(
                 [self.python, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
                 stdout=out,
@@ -93,6 +100,7 @@ class PrefectServer:
         raise RuntimeError(f"prefect server did not answer in {timeout}s")
 
     def stop(self) -> None:
+        """Stop the server (its database stays: :meth:`start` brings the same server back on the same port)."""
         if self.popen is not None and self.popen.poll() is None:
             os.killpg(self.popen.pid, signal.SIGTERM)
             try:
@@ -104,11 +112,15 @@ class PrefectServer:
     # -- REST helpers -----------------------------------------------------------------------------------
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
-        for _ in range(10):  # a loaded SQLite server answers 503 now and then; Prefect's own client retries too
-            response = requests.request(method, self.url + path, json=body, timeout=30)
-            if response.status_code != 503:
+        # A loaded SQLite server answers 503 now and then (a busy database); Prefect's own client retries too.
+        deadline = time.monotonic() + 120
+        delay = 0.5
+        while True:
+            response = requests.request(method, self.url + path, json=body, timeout=30, headers=self.headers)
+            if response.status_code != 503 or time.monotonic() > deadline:
                 break
-            time.sleep(1.0)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
         assert response.status_code < 400, f"{method} {path}: {response.status_code} {response.text}"
         return response.json() if response.content else None
 
@@ -136,6 +148,15 @@ class PrefectServer:
     def run(self, run_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.call("GET", f"/flow_runs/{run_id}")
         return result
+
+    def states(self, run_id: str) -> list[str]:
+        """The run's state types, oldest first."""
+        history = self.call("GET", f"/flow_run_states/?flow_run_id={run_id}")
+        return [state["type"] for state in sorted(history, key=lambda state: state["timestamp"])]
+
+    def workers(self, pool: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.call("POST", f"/work_pools/{pool}/workers/filter", {})
+        return found
 
     def state(self, run_id: str) -> str:
         return str(self.run(run_id)["state"]["type"])

@@ -7,7 +7,7 @@ import pytest
 from localagent.config.model import PrefectSection
 from localagent.errors import LaunchError
 from localagent.prefect.jobs import PROCESS_BASE_JOB_TEMPLATE, claimed_run, job_variables, run_command
-from localagent.prefect.rest import prefect_api_url
+from localagent.prefect.rest import authorization, prefect_api_url
 
 POOL = {"id": "p", "base_job_template": PROCESS_BASE_JOB_TEMPLATE}
 
@@ -67,3 +67,14 @@ def test_the_api_url_gets_its_api_path_when_given_bare() -> None:
     assert prefect_api_url("https://api.prefect.cloud/api/accounts/a/workspaces/w") == (
         "https://api.prefect.cloud/api/accounts/a/workspaces/w"
     )
+
+
+def test_basic_auth_reaches_the_run_as_its_auth_string_and_the_server_as_http_basic() -> None:
+    claimed = claimed_run(
+        {"id": "run-2"}, "f", {}, PrefectSection(auth="basic"), api_url="http://h/api", key="admin:pw", auth="basic"
+    )
+    env = claimed.flow.run_config.env
+    assert env["PREFECT_API_AUTH_STRING"] == "admin:pw"
+    assert "PREFECT_API_KEY" not in env
+    assert authorization("admin:pw", "basic") == "Basic YWRtaW46cHc="
+    assert authorization("pnu_key", "bearer") == "Bearer pnu_key"

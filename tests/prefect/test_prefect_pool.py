@@ -6,62 +6,23 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.e2e.support import Agent, wait_for, write_config
+from tests.e2e.support import wait_for, write_config
+from tests.prefect.agents import FINAL, pool_name, sections, start_agent, stop_agent
 from tests.prefect.support import PrefectServer
 from tests.support.processes import alive
 
 pytestmark = [pytest.mark.prefect, pytest.mark.timeout(600)]
 
-FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
-
-
-def _pool() -> str:
-    return f"pool-{uuid.uuid4().hex[:8]}"
-
-
-def _sections(server: PrefectServer, pool: str, limit: int = 0, **prefect: Any) -> dict[str, dict[str, Any]]:
-    return {
-        "agent": {"poll_interval": "5s", "max_concurrent_runs": limit},
-        "api": {"kind": "prefect", "url": server.url},
-        "prefect": {"work_pool": pool, "command": [server.python, "-m", "prefect.engine"], **prefect},
-        "logs": {"show_flow_logs": True},
-        "runs": {"stop_grace": "10s"},
-    }
-
-
-def _start(tmp_path: Path, server: PrefectServer, pool: str, name: str = "la", limit: int = 0, **prefect: Any) -> Agent:
-    agent = Agent(tmp_path, name, _sections(server, pool, limit, **prefect))
-    wait_for(lambda: _worker_online(server, pool, agent), timeout=60, what="the agent's worker heartbeat")
-    return agent
-
-
-def _worker_online(server: PrefectServer, pool: str, agent: Agent) -> bool:
-    if agent.popen.poll() is not None:
-        raise AssertionError(f"agent exited {agent.popen.returncode}:\n{agent.stderr}")
-    try:
-        workers = server.call("POST", f"/work_pools/{pool}/workers/filter", {})
-    except AssertionError:
-        return False
-    return any(worker["name"] == agent.name and worker["status"] == "ONLINE" for worker in workers)
-
-
-def _stop(agent: Agent) -> None:
-    agent.signal(signal.SIGTERM)
-    agent.signal(signal.SIGTERM)
-    agent.wait(60)
-
 
 def test_a_deployed_flow_completes_with_its_parameters_env_and_logs(
     prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
-    pool = _pool()
-    agent = _start(tmp_path, prefect_server, pool, forward_output=True)
+    pool = pool_name()
+    agent = start_agent(tmp_path, prefect_server, pool, forward_output=True)
     try:
         deployment = prefect_server.deployment(pool, tmp_path, job_variables={"env": {"GREETING": "bonjour"}})
         run_id = prefect_server.create_run(deployment, parameters={"name": "bob"})
@@ -80,14 +41,14 @@ def test_a_deployed_flow_completes_with_its_parameters_env_and_logs(
         # print() is not a Prefect log (no log_prints): it reaches Prefect only through forward_output.
         wait_for(lambda: "printed by the flow" in prefect_server.logs(run_id), timeout=30, what="the forwarded output")
     finally:
-        _stop(agent)
+        stop_agent(agent)
 
 
 def test_cancel_from_the_api_stops_the_process_group_and_ends_cancelled(
     prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
-    pool = _pool()
-    agent = _start(tmp_path, prefect_server, pool)
+    pool = pool_name()
+    agent = start_agent(tmp_path, prefect_server, pool)
     try:
         deployment = prefect_server.deployment(pool, tmp_path)
         run_id = prefect_server.create_run(deployment, parameters={"sleep": 300})
@@ -102,14 +63,14 @@ def test_cancel_from_the_api_stops_the_process_group_and_ends_cancelled(
         assert run["state"]["type"] == "CANCELLED", run["state"]
         wait_for(lambda: not alive(pid), timeout=30, what=f"pid {pid} to be gone")
     finally:
-        _stop(agent)
+        stop_agent(agent)
 
 
 def test_an_agent_killed_mid_run_leaves_the_run_crashed_and_nothing_running(
     prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
-    pool = _pool()
-    agent = _start(tmp_path, prefect_server, pool)
+    pool = pool_name()
+    agent = start_agent(tmp_path, prefect_server, pool)
     try:
         deployment = prefect_server.deployment(pool, tmp_path)
         run_id = prefect_server.create_run(deployment, parameters={"sleep": 300})
@@ -117,24 +78,33 @@ def test_an_agent_killed_mid_run_leaves_the_run_crashed_and_nothing_running(
         assert running["state"]["type"] == "RUNNING"
         pid = int(running["infrastructure_pid"])
     finally:
-        agent.kill()  # SIGKILL: no drain, no goodbye
-    # The run's process is told (SIGTERM) when its agent dies; with its output pipes gone it cannot report.
+        agent.kill()  # SIGKILL: no drain, no goodbye; and no agent started again
+    # The kernel sends the run SIGTERM (its parent-death signal) and the watchdog lets it end; the engine
+    # cannot report with its stderr pipe gone, so the watchdog proposes Crashed with the agent's key.
+    run = prefect_server.wait_state(run_id, FINAL, timeout=90)
+    assert run["state"]["type"] == "CRASHED", run["state"]
+    assert "worker running this flow run died" in run["state"]["message"], run["state"]
     wait_for(lambda: not alive(pid), timeout=30, what=f"pid {pid} to be gone")
-    # The agent started again (as its service manager would) marks the lost run Crashed.
-    again = _start(tmp_path, prefect_server, pool, name="la")
-    try:
-        run = prefect_server.wait_state(run_id, FINAL, timeout=60)
-        assert run["state"]["type"] == "CRASHED", run["state"]
-        assert "stopped without reporting" in run["state"]["message"]
-    finally:
-        _stop(again)
+    wait_for(lambda: not _group_alive(pid), timeout=30, what=f"process group {pid} to be empty")
+
+
+def _group_alive(pgid: int) -> bool:
+    """A live (not zombie) process is in process group ``pgid``."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def test_runs_that_cannot_start_or_die_without_a_final_state_end_crashed(
     prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
-    pool = _pool()
-    agent = _start(tmp_path, prefect_server, pool)
+    pool = pool_name()
+    agent = start_agent(tmp_path, prefect_server, pool)
     try:
         missing = prefect_server.deployment(pool, tmp_path, job_variables={"working_dir": str(tmp_path / "nowhere")})
         dies = prefect_server.deployment(
@@ -153,12 +123,12 @@ def test_runs_that_cannot_start_or_die_without_a_final_state_end_crashed(
         assert "about to fail" in ended["dies"]["state"]["message"]
         assert "/no/such/python" in ended["py"]["state"]["message"]
     finally:
-        _stop(agent)
+        stop_agent(agent)
 
 
 def test_a_reload_switches_the_queues_live(prefect_server: PrefectServer, tmp_path: Path) -> None:
-    pool = _pool()
-    agent = _start(tmp_path, prefect_server, pool, work_queues=["alpha"])
+    pool = pool_name()
+    agent = start_agent(tmp_path, prefect_server, pool, work_queues=["alpha"])
     try:
         deployment = prefect_server.deployment(pool, tmp_path, queue="beta")
         run_id = prefect_server.create_run(deployment)
@@ -166,7 +136,7 @@ def test_a_reload_switches_the_queues_live(prefect_server: PrefectServer, tmp_pa
         assert prefect_server.state(run_id) == "SCHEDULED"
         write_config(
             tmp_path / f"{agent.name}.toml",
-            _sections(prefect_server, pool, work_queues=["beta"])
+            sections(prefect_server, pool, work_queues=["beta"])
             | {
                 "agent": {
                     "poll_interval": "5s",
@@ -180,16 +150,20 @@ def test_a_reload_switches_the_queues_live(prefect_server: PrefectServer, tmp_pa
         assert run["state"]["type"] == "COMPLETED", run["state"]
         assert "prefect.work_queues" in agent.stderr
     finally:
-        _stop(agent)
+        stop_agent(agent)
 
 
+SHARED_RUNS = int(os.environ.get("LOCALAGENT_TEST_PREFECT_SHARED_RUNS", "40"))
+
+
+@pytest.mark.timeout(300 + 15 * SHARED_RUNS)  # every run starts a Python that imports prefect
 def test_localagent_and_prefects_own_worker_share_a_pool_each_run_once(
     prefect_server: PrefectServer, tmp_path: Path
 ) -> None:
-    count = int(os.environ.get("LOCALAGENT_TEST_PREFECT_SHARED_RUNS", "40"))
-    pool = _pool()
+    count = SHARED_RUNS
+    pool = pool_name()
     agent_limit = 4  # each of the two workers: the flow runs' Python start-up is what loads the machine
-    agent = _start(tmp_path, prefect_server, pool, name="la-shared", limit=agent_limit)
+    agent = start_agent(tmp_path, prefect_server, pool, name="la-shared", limit=agent_limit)
     worker_log = open(tmp_path / "prefect-worker.log", "wb")  # noqa: SIM115  (closed below)
     worker = subprocess.Popen(
         [
@@ -224,4 +198,4 @@ def test_localagent_and_prefects_own_worker_share_a_pool_each_run_once(
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(30)
         worker_log.close()
-        _stop(agent)
+        stop_agent(agent)

@@ -120,10 +120,10 @@ class ClaimLoop:
             polls += 1
             try:
                 reply = endpoint.client.claim(endpoint.agent_id, claim_request(config, slots))
-            except ApiNotFound:
+            except ApiNotFound as exc:
                 self.in_flight = None
                 self._metrics.observe_poll(time.monotonic() - began, ok=False)
-                self._session.forget(endpoint.agent_id, "the API no longer knows this agent")
+                self._session.forget(endpoint.agent_id, f"the API no longer knows this agent ({exc})")
                 continue
             except ApiError as exc:
                 self.in_flight = None

@@ -66,12 +66,18 @@ _FIRST_BACKOFF = 0.25
 
 
 def api_name(config: AgentConfig) -> str:
-    """The API a config talks to: ``"embedded"`` (wherever it listens), else its url (several: space-separated).
+    """The API a config talks to: ``"embedded"`` (wherever it listens), ``prefect:`` and the url for a Prefect
+    server (a reload that changes only ``api.kind`` moves the agent to another API), else its url (several:
+    space-separated).
 
     Two names that share a server URL (:func:`~localagent.api.endpoints.same_servers`) are one API: servers
     of one database, so a reload from one to the other keeps the registration and the runs' reports follow.
     """
-    return EMBEDDED if config.api.url == EMBEDDED else join_urls(config.api.url)
+    if config.api.url == EMBEDDED:
+        return EMBEDDED
+    if config.api.kind == "prefect":
+        return f"prefect:{join_urls(config.api.url)}"
+    return join_urls(config.api.url)
 
 
 @dataclass(frozen=True)
@@ -119,7 +125,7 @@ class AgentSession:
         self._lock = threading.Lock()
         self._register_lock = threading.Lock()
         self._client: Orchestrator | None = None
-        self._target: tuple[str, str | None, float] | None = None
+        self._target: tuple[str, str | None, float, str] | None = None
         self._api: str | None = None  # the API the current client talks to
         self._retired: list[Orchestrator] = []
         self._agent_id: str | None = None  # this agent's id on self._api
@@ -163,13 +169,17 @@ class AgentSession:
     def _current(self) -> tuple[str, Orchestrator]:
         loaded = self._config_state()[0]
         api = api_name(loaded.config)
-        target = (self._target_url(loaded.config), loaded.api_key, loaded.config.api.timeout)
+        config = loaded.config
+        # The kind and prefect.auth change how the client talks, not where: a new client all the same.
+        how = f"{config.api.kind}/{config.prefect.auth}" if config.api.kind == "prefect" else config.api.kind
+        target = (self._target_url(config), loaded.api_key, config.api.timeout, how)
         with self._lock:
             if self._api is not None and api != self._api and same_servers(api, self._api):
                 api = self._api  # another list of the same servers (one database): the same API
             if self._client is None or target != self._target:
                 old_client, old_api = self._client, self._api
-                self._client, self._target, self._api = self._client_factory(*target), target, api
+                self._client = self._client_factory(target[0], target[1], target[2])
+                self._target, self._api = target, api
                 if old_client is not None and old_api != api:
                     self._leave(old_api, old_client, api)
                 elif old_client is not None:

@@ -59,6 +59,11 @@ class LedgerEntry:
     cgroup: str | None
     agent_pid: int
     agent_start_time: int | None
+    term_grace: float = 0.0  # seconds its main process may take to end on SIGTERM when the agent died
+
+    def ending_on_its_own(self) -> bool:
+        """A run given time to end on the SIGTERM the agent's death sends (and whose main process still runs)."""
+        return self.term_grace > 0 and self.leader_alive()
 
     def agent_alive(self) -> bool:
         return self.agent_start_time is not None and process_start_time(self.agent_pid) == self.agent_start_time
@@ -115,6 +120,7 @@ class RunLedger:
             cgroup=str(processes.cgroup) if processes.cgroup is not None else None,
             agent_pid=self._agent_pid,
             agent_start_time=self._agent_start,
+            term_grace=tag.term_grace,
         )
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

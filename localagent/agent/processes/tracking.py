@@ -51,6 +51,9 @@ class RunTag:
     label: str
     token: str
     url: str = ""
+    # Seconds the run may take to end on the SIGTERM it gets when the agent dies, before the watchdog kills
+    # it: a Prefect flow run's engine reports Crashed itself on SIGTERM (0: killed at once).
+    term_grace: float = 0.0
 
 
 def process_start_time(pid: int) -> int | None:

@@ -61,8 +61,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("localagent.run")
 
 OUTPUT_DRAIN = 5.0  # after the process group is gone, how long a pipe held by an escaped process is read on
-# Run types whose process gets SIGTERM if the agent dies (even by SIGKILL): a Prefect flow run's engine then
-# reports it Crashed itself, where an orphan would run on with nobody to cancel or watch it.
+# Run types whose process gets SIGTERM if the agent dies (even by SIGKILL), and runs.stop_grace from the
+# watchdog before it kills what is left: a Prefect flow run's engine then reports it Crashed itself.
 DIE_WITH_AGENT = frozenset({"prefect-process"})
 DELIVERY_GRACE = 10.0  # on shutdown, how long output and the final state may wait for an unreachable API
 
@@ -183,7 +183,9 @@ class RunExecution:
             if self._stop is not None:
                 return StateUpdate(state=StateName.CANCELLED, message=self._stop.message)
             try:
-                tag = RunTag(self.run_id, self._api_name, self._label, self.claimed.token, self._api_urls)
+                dies_with_agent = self.claimed.run.run_config_type in DIE_WITH_AGENT
+                term_grace = config.runs.stop_grace if dies_with_agent else 0.0
+                tag = RunTag(self.run_id, self._api_name, self._label, self.claimed.token, self._api_urls, term_grace)
                 proc = self._reaper.spawn(
                     plan.argv,
                     cwd=plan.cwd,
@@ -191,7 +193,7 @@ class RunExecution:
                     executable=plan.executable,
                     on_exit=self._on_exit,
                     tag=tag,
-                    parent_death_signal=signal.SIGTERM if self.claimed.run.run_config_type in DIE_WITH_AGENT else None,
+                    parent_death_signal=signal.SIGTERM if dies_with_agent else None,
                 )
             except OSError as exc:
                 reason = exc.strerror or str(exc)
