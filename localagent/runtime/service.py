@@ -66,11 +66,16 @@ def run_agent(load: Callable[[], LoadedConfig]) -> int:
         ledger, orphans, watchdog = _supervise_runs(stack, reaper, config.agent.state_dir, config.logs.format)
         stack.callback(reaper.stop)
         metrics = AgentMetrics()
-        backend = open_backend(loaded, stack, config_of=lambda: agent.loaded.config, on_switch=metrics.count_api_switch)
-        embedded = backend.embedded
         started: list[Agent] = []  # the agent, once made: until then the config in force is the first one
+
+        def loaded_now() -> LoadedConfig:
+            # Clients are made before the agent exists (the orphans' reports): they see the first config.
+            return started[0].loaded if started else loaded
+
+        backend = open_backend(loaded, stack, config_of=lambda: loaded_now().config, on_switch=metrics.count_api_switch)
+        embedded = backend.embedded
         client_factory = prefect_or(
-            lambda: started[0].loaded if started else loaded,
+            loaded_now,
             backend.client_factory,
             on_prefect_key=watchdog.tell_prefect_key if watchdog is not None else None,
         )
